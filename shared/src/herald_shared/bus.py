@@ -1,0 +1,295 @@
+"""Herald's connection to the MQTT broker: QoS 1, persistent sessions, acknowledgement after handling.
+
+This is the only module that knows aiomqtt and paho. aiomqtt 2.x acknowledges every message
+as it arrives, before the application has seen it; Herald must acknowledge only once a
+message is handled, so the bus turns paho's manual acknowledgement on through aiomqtt's private
+``_client`` (aiomqtt is pinned for this; ``tests/shared/test_bus.py`` proves the redelivery).
+
+One connection per service instance, under the stable client id ``herald-<service>-<instance>``
+with a persistent session (clean start off, a session expiry), so messages published while the
+service is down or reconnecting wait in the broker. The connection is retried forever with
+exponential backoff and jitter; subscriptions are renewed on every connect. A retained
+``online``/``offline`` status is published on the status topic, with ``offline`` as the will.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from herald_shared import metrics, topics
+from herald_shared.config import reveal
+from herald_shared.settings import BrokerSettings
+
+log = logging.getLogger(__name__)
+
+ONLINE: Final = b"online"
+OFFLINE: Final = b"offline"
+
+
+class BusError(Exception):
+    """A publish did not reach the broker (not connected, timed out, refused)."""
+
+
+@dataclass(eq=False)
+class Message:
+    """One received message; :meth:`ack` sends the PUBACK that the broker waits for."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    mid: int
+    _client: aiomqtt.Client = field(repr=False)
+    _acked: bool = field(default=False, repr=False)
+
+    def ack(self) -> None:
+        # The acknowledgement belongs to the connection that delivered the message. If that
+        # connection is gone the broker redelivers on the next one, and the ledger recognises it.
+        if self._acked or self.qos == 0:
+            return
+        self._acked = True
+        self._client._client.ack(self.mid, self.qos)
+
+
+Handler = Callable[[Message], Awaitable[None]]
+
+
+class Bus:
+    """A resilient MQTT connection for one service instance.
+
+    ``handler`` is awaited for every message of ``subscriptions`` (at most
+    ``broker.receive_maximum`` at once); the message is acknowledged when it returns. If it
+    raises, the message is not acknowledged and the connection is renewed, so the broker
+    delivers it again.
+    """
+
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        service: str,
+        *,
+        subscriptions: Sequence[str] = (),
+        handler: Handler | None = None,
+    ) -> None:
+        if subscriptions and handler is None:
+            raise ValueError("subscriptions need a handler")
+        self.settings = settings
+        self.service = service
+        self.client_id = f"herald-{service}-{settings.instance}"
+        self.status_topic = topics.status_topic(settings.topic_prefix, service, settings.instance)
+        self._subscriptions = tuple(subscriptions)
+        self._handler = handler
+        self._client: aiomqtt.Client | None = None
+        self._connected = asyncio.Event()
+        self._consuming = True
+        self._stopping = False
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(settings.receive_maximum)
+        self._runner: asyncio.Task[None] | None = None
+        self._metric_connected = metrics.BROKER_CONNECTED.labels(service=service)
+        self._metric_connected.set(0)
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect in the background; :meth:`wait_connected` waits for the first connection."""
+        if self._runner is None:
+            self._runner = asyncio.create_task(self._run(), name=f"bus-{self.service}")
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self) -> None:
+        await self._connected.wait()
+
+    def stop_consuming(self) -> None:
+        """Take no more messages; those not yet handled stay with the broker for later."""
+        self._consuming = False
+
+    async def drain(self) -> None:
+        """Wait for the handlers already running."""
+        while self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+
+    async def close(self) -> None:
+        """Publish ``offline``, disconnect cleanly (the will does not fire) and stop reconnecting."""
+        self._consuming = False
+        self._stopping = True
+        client = self._client
+        if client is not None and self.connected:
+            with contextlib.suppress(aiomqtt.MqttError, asyncio.TimeoutError):
+                await client.publish(self.status_topic, OFFLINE, qos=1, retain=True, timeout=2)
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+        self._metric_connected.set(0)
+
+    # --- publishing ----------------------------------------------------------------------
+
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> None:
+        """Publish and, for QoS 1, wait for the broker's PUBACK; raises :class:`BusError`."""
+        client = self._client
+        if client is None or not self.connected:
+            raise BusError("not connected to the broker")
+        try:
+            await client.publish(
+                topic, payload, qos=qos, retain=retain, timeout=self.settings.publish_timeout
+            )
+        except aiomqtt.MqttError as error:
+            raise BusError(f"publish to {topic} failed: {error}") from None
+
+    # --- the connection loop -------------------------------------------------------------
+
+    async def _run(self) -> None:
+        delay = self.settings.reconnect_min
+        while not self._stopping:
+            client = self._new_client()
+            try:
+                async with client:
+                    self._client = client
+                    await self._on_connect(client)
+                    delay = self.settings.reconnect_min
+                    await self._consume(client)
+            except aiomqtt.MqttError as error:
+                if self._stopping:
+                    break
+                if self.connected:
+                    log.warning("lost the broker connection: %s", error)
+                else:
+                    log.warning(
+                        "cannot connect to the broker at %s:%s: %s",
+                        self.settings.host,
+                        self.settings.port,
+                        error,
+                    )
+            except _RenewConnection:
+                log.warning("renewing the broker connection so unhandled messages come again")
+            finally:
+                self._connected.clear()
+                self._metric_connected.set(0)
+            if self._stopping:
+                break
+            # Full jitter: replicas that lost the broker together do not return together.
+            await asyncio.sleep(random.uniform(delay / 2, delay))
+            delay = min(delay * 2, self.settings.reconnect_max)
+
+    def _new_client(self) -> aiomqtt.Client:
+        settings = self.settings
+        v5 = settings.effective_protocol == "5"
+        properties = None
+        if v5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = int(settings.session_expiry)
+            properties.ReceiveMaximum = settings.receive_maximum
+        username = settings.username
+        if username is None and settings.embedded:
+            # amqtt queues messages for offline sessions only when the client names a user.
+            username = self.client_id
+        client = aiomqtt.Client(
+            settings.host,
+            settings.port,
+            identifier=self.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            clean_session=None if v5 else False,
+            clean_start=False,
+            properties=properties,
+            username=username,
+            password=reveal(settings.password),
+            keepalive=settings.keepalive,
+            timeout=settings.connect_timeout,
+            will=aiomqtt.Will(self.status_topic, OFFLINE, qos=1, retain=True),
+            tls_context=self._tls_context(),
+            max_inflight_messages=max(20, settings.receive_maximum),
+        )
+        # Publishing many receipts at once is normal here, not a sign of trouble.
+        client.pending_calls_threshold = 100_000
+        client._client.manual_ack_set(True)
+        return client
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        tls = self.settings.tls
+        if not tls.enabled:
+            return None
+        context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+        if tls.cert_file is not None:
+            context.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+        if not tls.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    async def _on_connect(self, client: aiomqtt.Client) -> None:
+        for subscription in self._subscriptions:
+            await client.subscribe(subscription, qos=1)
+        await client.publish(self.status_topic, ONLINE, qos=1, retain=True)
+        self._connected.set()
+        self._metric_connected.set(1)
+        log.info(
+            "connected to the broker at %s:%s as %s (MQTT %s)",
+            self.settings.host,
+            self.settings.port,
+            self.client_id,
+            self.settings.effective_protocol,
+        )
+
+    async def _consume(self, client: aiomqtt.Client) -> None:
+        failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        reader = asyncio.create_task(self._read(client, failed))
+        try:
+            await asyncio.wait({reader, failed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        if failed.done():
+            raise _RenewConnection
+        reader.result()
+
+    async def _read(self, client: aiomqtt.Client, failed: asyncio.Future[None]) -> None:
+        async for received in client.messages:
+            if not self._consuming or self._handler is None:
+                continue  # not acknowledged: the broker keeps it for the next session
+            await self._slots.acquire()
+            message = Message(
+                topic=received.topic.value,
+                payload=received.payload,
+                qos=received.qos,
+                mid=received.mid,
+                _client=client,
+            )
+            task = asyncio.create_task(self._handle(message, failed))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+    async def _handle(self, message: Message, failed: asyncio.Future[None]) -> None:
+        assert self._handler is not None
+        try:
+            await self._handler(message)
+        except Exception:
+            log.exception(
+                "handling a message from %s failed; it will be delivered again", message.topic
+            )
+            if not failed.done():
+                failed.set_result(None)
+        else:
+            message.ack()
+        finally:
+            self._slots.release()
+
+
+class _RenewConnection(Exception):
+    """A handler failed: reconnect so that the broker redelivers what was not acknowledged."""

@@ -1,0 +1,125 @@
+"""The ``herald`` command.
+
+- ``herald run <service> --config herald.yaml``: one service (what each container runs).
+- ``herald up --config herald.yaml``: every installed service whose section is in the file.
+- ``herald check-config --config herald.yaml``: validate every section the installed services read.
+
+Other packages add commands (``herald qlik-sim``, …) through the ``herald.commands`` entry-point
+group: each entry point is a function that receives the subcommand parsers and registers its own.
+Configuration errors are printed one per line and exit with status 2, before anything connects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from importlib.metadata import entry_points
+from typing import Any
+
+from herald_shared import config
+from herald_shared.config import ConfigError
+from herald_shared.runtime import ServiceSpec, configure, installed_services, serve
+
+EXIT_CONFIG = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    arguments = parser.parse_args(argv)
+    try:
+        result: int = arguments.handler(arguments)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(f"herald: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        "-c",
+        default=os.environ.get(config.ENV_CONFIG_PATH, "herald.yaml"),
+        help="the configuration file (default: $HERALD_CONFIG or ./herald.yaml)",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="herald", description="Herald: Qlik Sense reload alerts over MQTT."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run one service")
+    run.add_argument("service", help="e.g. ingest, emailer, log-archiver")
+    add_config_argument(run)
+    run.set_defaults(handler=_run)
+
+    up = commands.add_parser("up", help="run every installed service configured in the file")
+    add_config_argument(up)
+    up.set_defaults(handler=_up)
+
+    check = commands.add_parser("check-config", help="validate the configuration and exit")
+    add_config_argument(check)
+    check.set_defaults(handler=_check_config)
+
+    for entry_point in entry_points(group="herald.commands"):
+        entry_point.load()(commands)
+    return parser
+
+
+def _run(arguments: argparse.Namespace) -> int:
+    services = installed_services()
+    spec = services.get(arguments.service)
+    if spec is None:
+        known = ", ".join(services) or "none"
+        print(
+            f"herald: no service named {arguments.service!r} is installed (installed: {known})",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    return _serve(arguments.config, [spec])
+
+
+def _up(arguments: argparse.Namespace) -> int:
+    document = config.load(arguments.config)
+    chosen = [
+        spec
+        for spec in installed_services().values()
+        if document.has_section(spec.section) and _enabled(document.data[spec.section])
+    ]
+    if not chosen:
+        print(
+            f"herald: {arguments.config} configures none of the installed services "
+            f"({', '.join(installed_services())})",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    return _serve(arguments.config, chosen)
+
+
+def _enabled(section: Any) -> bool:
+    return not (isinstance(section, dict) and section.get("enabled") is False)
+
+
+def _serve(path: str, specs: list[ServiceSpec[Any]]) -> int:
+    document = config.load(path)
+    process = configure(document, specs)
+    return asyncio.run(serve(document, process))
+
+
+def _check_config(arguments: argparse.Namespace) -> int:
+    document = config.load(arguments.config)
+    services = installed_services()
+    configure(document, list(services.values()))
+    print(f"{arguments.config}: valid for {', '.join(services) or 'no installed service'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""One YAML file configures the whole system; each service validates the sections it uses.
+
+- ``HERALD_<SECTION>__<KEY>__…=value`` overrides any key (the value is read as YAML, so
+  ``1884`` is a number and ``[a, b]`` a list). Variables without ``__`` are not overrides, so
+  Kubernetes' service-link variables (``HERALD_BROKER_PORT=tcp://…``) cannot break a start.
+- Every secret also accepts a ``<name>_file`` sibling: the file's content, trailing newline
+  removed (mounted Kubernetes Secrets).
+- Errors name the file (or the variable) and the path, e.g.
+  ``herald.yaml: emailer.smtp.port: Input should be a valid integer``, and never a secret's value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Final, TypeVar
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+
+ENV_PREFIX: Final = "HERALD_"
+ENV_CONFIG_PATH: Final = "HERALD_CONFIG"
+
+#: The top-level sections of herald.yaml (ARCHITECTURE.md, Configuration).
+SECTIONS: Final = (
+    "broker",
+    "qlik",
+    "ingest",
+    "emailer",
+    "chat_notifier",
+    "incident_forwarder",
+    "metrics_writer",
+    "log_archiver",
+    "logging",
+    "health",
+)
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used. ``problems`` are complete, user-facing lines."""
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+# --- value types -----------------------------------------------------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def _parse_duration(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30, 30s, 5m, 2h or 1d")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    raise ValueError("expected a duration such as 30, 30s, 5m, 2h or 1d")
+
+
+#: Seconds, written as a number or as ``250ms``, ``30s``, ``5m``, ``2h``, ``1d``.
+Duration = Annotated[float, BeforeValidator(_parse_duration)]
+
+
+class Section(BaseModel):
+    """Base of every configuration model: unknown keys are errors, secrets accept ``_file``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    _secret_fields: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls._secret_fields = frozenset(
+            name
+            for name, info in cls.model_fields.items()
+            if info.annotation is not None and SecretStr in _flatten(info.annotation)
+        )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_files(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping) or not cls._secret_fields:
+            return data
+        data = dict(data)
+        for name in cls._secret_fields:
+            path = data.pop(f"{name}_file", None)
+            if path is None:
+                continue
+            if data.get(name) is not None:
+                raise ValueError(f"set either {name} or {name}_file, not both")
+            try:
+                data[name] = Path(str(path)).read_text(encoding="utf-8").rstrip("\r\n")
+            except OSError as error:
+                raise ValueError(f"{name}_file: cannot read {path}: {error.strerror}") from None
+        return data
+
+
+def _flatten(annotation: Any) -> set[Any]:
+    args = getattr(annotation, "__args__", None)
+    if not args:
+        return {annotation}
+    found: set[Any] = set()
+    for arg in args:
+        found |= _flatten(arg)
+    return found
+
+
+def reveal(secret: SecretStr | None) -> str | None:
+    """The secret's value, for the one place that hands it to a library."""
+    return None if secret is None else secret.get_secret_value()
+
+
+# --- the document ----------------------------------------------------------------------------
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass
+class ConfigDocument:
+    """herald.yaml after environment overrides, before any section is validated."""
+
+    path: Path
+    data: dict[str, Any]
+    # dotted path -> environment variable that set it, so errors can name the real origin
+    overridden_by: dict[str, str] = field(default_factory=dict)
+
+    def has_section(self, name: str) -> bool:
+        return name in self.data
+
+    def section(self, name: str, model: type[M]) -> M:
+        """Validate one section; a missing section takes the model's defaults."""
+        raw = self.data.get(name)
+        if raw is None:
+            raw = {}
+        try:
+            return model.model_validate(raw)
+        except ValidationError as error:
+            raise ConfigError(self._describe(name, error)) from None
+
+    def _describe(self, name: str, error: ValidationError) -> list[str]:
+        problems = []
+        for item in error.errors(include_input=False, include_url=False):
+            dotted = _dotted((name, *item["loc"]))
+            origin = self._origin(dotted)
+            problems.append(f"{origin}: {dotted}: {item['msg']}")
+        return problems
+
+    def _origin(self, dotted: str) -> str:
+        for key, variable in self.overridden_by.items():
+            if dotted == key or dotted.startswith((key + ".", key + "[")):
+                return f"{variable} (environment)"
+        return str(self.path)
+
+
+def _dotted(loc: Iterable[Any]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> ConfigDocument:
+    """Read herald.yaml and apply ``HERALD_…__…`` overrides; raises :class:`ConfigError`."""
+    path = Path(path)
+    environ = os.environ if environ is None else environ
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError([f"{path}: cannot read the configuration: {error.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError([f"{where}: not valid YAML: {problem}"]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}: the configuration must be a mapping of sections"])
+    document = ConfigDocument(path=path, data=data)
+    _apply_environment(document, environ)
+    unknown = sorted(key for key in document.data if key not in SECTIONS)
+    if unknown:
+        raise ConfigError(
+            f"{document._origin(key)}: {key}: unknown section (known: {', '.join(SECTIONS)})"
+            for key in unknown
+        )
+    return document
+
+
+def _apply_environment(document: ConfigDocument, environ: Mapping[str, str]) -> None:
+    for variable in sorted(environ):
+        if not variable.startswith(ENV_PREFIX) or "__" not in variable:
+            continue
+        keys = [part.lower() for part in variable[len(ENV_PREFIX) :].split("__")]
+        if not all(keys):
+            raise ConfigError([f"{variable} (environment): empty key in the variable's name"])
+        try:
+            value = yaml.safe_load(environ[variable])
+        except yaml.YAMLError:
+            value = environ[variable]
+        node = document.data
+        for key in keys[:-1]:
+            child = node.get(key)
+            if not isinstance(child, dict):
+                child = {}
+                node[key] = child
+            node = child
+        node[keys[-1]] = value
+        document.overridden_by[".".join(keys)] = variable
+
+
+def secret_values(model: BaseModel) -> list[str]:
+    """Every secret's value inside a validated model, for the log redaction filter."""
+    found: list[str] = []
+
+    def visit(value: Any) -> None:
+        if isinstance(value, SecretStr):
+            if value.get_secret_value():
+                found.append(value.get_secret_value())
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                visit(getattr(value, name))
+        elif isinstance(value, list | tuple):
+            for item in value:
+                visit(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                visit(item)
+
+    visit(model)
+    return found

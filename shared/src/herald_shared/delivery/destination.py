@@ -1,0 +1,86 @@
+"""The one interface every destination implements; the runner does everything around it.
+
+A destination says which targets an event goes to (one by default; a recipient per address for
+e-mail, an account per New Relic account, …) and delivers to one target. It signals how an
+attempt failed by the exception it raises:
+
+- :class:`TransientError`: worth retrying (network, timeout, 408/425/429/5xx, a full disk);
+  ``retry_after`` passes on a server's ``Retry-After``.
+- :class:`PermanentError`: retrying cannot help (a 4xx, a rejected recipient); dead-lettered.
+- :class:`Skipped`: nothing to deliver for this event (recorded and reported, not an error).
+
+Any other exception is a bug in the destination; the runner logs it and treats it as transient,
+so the alert is retried and, if it never succeeds, dead-lettered rather than lost.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from herald_shared.events import Event
+from herald_shared.matcher import MATCH_ALL, When
+
+
+class DeliveryError(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TransientError(DeliveryError):
+    def __init__(self, reason: str, *, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class PermanentError(DeliveryError):
+    pass
+
+
+class Skipped(DeliveryError):
+    pass
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one delivery of an event goes within a destination.
+
+    ``id`` tells deliveries of one event apart (the ledger key is event, destination, target).
+    Deliveries whose ``rate_key`` was used within the destination's ``rate_limit`` window are
+    suppressed (Butler's semantics: at most one send per key per window).
+    """
+
+    id: str = ""
+    rate_key: str | None = None
+
+
+SINGLE_TARGET: Sequence[Target] = (Target(),)
+
+
+class Destination(ABC):
+    #: Unique within a service, stable across releases (it is part of the ledger key).
+    name: str
+    when: When = MATCH_ALL
+    #: Seconds; None means no rate limit.
+    rate_limit: float | None = None
+
+    def targets(self, event: Event) -> Sequence[Target]:
+        """The targets ``event`` goes to; empty when this destination does not want it."""
+        return SINGLE_TARGET
+
+    @abstractmethod
+    async def deliver(self, event: Event, target: str) -> str | None:
+        """Deliver once to the target with this id; return an optional detail for the receipt."""
+
+    async def start(self) -> None:  # noqa: B027 - an optional hook
+        """Open what deliveries need (connections, clients); called once before the first."""
+
+    async def close(self) -> None:  # noqa: B027 - an optional hook
+        """Release what :meth:`start` opened."""
+
+    @property
+    def ready(self) -> bool:
+        """False while the destination knows it cannot deliver (reported by /readyz)."""
+        return True

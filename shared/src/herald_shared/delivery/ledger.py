@@ -1,0 +1,183 @@
+"""The delivery ledger: every (event, destination, target) a service has taken on, and its state.
+
+It is the durable retry queue (``pending`` rows survive a restart and are resumed), the
+idempotency ledger (a redelivered event finds its rows and is not delivered again), and the
+rate-limit memory, all in the service's SQLite database so that one commit covers them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from herald_shared.db import Database
+
+State = Literal["pending", "delivered", "dead_lettered", "suppressed", "skipped"]
+FINISHED: Final[tuple[State, ...]] = ("delivered", "dead_lettered", "suppressed", "skipped")
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS events (
+    event_id TEXT PRIMARY KEY,
+    payload BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    event_id TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    target TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    received_at REAL NOT NULL,
+    first_attempt_at REAL,
+    next_attempt_at REAL NOT NULL,
+    finished_at REAL,
+    last_error TEXT,
+    PRIMARY KEY (event_id, destination, target)
+);
+CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (state) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_finished ON deliveries (finished_at);
+CREATE TABLE IF NOT EXISTS rate_limits (
+    key TEXT PRIMARY KEY,
+    expires_at REAL NOT NULL
+);
+"""
+
+
+@dataclass
+class Job:
+    """One pending delivery as the runner works on it."""
+
+    event_id: str
+    destination: str
+    target: str
+    received_at: float
+    attempts: int = 0
+    first_attempt_at: float | None = None
+    next_attempt_at: float = 0.0
+
+
+class Ledger:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        db.execute_script(_SCHEMA)
+
+    @property
+    def _sql(self) -> sqlite3.Connection:
+        return self._db.connection
+
+    def knows(self, event_id: str) -> bool:
+        row = self._sql.execute(
+            "SELECT 1 FROM deliveries WHERE event_id = ? LIMIT 1", (event_id,)
+        ).fetchone()
+        return row is not None
+
+    def take_rate_slot(self, key: str, window: float, now: float) -> bool:
+        """True if ``key`` may send now (and starts its window); False inside a window."""
+        row = self._sql.execute(
+            "SELECT expires_at FROM rate_limits WHERE key = ?", (key,)
+        ).fetchone()
+        if row is not None and row[0] > now:
+            return False
+        self._sql.execute(
+            "INSERT INTO rate_limits (key, expires_at) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at",
+            (key, now + window),
+        )
+        return True
+
+    def store_event(self, event_id: str, payload: bytes) -> None:
+        self._sql.execute(
+            "INSERT OR IGNORE INTO events (event_id, payload) VALUES (?, ?)", (event_id, payload)
+        )
+
+    def add(self, job: Job, state: State, *, now: float, reason: str | None = None) -> None:
+        self._sql.execute(
+            "INSERT INTO deliveries (event_id, destination, target, state, received_at,"
+            " next_attempt_at, finished_at, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                job.event_id,
+                job.destination,
+                job.target,
+                state,
+                job.received_at,
+                job.next_attempt_at,
+                None if state == "pending" else now,
+                reason,
+            ),
+        )
+
+    def reschedule(self, job: Job, error: str) -> None:
+        self._sql.execute(
+            "UPDATE deliveries SET attempts = ?, first_attempt_at = ?, next_attempt_at = ?,"
+            " last_error = ? WHERE event_id = ? AND destination = ? AND target = ?",
+            (
+                job.attempts,
+                job.first_attempt_at,
+                job.next_attempt_at,
+                error,
+                job.event_id,
+                job.destination,
+                job.target,
+            ),
+        )
+
+    def finish(self, job: Job, state: State, now: float, reason: str | None) -> None:
+        self._sql.execute(
+            "UPDATE deliveries SET state = ?, attempts = ?, first_attempt_at = ?,"
+            " finished_at = ?, last_error = ? WHERE event_id = ? AND destination = ? AND target = ?",
+            (
+                state,
+                job.attempts,
+                job.first_attempt_at,
+                now,
+                reason,
+                job.event_id,
+                job.destination,
+                job.target,
+            ),
+        )
+        still_pending = self._sql.execute(
+            "SELECT 1 FROM deliveries WHERE event_id = ? AND state = 'pending' LIMIT 1",
+            (job.event_id,),
+        ).fetchone()
+        if still_pending is None:
+            self._sql.execute("DELETE FROM events WHERE event_id = ?", (job.event_id,))
+
+    def pending(self) -> Iterator[tuple[Job, bytes]]:
+        """Every unfinished delivery with its event, oldest first (for a restart)."""
+        rows = self._sql.execute(
+            "SELECT d.event_id, d.destination, d.target, d.received_at, d.attempts,"
+            " d.first_attempt_at, d.next_attempt_at, e.payload FROM deliveries d"
+            " JOIN events e ON e.event_id = d.event_id WHERE d.state = 'pending'"
+            " ORDER BY d.received_at"
+        ).fetchall()
+        for event_id, destination, target, received_at, attempts, first, next_at, payload in rows:
+            job = Job(
+                event_id=event_id,
+                destination=destination,
+                target=target,
+                received_at=received_at,
+                attempts=attempts,
+                first_attempt_at=first,
+                next_attempt_at=next_at,
+            )
+            yield job, payload
+
+    def state_of(self, event_id: str, destination: str, target: str = "") -> State | None:
+        row = self._sql.execute(
+            "SELECT state FROM deliveries WHERE event_id = ? AND destination = ? AND target = ?",
+            (event_id, destination, target),
+        ).fetchone()
+        state: State | None = None if row is None else row[0]
+        return state
+
+    def purge(self, finished_before: float, now: float) -> int:
+        """Forget finished deliveries older than the retention, and expired rate windows."""
+        with self._db.transaction() as sql:
+            removed = sql.execute(
+                "DELETE FROM deliveries WHERE state != 'pending' AND finished_at < ?",
+                (finished_before,),
+            ).rowcount
+            sql.execute("DELETE FROM rate_limits WHERE expires_at < ?", (now,))
+        return int(removed)

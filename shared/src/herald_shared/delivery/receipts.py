@@ -1,0 +1,53 @@
+"""What a subscriber service publishes about its deliveries: receipts and dead letters."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+import msgspec
+
+from herald_shared.events import Event
+
+Outcome = Literal["delivered", "dead_lettered", "suppressed", "skipped"]
+
+
+class Receipt(msgspec.Struct, kw_only=True):
+    """On ``herald/v1/deliveries/<service>``: what happened to one delivery, once, at its end."""
+
+    event_id: str
+    kind: str
+    task_id: str
+    task_name: str
+    service: str
+    destination: str
+    target: str
+    outcome: Outcome
+    attempts: int
+    at: datetime
+    detail: str | None = None
+
+
+class DeadLetter(msgspec.Struct, kw_only=True):
+    """On ``herald/v1/dead-letter/<service>``: an event that could not be delivered, and why.
+
+    ``event`` is absent when the message could not even be read as an event; ``payload`` then
+    holds what arrived.
+    """
+
+    service: str
+    destination: str | None
+    target: str
+    reason: str
+    attempts: int
+    at: datetime
+    event: Event | None = None
+    topic: str | None = None
+    payload: str | None = None
+
+
+def timestamp(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+encode = msgspec.json.Encoder().encode

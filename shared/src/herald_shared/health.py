@@ -1,0 +1,109 @@
+"""``/livez``, ``/readyz`` and ``/metrics`` on the process's health port.
+
+The server runs on its own thread, so ``/livez`` can tell that the event loop has stopped
+making progress (a heartbeat older than ``health.stall_after``) and Kubernetes restarts a hung
+process; an HTTP server on the loop itself would hang with it and say nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import make_wsgi_app
+
+from herald_shared.settings import HealthSettings
+
+log = logging.getLogger(__name__)
+
+ReadinessCheck = Callable[[], tuple[bool, str]]
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # probes every few seconds would drown the service's own log
+
+
+class HealthServer:
+    def __init__(self, settings: HealthSettings) -> None:
+        self._settings = settings
+        self._checks: dict[str, ReadinessCheck] = {}
+        self._heartbeat = time.monotonic()
+        self._metrics_app = make_wsgi_app()
+        self._server: _Server | None = None
+        self._beating: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.server_address[1])
+
+    def add_check(self, name: str, check: ReadinessCheck) -> None:
+        """``check`` returns (ready, explanation); /readyz is 200 only when every check is ready."""
+        self._checks[name] = check
+
+    def start(self) -> None:
+        self._server = make_server(
+            self._settings.host,
+            self._settings.port,
+            self._app,
+            server_class=_Server,
+            handler_class=_QuietHandler,
+        )
+        threading.Thread(target=self._server.serve_forever, name="health", daemon=True).start()
+        self._beating = asyncio.create_task(self._beat())
+        log.info(
+            "health endpoints on http://%s:%d/ (livez, readyz, metrics)",
+            self._settings.host,
+            self.port,
+        )
+
+    def stop(self) -> None:
+        if self._beating is not None:
+            self._beating.cancel()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    async def _beat(self) -> None:
+        while True:
+            self._heartbeat = time.monotonic()
+            await asyncio.sleep(1)
+
+    def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            return self._metrics_app(environ, start_response)  # type: ignore[no-any-return]
+        if path == "/livez":
+            stalled = time.monotonic() - self._heartbeat
+            if stalled > self._settings.stall_after:
+                return _text(start_response, 503, f"event loop stalled for {stalled:.0f} s\n")
+            return _text(start_response, 200, "ok\n")
+        if path == "/readyz":
+            lines, ready = [], True
+            for name, check in self._checks.items():
+                ok, why = check()
+                ready &= ok
+                lines.append(f"{'ok' if ok else 'not ready'}: {name}: {why}")
+            return _text(start_response, 200 if ready else 503, "\n".join(lines) + "\n")
+        return _text(start_response, 404, "not found: try /livez, /readyz or /metrics\n")
+
+
+def _text(start_response: Callable[..., Any], status: int, body: str) -> list[bytes]:
+    reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
+    data = body.encode()
+    start_response(
+        f"{status} {reason}",
+        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data)))],
+    )
+    return [data]

@@ -1,0 +1,46 @@
+"""Every Prometheus metric Herald exports, in one place.
+
+Names follow Prometheus conventions: ``herald_`` prefix, base units, ``_total`` for counters.
+Every metric carries ``service`` (kebab-case, e.g. ``log-archiver``), so one scrape of
+``herald up`` (all services in one process) still tells the services apart. No label ever holds a
+secret, an address or an event id.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+BROKER_CONNECTED = Gauge(
+    "herald_broker_connected", "1 while the service is connected to the MQTT broker", ["service"]
+)
+EVENTS_RECEIVED = Counter(
+    "herald_events_received_total",
+    "Events taken from the broker, by outcome: stored, duplicate (already known) or rejected",
+    ["service", "outcome"],
+)
+DELIVERIES = Counter(
+    "herald_deliveries_total",
+    "Finished deliveries by outcome: delivered, dead_lettered, suppressed (rate limit), skipped",
+    ["service", "destination", "outcome"],
+)
+DELIVERY_ATTEMPTS = Counter(
+    "herald_delivery_attempts_total",
+    "Delivery attempts by result: ok, transient_error, permanent_error",
+    ["service", "destination", "result"],
+)
+DELIVERY_SECONDS = Histogram(
+    "herald_delivery_seconds",
+    "Time from an event's arrival at the service to its delivery",
+    ["service", "destination"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+)
+DELIVERY_QUEUE = Gauge(
+    "herald_delivery_queue",
+    "Deliveries waiting or being retried, per destination",
+    ["service", "destination"],
+)
+OUTBOX = Gauge(
+    "herald_outbox_messages",
+    "Messages stored locally and waiting for the broker's acknowledgement",
+    ["service"],
+)

@@ -1,0 +1,90 @@
+"""A durable outbox: messages are stored before they are published and removed on PUBACK.
+
+Ingest publishes its events through it, and the delivery runner its receipts and dead letters,
+so nothing they promise to publish is lost while the broker is away or the process restarts.
+Messages go out in the order they were stored: a task's events stay in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Final
+
+from herald_shared import metrics
+from herald_shared.bus import Bus, BusError
+from herald_shared.db import Database
+
+log = logging.getLogger(__name__)
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    retain INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+class Outbox:
+    def __init__(self, db: Database, bus: Bus, *, batch: int = 200) -> None:
+        self._db = db
+        self._bus = bus
+        self._batch = batch
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        db.execute_script(_SCHEMA)
+        self._gauge = metrics.OUTBOX.labels(service=bus.service)
+        self._gauge.set(self.depth())
+
+    def add(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        """Store a message; inside a caller's transaction it commits with the caller's work."""
+        with self._db.transaction() as sql:
+            sql.execute(
+                "INSERT INTO outbox (topic, payload, retain) VALUES (?, ?, ?)",
+                (topic, payload, int(retain)),
+            )
+        self._gauge.inc()
+        self._idle.clear()
+        self._wake.set()
+
+    def depth(self) -> int:
+        row = self._db.connection.execute("SELECT COUNT(*) FROM outbox").fetchone()
+        return int(row[0])
+
+    async def wait_empty(self) -> None:
+        await self._idle.wait()
+
+    async def run(self) -> None:
+        """Publish stored messages for as long as the service runs."""
+        while True:
+            await self._bus.wait_connected()
+            rows = self._db.connection.execute(
+                "SELECT seq, topic, payload, retain FROM outbox ORDER BY seq LIMIT ?",
+                (self._batch,),
+            ).fetchall()
+            if not rows:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            # Started in order, so they reach the broker in order; PUBACKs come back in order too.
+            results = await asyncio.gather(
+                *(
+                    self._bus.publish(topic, payload, retain=bool(retain))
+                    for _, topic, payload, retain in rows
+                ),
+                return_exceptions=True,
+            )
+            done = [(row[0],) for row, result in zip(rows, results, strict=True) if result is None]
+            if done:
+                with self._db.transaction() as sql:
+                    sql.executemany("DELETE FROM outbox WHERE seq = ?", done)
+                self._gauge.dec(len(done))
+            failures = [result for result in results if isinstance(result, BaseException)]
+            if failures:
+                if not all(isinstance(failure, BusError) for failure in failures):
+                    log.error("publishing from the outbox failed: %r", failures[0])
+                # The bus reconnects by itself; give it a moment before trying again.
+                await asyncio.sleep(0.5)

@@ -1,0 +1,95 @@
+"""The configuration sections every service shares: ``broker``, ``health``, ``logging``, and the
+``delivery`` block each subscriber section carries."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+
+from herald_shared.config import Duration, Section
+
+
+class TlsSettings(Section):
+    enabled: bool = False
+    ca_file: Path | None = None  # None: the system's trust store
+    cert_file: Path | None = None  # client certificate, for brokers that require one
+    key_file: Path | None = None
+    verify: bool = True  # certificate and host name verification
+
+
+class BrokerSettings(Section):
+    host: str = "localhost"
+    port: int = Field(default=1883, ge=1, le=65535)
+    # Run an in-process broker (amqtt) for the one-machine mode. It speaks MQTT 3.1.1 only and has
+    # no shared subscriptions, so the bus switches to both when it is on.
+    embedded: bool = False
+    protocol: Literal["5", "3.1.1"] = "5"
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: TlsSettings = TlsSettings()
+    topic_prefix: str = Field(default="herald", pattern=r"^[^#+/$][^#+]*$")
+    # Stable per replica: the client id is herald-<service>-<instance>, and a persistent session
+    # is only found again under the same id (a StatefulSet's pod name is a good choice).
+    instance: str = Field(default_factory=socket.gethostname, pattern=r"^[A-Za-z0-9_.-]+$")
+    shared_subscriptions: bool = True
+    session_expiry: Duration = 86400.0  # how long the broker keeps a disconnected session
+    keepalive: int = Field(default=30, ge=5, le=3600)
+    # Messages the broker may send before we acknowledge one (MQTT v5 Receive Maximum). Events
+    # are acknowledged once stored, so this bounds memory, not delivery time.
+    receive_maximum: int = Field(default=100, ge=1, le=65535)
+    reconnect_min: Duration = 0.5
+    reconnect_max: Duration = 30.0
+    connect_timeout: Duration = 10.0
+    publish_timeout: Duration = 10.0
+
+    @model_validator(mode="after")
+    def _check_reconnect(self) -> BrokerSettings:
+        if self.reconnect_min > self.reconnect_max:
+            raise ValueError("reconnect_min must not exceed reconnect_max")
+        return self
+
+    @property
+    def effective_protocol(self) -> Literal["5", "3.1.1"]:
+        return "3.1.1" if self.embedded else self.protocol
+
+    @property
+    def effective_shared_subscriptions(self) -> bool:
+        return self.shared_subscriptions and not self.embedded
+
+
+class HealthSettings(Section):
+    host: str = "0.0.0.0"  # noqa: S104 - probes come from the kubelet, outside the pod
+    port: int = Field(default=9100, ge=0, le=65535)  # 0: any free port
+    # /livez fails once the event loop has not run for this long (a hung process is restarted).
+    stall_after: Duration = 30.0
+
+
+class LoggingSettings(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class DeliverySettings(Section):
+    """How a subscriber service retries: exponential backoff with jitter, up to a deadline."""
+
+    concurrency: int = Field(default=8, ge=1, le=256)  # deliveries in flight per destination
+    initial_backoff: Duration = 1.0
+    max_backoff: Duration = 300.0
+    # After this long since the first attempt a delivery is dead-lettered. Long enough to ride
+    # out a mail-server maintenance window; the dead letter still makes it visible.
+    deadline: Duration = 6 * 3600.0
+    attempt_timeout: Duration = 30.0  # one attempt; a hung destination is a transient error
+    # How long finished deliveries are remembered, so a redelivered event is not sent again.
+    ledger_retention: Duration = 7 * 86400.0
+    # On SIGTERM, in-flight deliveries get this long to finish (below Kubernetes' 30 s).
+    shutdown_grace: Duration = 20.0
+
+
+class ServiceSection(Section):
+    """Keys every service section has."""
+
+    enabled: bool = True  # `herald up` runs a service whose section is present and enabled
+    state_dir: Path = Path("var/herald")  # SQLite state: <state_dir>/<service>.sqlite3

@@ -1,0 +1,84 @@
+"""A subscriber service: the bus, the runner and the outbox around a list of destinations.
+
+Every destination service (emailer, chat-notifier, …, log-archiver) is one of these; the service
+package only builds its destinations from its settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from herald_shared import topics
+from herald_shared.bus import Bus, Message
+from herald_shared.db import database_for
+from herald_shared.delivery.destination import Destination
+from herald_shared.delivery.runner import Runner
+from herald_shared.outbox import Outbox
+from herald_shared.settings import BrokerSettings, DeliverySettings
+
+log = logging.getLogger(__name__)
+
+#: On stop, how long receipts still in the outbox get to reach the broker.
+OUTBOX_FLUSH_SECONDS = 3.0
+
+
+class SubscriberService:
+    def __init__(
+        self,
+        *,
+        name: str,
+        destinations: Sequence[Destination],
+        broker: BrokerSettings,
+        delivery: DeliverySettings,
+        state_dir: Path,
+    ) -> None:
+        self.name = name
+        self._delivery = delivery
+        self._db = database_for(state_dir, name)
+        subscription = topics.events_subscription(
+            broker.topic_prefix, name, shared=broker.effective_shared_subscriptions
+        )
+        self.bus = Bus(broker, name, subscriptions=[subscription], handler=self._handle)
+        self.outbox = Outbox(self._db, self.bus)
+        self.runner = Runner(
+            service=name,
+            destinations=destinations,
+            db=self._db,
+            outbox=self.outbox,
+            settings=delivery,
+            topic_prefix=broker.topic_prefix,
+        )
+        self._publishing: asyncio.Task[None] | None = None
+
+    async def _handle(self, message: Message) -> None:
+        await self.runner.handle(message)
+
+    async def start(self) -> None:
+        await self.runner.start()  # resume what a previous run left pending first
+        self._publishing = asyncio.create_task(self.outbox.run(), name=f"{self.name}-outbox")
+        self.bus.start()
+
+    async def stop(self) -> None:
+        self.bus.stop_consuming()
+        await self.bus.drain()
+        await self.runner.stop(self._delivery.shutdown_grace)
+        if self.bus.connected:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.outbox.wait_empty(), OUTBOX_FLUSH_SECONDS)
+        if self._publishing is not None:
+            self._publishing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._publishing
+        await self.bus.close()
+        self._db.close()
+
+    def readiness(self) -> tuple[bool, str]:
+        if not self.bus.connected:
+            return False, "not connected to the broker"
+        if not self.runner.ready:
+            return False, "destinations not ready"
+        return True, "connected, destinations ready"

@@ -1,0 +1,46 @@
+"""The MQTT topics of ARCHITECTURE.md, in one place. The prefix is configurable (default ``herald``)."""
+
+from __future__ import annotations
+
+from herald_shared.events import Event, Kind, TaskType
+
+VERSION = "v1"
+
+
+def event_topic(prefix: str, kind: Kind, task_type: TaskType, task_id: str) -> str:
+    """``herald/v1/events/<kind>/<task_type>/<task_id>``: one event, QoS 1, not retained."""
+    return f"{prefix}/{VERSION}/events/{kind}/{task_type}/{task_id}"
+
+
+def topic_of(prefix: str, event: Event) -> str:
+    return event_topic(prefix, event.kind, event.task.type, event.task.id)
+
+
+def events_filter(prefix: str) -> str:
+    """Every event of every kind."""
+    return f"{prefix}/{VERSION}/events/#"
+
+
+def events_subscription(prefix: str, service: str, *, shared: bool) -> str:
+    """What a subscriber service subscribes to.
+
+    Shared (MQTT v5 ``$share``), replicas of one service split the events between them; an
+    embedded broker without shared subscriptions gets the plain filter.
+    """
+    topic_filter = events_filter(prefix)
+    return f"$share/herald-{service}/{topic_filter}" if shared else topic_filter
+
+
+def status_topic(prefix: str, service: str, instance: str) -> str:
+    """Retained ``online`` birth and ``offline`` will of one service instance."""
+    return f"{prefix}/{VERSION}/status/{service}/{instance}"
+
+
+def deliveries_topic(prefix: str, service: str) -> str:
+    """Delivery receipts: event id, destination, outcome, attempts, time."""
+    return f"{prefix}/{VERSION}/deliveries/{service}"
+
+
+def dead_letter_topic(prefix: str, service: str) -> str:
+    """Events that could not be delivered, with the reason."""
+    return f"{prefix}/{VERSION}/dead-letter/{service}"

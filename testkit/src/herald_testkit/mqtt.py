@@ -1,0 +1,89 @@
+"""An observer on the broker: what a test (or an external consumer) sees on Herald's topics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import aiomqtt
+import msgspec
+
+
+@dataclass
+class Seen:
+    topic: str
+    payload: bytes
+    retain: bool
+
+    def json(self) -> object:
+        return msgspec.json.decode(self.payload)
+
+
+class Observer:
+    """Subscribes to ``topic_filter`` and records every message, in arrival order."""
+
+    def __init__(self, host: str, port: int, topic_filter: str) -> None:
+        self.host, self.port, self.topic_filter = host, port, topic_filter
+        self.seen: list[Seen] = []
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    async def __aenter__(self) -> Observer:
+        self._task = asyncio.create_task(self._listen())
+        await asyncio.wait_for(self._ready.wait(), 10)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _listen(self) -> None:
+        # Survives broker restarts: tests restart the broker while observing.
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    self.host, self.port, protocol=aiomqtt.ProtocolVersion.V5
+                ) as client:
+                    await client.subscribe(self.topic_filter, qos=1)
+                    self._ready.set()
+                    async for message in client.messages:
+                        self.seen.append(
+                            Seen(message.topic.value, bytes(message.payload), message.retain)
+                        )  # type: ignore[arg-type]
+                        self._changed.set()
+            except aiomqtt.MqttError:
+                await asyncio.sleep(0.2)
+
+    def matching(self, predicate: Callable[[Seen], bool]) -> list[Seen]:
+        return [seen for seen in self.seen if predicate(seen)]
+
+    async def wait_for(
+        self, predicate: Callable[[list[Seen]], bool], within: float = 20.0
+    ) -> list[Seen]:
+        """Wait until ``predicate(self.seen)`` holds; raises TimeoutError with what was seen."""
+
+        async def until() -> None:
+            while not predicate(self.seen):
+                self._changed.clear()
+                await self._changed.wait()
+
+        try:
+            await asyncio.wait_for(until(), within)
+        except TimeoutError:
+            topics = [seen.topic for seen in self.seen[-20:]]
+            raise TimeoutError(
+                f"condition not met within {within} s; last topics: {topics}"
+            ) from None
+        return self.seen
+
+
+@contextlib.asynccontextmanager
+async def publisher(host: str, port: int) -> AsyncIterator[aiomqtt.Client]:
+    """A plain MQTT v5 client for publishing test events."""
+    async with aiomqtt.Client(host, port, protocol=aiomqtt.ProtocolVersion.V5) as client:
+        yield client
