@@ -54,7 +54,7 @@ class Observer:
                     async for message in client.messages:
                         self.seen.append(
                             Seen(message.topic.value, bytes(message.payload), message.retain)
-                        )  # type: ignore[arg-type]
+                        )
                         self._changed.set()
             except aiomqtt.MqttError:
                 await asyncio.sleep(0.2)
