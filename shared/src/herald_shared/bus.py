@@ -18,12 +18,14 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
 import aiomqtt
+import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -131,9 +133,13 @@ class Bus:
             with contextlib.suppress(aiomqtt.MqttError, asyncio.TimeoutError):
                 await client.publish(self.status_topic, OFFLINE, qos=1, retain=True, timeout=2)
         if self._runner is not None:
-            self._runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._runner
+            # Python 3.11's wait_for can swallow a cancellation that races with the connection
+            # completing (aiomqtt waits for CONNACK with it), so cancel until the task is gone.
+            while not self._runner.done():
+                self._runner.cancel()
+                await asyncio.wait({self._runner}, timeout=0.5)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                self._runner.result()
         self._metric_connected.set(0)
 
     # --- publishing ----------------------------------------------------------------------
@@ -178,6 +184,9 @@ class Bus:
                     )
             except _RenewConnection:
                 log.warning("renewing the broker connection so unhandled messages come again")
+            except Exception:
+                # Never let the connection loop die: a service without its bus is silent.
+                log.exception("unexpected error in the broker connection; reconnecting")
             finally:
                 self._connected.clear()
                 self._metric_connected.set(0)
@@ -205,7 +214,8 @@ class Bus:
             identifier=self.client_id,
             protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
             clean_session=None if v5 else False,
-            clean_start=False,
+            # paho refuses a clean-start setting on 3.1.1; there clean_session carries it.
+            clean_start=False if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
             properties=properties,
             username=username,
             password=reveal(settings.password),
@@ -214,6 +224,9 @@ class Bus:
             will=aiomqtt.Will(self.status_topic, OFFLINE, qos=1, retain=True),
             tls_context=self._tls_context(),
             max_inflight_messages=max(20, settings.receive_maximum),
+            # Nagle's algorithm holds a small PUBLISH or PUBACK back until the previous one is
+            # acknowledged, which with delayed ACKs costs up to 40 ms per hop.
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
         # Publishing many receipts at once is normal here, not a sign of trouble.
         client.pending_calls_threshold = 100_000

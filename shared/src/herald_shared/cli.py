@@ -104,7 +104,10 @@ def _up(arguments: argparse.Namespace) -> int:
 
 
 def _enabled(section: Any) -> bool:
-    return not (isinstance(section, dict) and section.get("enabled") is False)
+    """``enabled: false`` (or no, off, 0) turns a configured service off for `herald up`."""
+    if not isinstance(section, dict):
+        return True
+    return str(section.get("enabled", True)).lower() not in ("false", "no", "off", "0")
 
 
 def _serve(path: str, specs: list[ServiceSpec[Any]]) -> int:

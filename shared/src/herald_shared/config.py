@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -64,6 +65,10 @@ def _parse_duration(value: object) -> object:
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 30, 30s, 5m, 2h or 1d")
     if isinstance(value, int | float):
+        # The text form cannot be negative; a number must not be either (a negative backoff
+        # would retry in a tight loop, a negative stall_after would fail every liveness probe).
+        if not math.isfinite(value) or value < 0:
+            raise ValueError("expected a duration such as 30, 30s, 5m, 2h or 1d")
         return float(value)
     if isinstance(value, str):
         match = _DURATION.match(value)
@@ -79,7 +84,10 @@ Duration = Annotated[float, BeforeValidator(_parse_duration)]
 class Section(BaseModel):
     """Base of every configuration model: unknown keys are errors, secrets accept ``_file``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+    # Numbers where text is expected are taken as text (HERALD_BROKER__PASSWORD=12345678).
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, hide_input_in_errors=True, coerce_numbers_to_str=True
+    )
 
     _secret_fields: ClassVar[frozenset[str]] = frozenset()
 
@@ -108,6 +116,8 @@ class Section(BaseModel):
                 data[name] = Path(str(path)).read_text(encoding="utf-8").rstrip("\r\n")
             except OSError as error:
                 raise ValueError(f"{name}_file: cannot read {path}: {error.strerror}") from None
+            except UnicodeDecodeError:
+                raise ValueError(f"{name}_file: {path} is not UTF-8 text") from None
         return data
 
 
@@ -124,6 +134,25 @@ def _flatten(annotation: Any) -> set[Any]:
 def reveal(secret: SecretStr | None) -> str | None:
     """The secret's value, for the one place that hands it to a library."""
     return None if secret is None else secret.get_secret_value()
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML with only ``true``/``false`` as booleans (as YAML 1.2 has it).
+
+    YAML 1.1 reads ``Yes``, ``No``, ``on`` and ``off`` as booleans, but they are what Qlik custom
+    properties hold (``Butler_FailedAlertEnableEmail: [Yes]`` must stay the text ``Yes``).
+    """
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
 
 
 # --- the document ----------------------------------------------------------------------------
@@ -187,7 +216,7 @@ def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None)
     except OSError as error:
         raise ConfigError([f"{path}: cannot read the configuration: {error.strerror}"]) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -197,15 +226,26 @@ def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None)
         data = {}
     if not isinstance(data, dict):
         raise ConfigError([f"{path}: the configuration must be a mapping of sections"])
+    in_file = set(data)
     document = ConfigDocument(path=path, data=data)
     _apply_environment(document, environ)
     unknown = sorted(key for key in document.data if key not in SECTIONS)
     if unknown:
         raise ConfigError(
-            f"{document._origin(key)}: {key}: unknown section (known: {', '.join(SECTIONS)})"
+            f"{_section_origin(document, key, in_file)}: {key}: unknown section "
+            f"(known: {', '.join(SECTIONS)})"
             for key in unknown
         )
     return document
+
+
+def _section_origin(document: ConfigDocument, section: str, in_file: set[str]) -> str:
+    """Where a section came from: the file, or the variable that created it (HERALD_BROKR__…)."""
+    if section not in in_file:
+        for key, variable in document.overridden_by.items():
+            if key.startswith(section + "."):
+                return f"{variable} (environment)"
+    return str(document.path)
 
 
 def _apply_environment(document: ConfigDocument, environ: Mapping[str, str]) -> None:
@@ -216,7 +256,7 @@ def _apply_environment(document: ConfigDocument, environ: Mapping[str, str]) -> 
         if not all(keys):
             raise ConfigError([f"{variable} (environment): empty key in the variable's name"])
         try:
-            value = yaml.safe_load(environ[variable])
+            value = yaml.load(environ[variable], Loader=_Loader)  # noqa: S506 - a SafeLoader
         except yaml.YAMLError:
             value = environ[variable]
         node = document.data

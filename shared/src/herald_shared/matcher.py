@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from fnmatch import fnmatchcase
 
+from pydantic import model_validator
+
 from herald_shared.config import Section
 from herald_shared.events import Event, Kind, TaskType
 
@@ -27,6 +29,19 @@ class When(Section):
     task_custom_properties: dict[str, list[str]] | None = None
     app_custom_properties: dict[str, list[str]] | None = None
     unless: When | None = None
+
+    @model_validator(mode="after")
+    def _no_empty_lists(self) -> When:
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            empty = value == [] or (
+                isinstance(value, dict) and any(v == [] for v in value.values())
+            )
+            if empty:
+                raise ValueError(
+                    f"{name}: an empty list matches nothing; leave the key out to match all"
+                )
+        return self
 
     def matches(self, event: Event) -> bool:
         app = event.app

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, model_validator
 
 from herald_shared.config import Duration, Section
+
+
+def _protocol_text(value: object) -> object:
+    # YAML and environment overrides read `protocol: 5` / HERALD_BROKER__PROTOCOL=5 as a number.
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 class TlsSettings(Section):
@@ -26,7 +31,7 @@ class BrokerSettings(Section):
     # Run an in-process broker (amqtt) for the one-machine mode. It speaks MQTT 3.1.1 only and has
     # no shared subscriptions, so the bus switches to both when it is on.
     embedded: bool = False
-    protocol: Literal["5", "3.1.1"] = "5"
+    protocol: Annotated[Literal["5", "3.1.1"], BeforeValidator(_protocol_text)] = "5"
     username: str | None = None
     password: SecretStr | None = None
     tls: TlsSettings = TlsSettings()

@@ -38,6 +38,7 @@ class Mosquitto:
             "allow_anonymous true",
             "max_queued_messages 100000",
             "max_inflight_messages 100",
+            "set_tcp_nodelay true",
             "persistence true",
             f"persistence_location {self.workdir / 'data'}/",
             "autosave_interval 1",
@@ -54,7 +55,7 @@ class Mosquitto:
     def start(self) -> None:
         config = self._write_config()
         self._process = subprocess.Popen(
-            [MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            [MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
             wait_for_port(self.host, self.port, timeout=10)

@@ -19,6 +19,10 @@ from herald_shared.events import Event
 
 _DAY_FOLDER = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _LOG_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
+_UNSAFE = re.compile(r"[^A-Za-z0-9-]")
+# mkstemp creates 0600; archived logs are for the Qlik administrators and their tools to read,
+# as Butler's are (its files are written with the usual 0644).
+FILE_MODE = 0o644
 
 
 def relative_path(event: Event) -> Path:
@@ -30,7 +34,12 @@ def relative_path(event: Event) -> Path:
     day = stamp[:10]
     moment = stamp[:19].replace(" ", "_").replace(":", "-")
     app_id = event.app.id if event.app is not None else ""
-    return Path(day) / f"{moment}_appId={app_id}_taskId={event.task.id}.log"
+    return Path(day) / f"{moment}_appId={_safe(app_id)}_taskId={_safe(event.task.id)}.log"
+
+
+def _safe(identifier: str) -> str:
+    """Qlik ids are GUIDs; anything else must not be able to reach outside the directory."""
+    return _UNSAFE.sub("_", identifier)
 
 
 def content(script_log: str) -> bytes:
@@ -43,6 +52,7 @@ def write_atomically(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(handle, FILE_MODE)
         with os.fdopen(handle, "wb") as file:
             file.write(data)
             file.flush()
@@ -61,7 +71,8 @@ def remove_expired(directory: Path, retention_days: int, today: date) -> list[Pa
     oldest_kept = today - timedelta(days=retention_days)
     removed = []
     for child in sorted(directory.iterdir()):
-        if not (child.is_dir() and _DAY_FOLDER.match(child.name)):
+        # A symbolic link is someone's deliberate arrangement, not an archived day: leave it.
+        if child.is_symlink() or not (child.is_dir() and _DAY_FOLDER.match(child.name)):
             continue
         try:
             day = date.fromisoformat(child.name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import date
@@ -59,12 +60,14 @@ class ArchiveDestination(Destination):
     async def close(self) -> None:
         if self._retention is not None:
             self._retention.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retention
 
     async def _apply_retention(self) -> None:
         while True:
             try:
-                removed = archive.remove_expired(
-                    self._directory, self._retention_days, date.today()
+                removed = await asyncio.to_thread(
+                    archive.remove_expired, self._directory, self._retention_days, date.today()
                 )
             except OSError as error:
                 log.error(

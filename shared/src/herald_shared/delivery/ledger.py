@@ -35,7 +35,6 @@ CREATE TABLE IF NOT EXISTS deliveries (
     last_error TEXT,
     PRIMARY KEY (event_id, destination, target)
 );
-CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (state) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_finished ON deliveries (finished_at);
 CREATE TABLE IF NOT EXISTS rate_limits (
     key TEXT PRIMARY KEY,
@@ -122,7 +121,8 @@ class Ledger:
             ),
         )
 
-    def finish(self, job: Job, state: State, now: float, reason: str | None) -> None:
+    def finish(self, job: Job, state: State, now: float, reason: str | None) -> bool:
+        """Record the end of a delivery; True when no delivery of its event is left pending."""
         self._sql.execute(
             "UPDATE deliveries SET state = ?, attempts = ?, first_attempt_at = ?,"
             " finished_at = ?, last_error = ? WHERE event_id = ? AND destination = ? AND target = ?",
@@ -143,16 +143,21 @@ class Ledger:
         ).fetchone()
         if still_pending is None:
             self._sql.execute("DELETE FROM events WHERE event_id = ?", (job.event_id,))
+        return still_pending is None
 
-    def pending(self) -> Iterator[tuple[Job, bytes]]:
-        """Every unfinished delivery with its event, oldest first (for a restart)."""
+    def event_payload(self, event_id: str) -> bytes | None:
+        row = self._sql.execute(
+            "SELECT payload FROM events WHERE event_id = ?", (event_id,)
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def pending(self) -> Iterator[Job]:
+        """Every unfinished delivery, oldest first (for a restart)."""
         rows = self._sql.execute(
-            "SELECT d.event_id, d.destination, d.target, d.received_at, d.attempts,"
-            " d.first_attempt_at, d.next_attempt_at, e.payload FROM deliveries d"
-            " JOIN events e ON e.event_id = d.event_id WHERE d.state = 'pending'"
-            " ORDER BY d.received_at"
+            "SELECT event_id, destination, target, received_at, attempts, first_attempt_at,"
+            " next_attempt_at FROM deliveries WHERE state = 'pending' ORDER BY received_at"
         ).fetchall()
-        for event_id, destination, target, received_at, attempts, first, next_at, payload in rows:
+        for event_id, destination, target, received_at, attempts, first, next_at in rows:
             job = Job(
                 event_id=event_id,
                 destination=destination,
@@ -162,7 +167,7 @@ class Ledger:
                 first_attempt_at=first,
                 next_attempt_at=next_at,
             )
-            yield job, payload
+            yield job
 
     def state_of(self, event_id: str, destination: str, target: str = "") -> State | None:
         row = self._sql.execute(

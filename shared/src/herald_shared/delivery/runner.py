@@ -18,7 +18,7 @@ import contextlib
 import logging
 import random
 import time
-from collections import Counter
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -42,6 +42,7 @@ from herald_shared.settings import DeliverySettings
 log = logging.getLogger(__name__)
 
 PURGE_INTERVAL = 3600.0
+EVENT_CACHE_SIZE = 1024  # decoded events kept in memory; the rest are read back
 
 
 @dataclass(eq=False)
@@ -80,8 +81,9 @@ class Runner:
         self._clock = clock
         self._deliveries_topic = topics.deliveries_topic(topic_prefix, service)
         self._dead_letter_topic = topics.dead_letter_topic(topic_prefix, service)
-        self._events: dict[str, Event] = {}
-        self._references: Counter[str] = Counter()
+        # Pending events live in the ledger; this keeps the recent ones decoded, so memory stays
+        # bounded however long a destination is down.
+        self._events: OrderedDict[str, Event] = OrderedDict()
         self._stopping = False
         self._started = False
         self._housekeeping: asyncio.Task[None] | None = None
@@ -145,7 +147,7 @@ class Runner:
     def _resume(self) -> None:
         now = self._clock()
         resumed = 0
-        for job, payload in self._ledger.pending():
+        for job in self._ledger.pending():
             lane = self._lanes.get(job.destination)
             if lane is None:
                 log.warning(
@@ -153,8 +155,6 @@ class Runner:
                     job.destination,
                 )
                 continue
-            if job.event_id not in self._events:
-                self._events[job.event_id] = events.decode(payload)
             self._schedule(lane, job, max(0.0, job.next_attempt_at - now))
             resumed += 1
         if resumed:
@@ -226,7 +226,7 @@ class Runner:
                 self._ledger.store_event(event.event_id, payload)
         metrics.EVENTS_RECEIVED.labels(service=self.service, outcome="stored").inc()
         if accepted:
-            self._events[event.event_id] = event
+            self._remember(event)
             for lane, job in accepted:
                 self._schedule(lane, job, 0.0)
 
@@ -250,7 +250,6 @@ class Runner:
     # --- delivering ----------------------------------------------------------------------
 
     def _schedule(self, lane: _Lane, job: Job, delay: float) -> None:
-        self._references[job.event_id] += 1
         lane.waiting += 1
         self._queue_gauge(lane)
         if delay <= 0:
@@ -278,7 +277,7 @@ class Runner:
 
     async def _attempt(self, lane: _Lane, job: Job) -> None:
         destination = lane.destination
-        event = self._events[job.event_id]
+        event = self._event(job.event_id)
         started = self._clock()
         job.attempts += 1
         if job.first_attempt_at is None:
@@ -341,7 +340,6 @@ class Runner:
             delay,
             reason,
         )
-        self._references[job.event_id] -= 1
         lane.waiting -= 1
         self._schedule(lane, job, delay)
 
@@ -350,13 +348,11 @@ class Runner:
     ) -> None:
         now = self._clock()
         with self._db.transaction():
-            self._ledger.finish(job, state, now, detail)
+            done_with_event = self._ledger.finish(job, state, now, detail)
             self._report(event, job, state, detail, now)
         lane.waiting -= 1
         self._queue_gauge(lane)
-        self._references[job.event_id] -= 1
-        if self._references[job.event_id] <= 0:
-            del self._references[job.event_id]
+        if done_with_event:
             self._events.pop(job.event_id, None)
         if state == "delivered":
             metrics.DELIVERY_SECONDS.labels(
@@ -415,6 +411,22 @@ class Runner:
             log.info(
                 "%s %s of task %r for %s: %s", state, event.kind, event.task.name, where, detail
             )
+
+    def _remember(self, event: Event) -> None:
+        self._events[event.event_id] = event
+        self._events.move_to_end(event.event_id)
+        while len(self._events) > EVENT_CACHE_SIZE:
+            self._events.popitem(last=False)
+
+    def _event(self, event_id: str) -> Event:
+        event = self._events.get(event_id)
+        if event is None:
+            payload = self._ledger.event_payload(event_id)
+            if payload is None:
+                raise LookupError(f"pending delivery of {event_id} lost its event")
+            event = events.decode(payload)
+            self._remember(event)
+        return event
 
     def _count_attempt(self, destination: Destination, result: str) -> None:
         metrics.DELIVERY_ATTEMPTS.labels(

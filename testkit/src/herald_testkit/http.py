@@ -1,0 +1,104 @@
+"""A real HTTP receiver on loopback that records what it accepts and misbehaves on request.
+
+Tests script its answers: a status per request (``respond_with``), a delay, or a hang (the
+request is held open and never answered, like a destination that died mid-delivery). Only
+requests that were answered with a 2xx count as accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from herald_testkit.ports import free_port
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    status: int = 0  # what it was answered with; 0 while unanswered
+
+
+@dataclass
+class Answer:
+    status: int = 200
+    body: str = "ok"
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    hang: bool = False
+
+
+class HttpReceiver:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = free_port(host)
+        self.requests: list[Request] = []
+        self._script: deque[Answer] = deque()
+        self.default = Answer()
+        self._changed = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self._release = asyncio.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/"
+
+    def respond_with(self, *answers: Answer) -> None:
+        """Answer the next requests with these, in order; then with ``default``."""
+        self._script.extend(answers)
+
+    def release_hung(self) -> None:
+        """Let go of hung requests (they are then answered 503, never accepted)."""
+        self._release.set()
+
+    @property
+    def accepted(self) -> list[Request]:
+        return [request for request in self.requests if 200 <= request.status < 300]
+
+    async def wait_for(self, predicate: Any, within: float = 20.0) -> None:
+        async def until() -> None:
+            while not predicate(self):
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(until(), within)
+
+    async def _handle(self, http_request: web.Request) -> web.Response:
+        request = Request(
+            method=http_request.method,
+            path=http_request.path_qs,
+            headers=dict(http_request.headers),
+            body=await http_request.read(),
+        )
+        self.requests.append(request)
+        self._changed.set()
+        answer = self._script.popleft() if self._script else self.default
+        if answer.hang:
+            await self._release.wait()
+            request.status = 503
+            return web.Response(status=503, text="released")
+        if answer.delay:
+            await asyncio.sleep(answer.delay)
+        request.status = answer.status
+        self._changed.set()
+        return web.Response(status=answer.status, text=answer.body, headers=answer.headers)
+
+    async def __aenter__(self) -> HttpReceiver:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self.port).start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self._release.set()
+        assert self._runner is not None
+        await self._runner.cleanup()
