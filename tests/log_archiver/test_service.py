@@ -23,6 +23,7 @@ from herald_shared.settings import BrokerSettings, DeliverySettings
 from herald_shared.subscriber import SubscriberService
 from herald_testkit.mosquitto import Mosquitto
 from herald_testkit.mqtt import Observer, Seen, publisher
+from herald_testkit.services import started
 
 SERVICE = "log-archiver"
 
@@ -88,13 +89,8 @@ async def _running(
     settings: LogArchiverSettings, broker: BrokerSettings
 ) -> AsyncIterator[SubscriberService]:
     context = Context(broker=broker, document=ConfigDocument(path=Path("test.yaml"), data={}))
-    service = build(settings, context)
-    await service.start()
-    try:
-        await asyncio.wait_for(service.bus.wait_connected(), 10)
+    async with started(build(settings, context)) as service:
         yield service
-    finally:
-        await service.stop()
 
 
 async def _publish(broker: Mosquitto, prefix: str, *published: Event) -> None:

@@ -26,6 +26,7 @@ from herald_shared.settings import BrokerSettings, DeliverySettings
 from herald_shared.subscriber import SubscriberService
 from herald_testkit.mosquitto import Mosquitto
 from herald_testkit.mqtt import Observer, Seen, publisher
+from herald_testkit.services import started
 
 FAST = DeliverySettings(initial_backoff=0.05, max_backoff=0.2, deadline=30, shutdown_grace=5)
 
@@ -77,12 +78,8 @@ async def running(
         delivery=delivery,
         state_dir=state_dir,
     )
-    await service.start()
-    await asyncio.wait_for(service.bus.wait_connected(), 10)
-    try:
+    async with started(service):
         yield service
-    finally:
-        await service.stop()
 
 
 async def publish(mosquitto: Mosquitto, prefix: str, *items: Event) -> None:

@@ -82,6 +82,7 @@ class Bus:
         *,
         subscriptions: Sequence[str] = (),
         handler: Handler | None = None,
+        persistent: bool = True,
     ) -> None:
         if subscriptions and handler is None:
             raise ValueError("subscriptions need a handler")
@@ -89,6 +90,9 @@ class Bus:
         self.service = service
         self.client_id = f"herald-{service}-{settings.instance}"
         self.status_topic = topics.status_topic(settings.topic_prefix, service, settings.instance)
+        # A one-shot client (herald send-test) must not leave a session behind collecting
+        # messages for a day.
+        self._persistent = persistent
         self._subscriptions = tuple(subscriptions)
         self._handler = handler
         self._client: aiomqtt.Client | None = None
@@ -202,7 +206,9 @@ class Bus:
         properties = None
         if v5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            properties.SessionExpiryInterval = int(settings.session_expiry)
+            properties.SessionExpiryInterval = (
+                int(settings.session_expiry) if self._persistent else 0
+            )
             properties.ReceiveMaximum = settings.receive_maximum
         username = settings.username
         if username is None and settings.embedded:
@@ -213,9 +219,9 @@ class Bus:
             settings.port,
             identifier=self.client_id,
             protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
-            clean_session=None if v5 else False,
+            clean_session=None if v5 else not self._persistent,
             # paho refuses a clean-start setting on 3.1.1; there clean_session carries it.
-            clean_start=False if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+            clean_start=(not self._persistent) if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
             properties=properties,
             username=username,
             password=reveal(settings.password),

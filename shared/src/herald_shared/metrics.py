@@ -44,3 +44,32 @@ OUTBOX = Gauge(
     "Messages stored locally and waiting for the broker's acknowledgement",
     ["service"],
 )
+
+# --- ingest ----------------------------------------------------------------------------------
+
+DATAGRAMS = Counter(
+    "herald_datagrams_total",
+    "Scheduler datagrams received, by outcome: accepted, duplicate, rejected",
+    ["service", "outcome"],
+)
+DATAGRAMS_REJECTED = Counter(
+    "herald_datagrams_rejected_total",
+    "Datagrams rejected, by reason (source, too_large, not_utf8, unknown_type, field_count, …)",
+    ["service", "reason"],
+)
+ENRICHMENTS = Counter(
+    "herald_enrichments_total",
+    "Events enriched from the QRS, by status: complete or partial",
+    ["service", "status"],
+)
+ENRICHMENT_SECONDS = Histogram(
+    "herald_enrichment_seconds",
+    "Time from a datagram's arrival to its event being stored for publishing",
+    ["service"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+INBOX = Gauge(
+    "herald_ingest_inbox",
+    "Accepted datagrams waiting for enrichment",
+    ["service"],
+)

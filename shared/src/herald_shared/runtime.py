@@ -170,10 +170,16 @@ def _install_signal_handlers(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
 
     def on_signal(signum: int) -> None:
+        name = signal.Signals(signum).name
         if stop.is_set():
-            log.warning("second %s: exiting at once", signal.Signals(signum).name)
-            raise SystemExit(1)
-        log.info("received %s", signal.Signals(signum).name)
+            # A second Ctrl-C means "now"; process managers may repeat SIGTERM, which must not
+            # cut the grace period short.
+            if signum == signal.SIGINT:
+                log.warning("second SIGINT: exiting at once")
+                raise SystemExit(1)
+            log.info("received %s again; still stopping", name)
+            return
+        log.info("received %s", name)
         stop.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):

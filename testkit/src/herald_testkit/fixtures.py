@@ -36,7 +36,9 @@ def broker_settings_for(broker: Mosquitto, prefix: str, **overrides: object) -> 
         "host": broker.host,
         "port": broker.port,
         "topic_prefix": prefix,
-        "instance": "test",
+        # The client id (herald-<service>-<instance>) has a persistent session: one per test
+        # keeps a test's unacknowledged messages from reaching the next test's service.
+        "instance": prefix,
         "reconnect_min": 0.1,
         "reconnect_max": 1.0,
     }

@@ -35,7 +35,7 @@ class Mosquitto:
         lines = [
             "user root" if os.geteuid() == 0 else "",
             f"listener {self.port} {self.host}",
-            "allow_anonymous true",
+            "allow_anonymous true" if "password_file" not in self.extra else "",
             "max_queued_messages 100000",
             "max_inflight_messages 100",
             "set_tcp_nodelay true",

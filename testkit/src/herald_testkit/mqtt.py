@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import aiomqtt
 import msgspec
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 
 @dataclass
@@ -24,8 +27,14 @@ class Seen:
 class Observer:
     """Subscribes to ``topic_filter`` and records every message, in arrival order."""
 
-    def __init__(self, host: str, port: int, topic_filter: str) -> None:
+    def __init__(
+        self, host: str, port: int, topic_filter: str, *, persistent: bool = False
+    ) -> None:
+        """``persistent``: a session the broker keeps (and queues for) while the observer is
+        disconnected, e.g. across a broker restart."""
         self.host, self.port, self.topic_filter = host, port, topic_filter
+        self._persistent = persistent
+        self._identifier = f"observer-{uuid.uuid4().hex[:12]}"
         self.seen: list[Seen] = []
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -46,8 +55,17 @@ class Observer:
         # Survives broker restarts: tests restart the broker while observing.
         while True:
             try:
+                properties = None
+                if self._persistent:
+                    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+                    properties.SessionExpiryInterval = 600
                 async with aiomqtt.Client(
-                    self.host, self.port, protocol=aiomqtt.ProtocolVersion.V5
+                    self.host,
+                    self.port,
+                    protocol=aiomqtt.ProtocolVersion.V5,
+                    identifier=self._identifier,
+                    clean_start=not self._persistent,
+                    properties=properties,
                 ) as client:
                     await client.subscribe(self.topic_filter, qos=1)
                     self._ready.set()

@@ -66,3 +66,18 @@ class Child:
 async def stop_all(children: Sequence[Child]) -> None:
     for child in children:
         await child.close()
+
+
+async def herald(*arguments: str, within: float = 60.0) -> tuple[int, str, str]:
+    """Run the ``herald`` command to completion: exit status, standard output, standard error."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "herald_shared.cli",
+        *arguments,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), within)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()

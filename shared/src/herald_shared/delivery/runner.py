@@ -33,7 +33,7 @@ from herald_shared.delivery.destination import (
     Skipped,
     TransientError,
 )
-from herald_shared.delivery.ledger import Job, Ledger, State
+from herald_shared.delivery.ledger import FINISHED, Job, Ledger, State
 from herald_shared.delivery.receipts import DeadLetter, Receipt, encode, timestamp
 from herald_shared.events import Event
 from herald_shared.outbox import Outbox
@@ -45,11 +45,28 @@ PURGE_INTERVAL = 3600.0
 EVENT_CACHE_SIZE = 1024  # decoded events kept in memory; the rest are read back
 
 
+class _LaneMetrics:
+    """The lane's metric children, looked up once (labels() is not free on a hot path)."""
+
+    def __init__(self, service: str, destination: str) -> None:
+        names = {"service": service, "destination": destination}
+        self.attempts = {
+            result: metrics.DELIVERY_ATTEMPTS.labels(**names, result=result)
+            for result in ("ok", "transient_error", "permanent_error")
+        }
+        self.outcomes = {
+            state: metrics.DELIVERIES.labels(**names, outcome=state) for state in FINISHED
+        }
+        self.queue = metrics.DELIVERY_QUEUE.labels(**names)
+        self.seconds = metrics.DELIVERY_SECONDS.labels(**names)
+
+
 @dataclass(eq=False)
 class _Lane:
     """One destination's queue and workers."""
 
     destination: Destination
+    metrics: _LaneMetrics
     queue: asyncio.Queue[Job] = field(default_factory=asyncio.Queue)
     workers: list[asyncio.Task[None]] = field(default_factory=list)
     busy: set[asyncio.Task[None]] = field(default_factory=set)
@@ -73,7 +90,10 @@ class Runner:
         if len(set(names)) != len(names):
             raise ValueError(f"destination names must be unique: {names}")
         self.service = service
-        self._lanes = {destination.name: _Lane(destination) for destination in destinations}
+        self._lanes = {
+            destination.name: _Lane(destination, _LaneMetrics(service, destination.name))
+            for destination in destinations
+        }
         self._ledger = Ledger(db)
         self._db = db
         self._outbox = outbox
@@ -84,6 +104,13 @@ class Runner:
         # Pending events live in the ledger; this keeps the recent ones decoded, so memory stays
         # bounded however long a destination is down.
         self._events: OrderedDict[str, Event] = OrderedDict()
+        self._received = {
+            outcome: metrics.EVENTS_RECEIVED.labels(service=service, outcome=outcome)
+            for outcome in ("stored", "duplicate", "rejected")
+        }
+        self._intake: list[tuple[Event, bytes, asyncio.Future[None]]] = []
+        self._endings: list[tuple[Job, Event, State, str | None, float]] = []
+        self._flush_scheduled = False
         self._stopping = False
         self._started = False
         self._housekeeping: asyncio.Task[None] | None = None
@@ -140,6 +167,7 @@ class Runner:
                 )
         all_workers = [worker for lane in self._lanes.values() for worker in lane.workers]
         await asyncio.gather(*all_workers, return_exceptions=True)
+        self._flush()  # what ended last is written before the database closes
         for lane in self._lanes.values():
             with contextlib.suppress(Exception):
                 await lane.destination.close()
@@ -169,69 +197,112 @@ class Runner:
         except (msgspec.DecodeError, msgspec.ValidationError) as error:
             self._reject(message, str(error))
             return
-        self.take(event, message.payload)
+        stored = asyncio.get_running_loop().create_future()
+        self._intake.append((event, message.payload, stored))
+        self._flush_soon()
+        await stored
 
-    def take(self, event: Event, payload: bytes) -> None:
+    # Group commit: what arrives or ends within one turn of the event loop is written in one
+    # transaction. Under a burst that turns many commits into one; alone, an event waits for
+    # nothing but its own commit.
+
+    def _flush_soon(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not (self._intake or self._endings):
+            return
+        intake, self._intake = self._intake, []
+        endings, self._endings = self._endings, []
         now = self._clock()
         accepted: list[tuple[_Lane, Job]] = []
-        with self._db.transaction():
-            if self._ledger.knows(event.event_id):
-                metrics.EVENTS_RECEIVED.labels(service=self.service, outcome="duplicate").inc()
-                log.info(
-                    "%s %s was already taken on; not delivering it again",
-                    event.kind,
-                    event.event_id,
+        finished_events: list[str] = []
+        try:
+            with self._db.transaction():
+                for event, payload, _ in intake:
+                    accepted += self._take(event, payload, now)
+                for job, event, state, detail, ended_at in endings:
+                    if self._ledger.finish(job, state, ended_at, detail):
+                        finished_events.append(job.event_id)
+                    self._report(event, job, state, detail, ended_at)
+        except Exception as error:
+            # The disk is full or failing: nothing of this batch was stored. The events were
+            # not acknowledged, so the broker delivers them again; the endings are kept and
+            # written with a later batch.
+            log.exception("cannot write to the ledger; retrying")
+            for _, _, stored in intake:
+                stored.set_exception(error)
+            self._endings[:0] = endings
+            asyncio.get_running_loop().call_later(1.0, self._flush_soon)
+            return
+        for _, _, stored in intake:
+            stored.set_result(None)
+        for event_id in finished_events:
+            self._events.pop(event_id, None)
+        for lane, job in accepted:
+            self._schedule(lane, job, 0.0)
+
+    def _take(self, event: Event, payload: bytes, now: float) -> list[tuple[_Lane, Job]]:
+        """Record ``event``'s deliveries (inside the batch transaction); the ones to start."""
+        if self._ledger.knows(event.event_id):
+            self._received["duplicate"].inc()
+            log.info(
+                "%s %s was already taken on; not delivering it again", event.kind, event.event_id
+            )
+            return []
+        accepted: list[tuple[_Lane, Job]] = []
+        for lane in self._lanes.values():
+            destination = lane.destination
+            if not destination.when.matches(event):
+                continue
+            try:
+                targets = destination.targets(event)
+            except Exception as error:
+                # A bug in choosing targets must not block the other destinations.
+                log.exception(
+                    "%s could not choose targets for %s", destination.name, event.event_id
                 )
-                return
-            for lane in self._lanes.values():
-                destination = lane.destination
-                if not destination.when.matches(event):
-                    continue
-                try:
-                    targets = destination.targets(event)
-                except Exception as error:
-                    # A bug in choosing targets must not block the other destinations.
-                    log.exception(
-                        "%s could not choose targets for %s", destination.name, event.event_id
+                job = Job(
+                    event.event_id, destination.name, "", received_at=now, next_attempt_at=now
+                )
+                reason = f"could not choose targets: {error!r}"
+                self._ledger.add(job, "dead_lettered", now=now, reason=reason)
+                self._report(event, job, "dead_lettered", reason, now)
+                continue
+            for target in targets:
+                job = Job(
+                    event.event_id,
+                    destination.name,
+                    target.id,
+                    received_at=now,
+                    next_attempt_at=now,
+                )
+                if (
+                    destination.rate_limit
+                    and target.rate_key is not None
+                    and not self._ledger.take_rate_slot(
+                        f"{destination.name}|{target.rate_key}", destination.rate_limit, now
                     )
-                    job = Job(
-                        event.event_id, destination.name, "", received_at=now, next_attempt_at=now
+                ):
+                    reason = (
+                        f"rate limit: one per {destination.rate_limit:g} s for {target.rate_key}"
                     )
-                    reason = f"could not choose targets: {error!r}"
-                    self._ledger.add(job, "dead_lettered", now=now, reason=reason)
-                    self._report(event, job, "dead_lettered", reason, now)
-                    continue
-                for target in targets:
-                    job = Job(
-                        event.event_id,
-                        destination.name,
-                        target.id,
-                        received_at=now,
-                        next_attempt_at=now,
-                    )
-                    if (
-                        destination.rate_limit
-                        and target.rate_key is not None
-                        and not self._ledger.take_rate_slot(
-                            f"{destination.name}|{target.rate_key}", destination.rate_limit, now
-                        )
-                    ):
-                        reason = f"rate limit: one per {destination.rate_limit:g} s for {target.rate_key}"
-                        self._ledger.add(job, "suppressed", now=now, reason=reason)
-                        self._report(event, job, "suppressed", reason, now)
-                    else:
-                        self._ledger.add(job, "pending", now=now)
-                        accepted.append((lane, job))
-            if accepted:
-                self._ledger.store_event(event.event_id, payload)
-        metrics.EVENTS_RECEIVED.labels(service=self.service, outcome="stored").inc()
+                    self._ledger.add(job, "suppressed", now=now, reason=reason)
+                    self._report(event, job, "suppressed", reason, now)
+                else:
+                    self._ledger.add(job, "pending", now=now)
+                    accepted.append((lane, job))
         if accepted:
+            self._ledger.store_event(event.event_id, payload)
             self._remember(event)
-            for lane, job in accepted:
-                self._schedule(lane, job, 0.0)
+        self._received["stored"].inc()
+        return accepted
 
     def _reject(self, message: Message, reason: str) -> None:
-        metrics.EVENTS_RECEIVED.labels(service=self.service, outcome="rejected").inc()
+        self._received["rejected"].inc()
         log.warning(
             "a message on %s is not a Herald event (%s); dead-lettered", message.topic, reason
         )
@@ -283,9 +354,8 @@ class Runner:
         if job.first_attempt_at is None:
             job.first_attempt_at = started
         try:
-            detail = await asyncio.wait_for(
-                destination.deliver(event, job.target), self._settings.attempt_timeout
-            )
+            async with asyncio.timeout(self._settings.attempt_timeout):
+                detail = await destination.deliver(event, job.target)
         except TransientError as error:
             self._count_attempt(destination, "transient_error")
             self._retry(lane, job, event, error.reason, error.retry_after)
@@ -347,24 +417,17 @@ class Runner:
         self, lane: _Lane, job: Job, event: Event, state: State, detail: str | None
     ) -> None:
         now = self._clock()
-        with self._db.transaction():
-            done_with_event = self._ledger.finish(job, state, now, detail)
-            self._report(event, job, state, detail, now)
+        self._endings.append((job, event, state, detail, now))
+        self._flush_soon()
         lane.waiting -= 1
         self._queue_gauge(lane)
-        if done_with_event:
-            self._events.pop(job.event_id, None)
         if state == "delivered":
-            metrics.DELIVERY_SECONDS.labels(
-                service=self.service, destination=job.destination
-            ).observe(now - job.received_at)
+            lane.metrics.seconds.observe(now - job.received_at)
 
     def _report(self, event: Event, job: Job, state: State, detail: str | None, now: float) -> None:
         """Receipt (and dead letter), metric and log line for a delivery that ended."""
         assert state != "pending"
-        metrics.DELIVERIES.labels(
-            service=self.service, destination=job.destination, outcome=state
-        ).inc()
+        self._lanes[job.destination].metrics.outcomes[state].inc()
         receipt = Receipt(
             event_id=event.event_id,
             kind=event.kind,
@@ -429,14 +492,10 @@ class Runner:
         return event
 
     def _count_attempt(self, destination: Destination, result: str) -> None:
-        metrics.DELIVERY_ATTEMPTS.labels(
-            service=self.service, destination=destination.name, result=result
-        ).inc()
+        self._lanes[destination.name].metrics.attempts[result].inc()
 
     def _queue_gauge(self, lane: _Lane) -> None:
-        metrics.DELIVERY_QUEUE.labels(service=self.service, destination=lane.destination.name).set(
-            lane.waiting
-        )
+        lane.metrics.queue.set(lane.waiting)
 
     async def _purge_periodically(self) -> None:
         while True:

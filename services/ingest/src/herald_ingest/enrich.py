@@ -1,0 +1,375 @@
+"""From a datagram to a complete event: the QRS calls of butler-spec §2, once per event.
+
+Enrichment never holds an alert back. Each call that fails adds a reason; when the deadline
+(``ingest.enrichment_deadline``) passes, whatever was gathered is published, marked ``partial``,
+with what the datagram itself says for the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+from herald_ingest.datagram import Datagram
+from herald_ingest.qrs import QrsClient, QrsError
+from herald_ingest.settings import QlikSettings
+from herald_shared.events import (
+    App,
+    Enrichment,
+    Event,
+    Execution,
+    ExecutionDetail,
+    GenericLink,
+    Kind,
+    Links,
+    Owner,
+    Recovery,
+    ScriptLog,
+    Stream,
+    Task,
+    TaskType,
+    event_class,
+    event_id_for,
+)
+
+log = logging.getLogger(__name__)
+
+# QRS taskType numbers (butler-spec §1.11).
+TASK_TYPES: Final[dict[int, TaskType]] = {
+    0: "reload",
+    1: "external_program",
+    2: "user_sync",
+    3: "distribute",
+    4: "preload",
+}
+# lastExecutionResult.status numbers (butler-spec §2.4).
+STATUS_TEXT: Final[dict[int, str]] = {
+    0: "NeverStarted",
+    1: "Triggered",
+    2: "Started",
+    3: "Queued",
+    4: "AbortInitiated",
+    5: "Aborting",
+    6: "Aborted",
+    7: "FinishedSuccess",
+    8: "FinishedFail",
+    9: "Skipped",
+    10: "Retry",
+    11: "Error",
+    12: "Reset",
+    13: "DistributionQueue",
+    14: "DistributionRunning",
+}
+_NEVER_YEAR: Final = 1753  # the QRS's "no date"
+
+
+@dataclass
+class _Gathered:
+    """What the QRS said so far; filled step by step, so a deadline keeps what arrived."""
+
+    task: dict[str, Any] | None = None
+    app: dict[str, Any] | None = None
+    owner: dict[str, Any] | None = None
+    execution: dict[str, Any] | None = None
+    script_log: str | None = None
+    reasons: list[str] = field(default_factory=list)
+
+
+class Enricher:
+    def __init__(self, qrs: QrsClient, qlik: QlikSettings, deadline: float) -> None:
+        self._qrs = qrs
+        self._qlik = qlik
+        self._deadline = deadline
+        self._zone: tzinfo | None = ZoneInfo(qlik.timezone) if qlik.timezone else None
+
+    async def gather(self, datagram: Datagram) -> _Gathered:
+        gathered = _Gathered()
+        try:
+            async with asyncio.timeout(self._deadline):
+                await asyncio.gather(
+                    self._task_side(datagram, gathered), self._app_side(datagram, gathered)
+                )
+        except TimeoutError:
+            gathered.reasons.append(
+                f"the QRS did not answer everything within {self._deadline:g} s; "
+                "published with what had arrived"
+            )
+        return gathered
+
+    async def _task_side(self, datagram: Datagram, gathered: _Gathered) -> None:
+        try:
+            gathered.task = await self._qrs.task(datagram.task_id)
+        except QrsError as error:
+            gathered.reasons.append(f"task lookup failed: {error}")
+            return
+        if gathered.task is None:
+            gathered.reasons.append("the task is not in the QRS (deleted?)")
+            return
+        if TASK_TYPES.get(gathered.task.get("taskType", 0)) != "reload":
+            # Other task types have no reloadtask endpoint; task/full carries their result.
+            gathered.execution = _get(gathered.task, "operational", "lastExecutionResult")
+            return
+        try:
+            reload_task = await self._qrs.reload_task(datagram.task_id)
+        except QrsError as error:
+            gathered.reasons.append(f"execution result lookup failed: {error}")
+            return
+        gathered.execution = _get(reload_task, "operational", "lastExecutionResult")
+        if gathered.execution is None:
+            gathered.reasons.append("the QRS has no execution result for the task")
+            return
+        await self._script_log(datagram, gathered)
+
+    async def _script_log(self, datagram: Datagram, gathered: _Gathered) -> None:
+        execution = gathered.execution or {}
+        settings = self._qlik.qrs
+        problem = ""
+        for attempt in range(1, settings.script_log_attempts + 1):
+            try:
+                gathered.script_log = await self._qrs.script_log(
+                    datagram.task_id,
+                    str(execution.get("fileReferenceID") or ""),
+                    execution.get("id"),
+                )
+            except QrsError as error:
+                problem = str(error)
+            else:
+                if gathered.script_log is not None:
+                    return
+                problem = "the execution has no script log (yet)"
+            if attempt < settings.script_log_attempts:
+                # The log is often not downloadable for a moment after the failure, and the
+                # execution result not yet pointing at it: ask again (butler-spec §2.5).
+                await asyncio.sleep(settings.script_log_retry_delay)
+                try:
+                    refreshed = await self._qrs.reload_task(datagram.task_id)
+                except QrsError:
+                    continue
+                execution = _get(refreshed, "operational", "lastExecutionResult") or execution
+                gathered.execution = execution
+        gathered.reasons.append(f"script log not available: {problem}")
+
+    async def _app_side(self, datagram: Datagram, gathered: _Gathered) -> None:
+        if not datagram.app_id:
+            return
+        try:
+            gathered.app = await self._qrs.app(datagram.app_id)
+        except QrsError as error:
+            gathered.reasons.append(f"app lookup failed: {error}")
+            return
+        if gathered.app is None:
+            gathered.reasons.append("the app is not in the QRS (deleted?)")
+            return
+        owner = gathered.app.get("owner")
+        if not isinstance(owner, dict) or not owner.get("id"):
+            return
+        try:
+            gathered.owner = await self._qrs.user(owner["id"]) or owner
+        except QrsError as error:
+            gathered.owner = owner
+            gathered.reasons.append(f"app owner lookup failed: {error}")
+
+    # --- building the event --------------------------------------------------------------
+
+    def build(
+        self,
+        datagram: Datagram,
+        gathered: _Gathered,
+        *,
+        kind: Kind,
+        received_at: datetime,
+        recovers: Recovery | None,
+    ) -> Event:
+        task_json = gathered.task or {}
+        task = Task(
+            id=datagram.task_id,
+            name=str(task_json.get("name") or datagram.task_name),
+            type=TASK_TYPES.get(task_json.get("taskType", 0), "reload"),
+            tags=_tags(task_json),
+            custom_properties=_custom_properties(task_json),
+            manually_triggered=task_json.get("isManuallyTriggered"),
+            partial_reload=task_json.get("isPartialReload"),
+            max_retries=task_json.get("maxRetries"),
+            session_timeout_minutes=task_json.get("taskSessionTimeout"),
+            next_execution=_time(_get(task_json, "operational", "nextExecution")),
+            modified_by=task_json.get("modifiedByUserName"),
+            modified_at=_time(task_json.get("modifiedDate")),
+        )
+        body: dict[str, Any] = {
+            "event_id": event_id_for(kind, datagram.execution_id),
+            "occurred_at": self._occurred_at(datagram),
+            "received_at": received_at,
+            "source": "udp",
+            "sense_host": datagram.host,
+            "log_timestamp": datagram.log_timestamp,
+            "task": task,
+            "app": self._app(datagram, gathered),
+            "execution": _execution(datagram, gathered.execution),
+            "user": datagram.user,
+            "log_level": datagram.log_level,
+            "log_message": datagram.message,
+            "script_log": self._script_log_part(gathered.script_log),
+            "links": self._links(datagram),
+            "enrichment": Enrichment(
+                status="partial" if gathered.reasons else "complete", reasons=gathered.reasons
+            ),
+        }
+        if kind == "task_succeeded":
+            body["recovers"] = recovers
+        return event_class(kind)(**body)
+
+    def _occurred_at(self, datagram: Datagram) -> datetime:
+        local = datagram.logged_at
+        aware = local.replace(tzinfo=self._zone) if self._zone else local.astimezone()
+        return aware.astimezone(UTC)
+
+    def _app(self, datagram: Datagram, gathered: _Gathered) -> App | None:
+        if not datagram.app_id:
+            return None
+        app = gathered.app or {}
+        stream = app.get("stream")
+        owner_json = gathered.owner
+        owner = None
+        if owner_json:
+            owner = Owner(
+                id=str(owner_json.get("id", "")),
+                directory=str(owner_json.get("userDirectory", "")),
+                user_id=str(owner_json.get("userId", "")),
+                name=str(owner_json.get("name", "")),
+                emails=[
+                    str(attribute.get("attributeValue"))
+                    for attribute in owner_json.get("attributes", [])
+                    if str(attribute.get("attributeType", "")).lower() == "email"
+                    and attribute.get("attributeValue")
+                ],
+            )
+        return App(
+            id=datagram.app_id,
+            name=str(app.get("name") or datagram.app_name),
+            description=str(app.get("description") or ""),
+            stream=Stream(id=str(stream.get("id", "")), name=str(stream.get("name", "")))
+            if isinstance(stream, dict)
+            else None,
+            file_size=app.get("fileSize"),
+            published=app.get("published"),
+            publish_time=_time(app.get("publishTime")),
+            last_reload=_time(app.get("lastReloadTime")),
+            modified_by=app.get("modifiedByUserName"),
+            modified_at=_time(app.get("modifiedDate")),
+            tags=_tags(app),
+            custom_properties=_custom_properties(app),
+            owner=owner,
+        )
+
+    def _script_log_part(self, text: str | None) -> ScriptLog | None:
+        if text is None:
+            return None
+        settings = self._qlik.script_log
+        lines = text.replace("\r\n", "\n").split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        encoded = text.encode("utf-8")
+        truncated = len(encoded) > settings.max_bytes
+        full = encoded[: settings.max_bytes].decode("utf-8", errors="ignore") if truncated else text
+        return ScriptLog(
+            head=lines[: settings.head_lines],
+            tail=lines[-settings.tail_lines :] if settings.tail_lines else [],
+            total_lines=len(lines),
+            size_bytes=len(encoded),
+            full_text=full,
+            full_text_truncated=truncated,
+        )
+
+    def _links(self, datagram: Datagram) -> Links:
+        qlik = self._qlik
+        app_url = None
+        if qlik.app_base_url and datagram.app_id:
+            app_url = qlik.app_base_url.rstrip("/") + "/" + datagram.app_id
+        return Links(
+            qmc=qlik.qmc_url,
+            hub=qlik.hub_url,
+            app=app_url,
+            generic=[
+                GenericLink(id=link.id, text=link.text, url=link.url, comment=link.comment)
+                for link in qlik.generic_links
+            ],
+        )
+
+
+def kind_of_distribute(gathered: _Gathered) -> Kind | None:
+    """Distribute tasks: 7 succeeded; 6, 8, 11 failed (as Butler counts them); else not final."""
+    status = (gathered.execution or {}).get("status")
+    if status == 7:
+        return "task_succeeded"
+    if status in (6, 8, 11):
+        return "task_failed"
+    return None
+
+
+def _execution(datagram: Datagram, result: dict[str, Any] | None) -> Execution:
+    if not result:
+        return Execution(id=datagram.execution_id)
+    status = result.get("status")
+    details = sorted(
+        result.get("details") or [], key=lambda detail: str(detail.get("detailCreatedDate", ""))
+    )
+    return Execution(
+        id=datagram.execution_id,
+        result_id=result.get("id"),
+        status_code=status,
+        status=STATUS_TEXT.get(status) if isinstance(status, int) else None,
+        node=result.get("executingNodeName"),
+        started_at=_time(result.get("startTime")),
+        stopped_at=_time(result.get("stopTime")),
+        duration_ms=result.get("duration"),
+        details=[
+            ExecutionDetail(
+                at=_time(detail.get("detailCreatedDate")),
+                message=str(detail.get("message", "")),
+                detail_type=detail.get("detailsType"),
+            )
+            for detail in details
+        ],
+    )
+
+
+def _get(data: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
+def _tags(item: dict[str, Any]) -> list[str]:
+    return [
+        str(tag["name"])
+        for tag in item.get("tags") or []
+        if isinstance(tag, dict) and "name" in tag
+    ]
+
+
+def _custom_properties(item: dict[str, Any]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for entry in item.get("customProperties") or []:
+        name = _get(entry, "definition", "name")
+        if name is not None:
+            found.setdefault(str(name), []).append(str(entry.get("value", "")))
+    return found
+
+
+def _time(value: Any) -> datetime | None:
+    """A QRS timestamp; None for its 1753 "never" placeholder or anything unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.year == _NEVER_YEAR:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -1,0 +1,191 @@
+"""The Qlik Repository Service (QRS) client: the calls of butler-spec §2, made once per event.
+
+HTTPS with the client certificate exported from the QMC, the ``X-Qlik-User`` header, and the
+cross-site request forgery key both as the ``X-Qlik-Xrfkey`` header and the ``xrfkey`` query
+parameter (a fresh random key per request). One keep-alive connection pool, a bounded number of
+calls in flight, short caching of task, app and user metadata, and bounded retries of what can
+succeed on a second try (network errors, timeouts, 5xx, 429).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import ssl
+import string
+import time
+from typing import Any, Final
+
+import httpx
+
+from herald_ingest.settings import QrsSettings
+from herald_shared.config import reveal
+
+log = logging.getLogger(__name__)
+
+_XRF_ALPHABET: Final = string.ascii_letters + string.digits
+NO_FILE: Final = "00000000-0000-0000-0000-000000000000"
+
+
+class QrsError(Exception):
+    """A QRS call failed; the message says which and why (never a secret)."""
+
+
+class QrsClient:
+    def __init__(self, settings: QrsSettings) -> None:
+        self._settings = settings
+        self._base = settings.url.rstrip("/") + "/qrs/"
+        self._client = httpx.AsyncClient(
+            verify=self._tls_context(),
+            timeout=settings.timeout,
+            headers={"X-Qlik-User": settings.user_header, "Content-Type": "application/json"},
+            limits=httpx.Limits(
+                max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
+            ),
+        )
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
+
+    def _tls_context(self) -> ssl.SSLContext | bool:
+        settings = self._settings
+        if not settings.url.startswith("https"):
+            return False
+        context = ssl.create_default_context(
+            cafile=str(settings.ca_cert) if settings.ca_cert else None
+        )
+        if settings.client_cert is not None:
+            context.load_cert_chain(
+                str(settings.client_cert),
+                str(settings.client_key) if settings.client_key else None,
+                password=reveal(settings.client_key_password),
+            )
+        if not settings.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    # --- the calls (butler-spec §2.2) ----------------------------------------------------
+
+    async def task(self, task_id: str) -> dict[str, Any] | None:
+        """Q2 ``task/full``: the task with type, tags, custom properties; None if it is gone."""
+        return await self._one(f"task:{task_id}", "task/full", {"filter": f"id eq {task_id}"})
+
+    async def app(self, app_id: str) -> dict[str, Any] | None:
+        """Q3 ``app/full``: the app with stream, tags, custom properties and owner."""
+        return await self._one(f"app:{app_id}", "app/full", {"filter": f"id eq {app_id}"})
+
+    async def user(self, user_id: str) -> dict[str, Any] | None:
+        """Q9 ``user/{id}``: the app owner with the e-mail attributes."""
+        key = f"user:{user_id}"
+        cached = self._cached(key)
+        if cached is not None:
+            return cached
+        found = await self._get(f"user/{user_id}")
+        return self._store(key, found if isinstance(found, dict) else None)
+
+    async def reload_task(self, task_id: str) -> dict[str, Any] | None:
+        """Q4 ``reloadtask/{id}``: the last execution result (never cached: it changes)."""
+        found = await self._get(f"reloadtask/{task_id}")
+        return found if isinstance(found, dict) else None
+
+    async def script_log(
+        self, task_id: str, file_reference: str, result_id: str | None
+    ) -> str | None:
+        """The script log of the last execution: Q5 (or the newer Q6) for a reference, then Q7.
+
+        None when the execution has no log (all-zero file reference). Raises :class:`QrsError`
+        when the log exists but could not be fetched.
+        """
+        if not file_reference or file_reference == NO_FILE:
+            return None
+        routes = [(f"reloadtask/{task_id}/scriptlog", {"fileReferenceId": file_reference})]
+        if result_id:
+            routes.append((f"reloadtask/{task_id}/scriptlogfile", {"executionResultId": result_id}))
+        problems = []
+        for path, params in routes:
+            try:
+                reference = await self._get(path, params)
+            except QrsError as error:
+                problems.append(str(error))
+                continue
+            value = reference.get("value") if isinstance(reference, dict) else None
+            if not value:
+                problems.append(f"{path}: no download reference")
+                continue
+            return await self._download(f"download/reloadtask/{value}/scriptlog.txt")
+        raise QrsError("; ".join(problems))
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    async def _one(self, key: str, path: str, params: dict[str, str]) -> dict[str, Any] | None:
+        cached = self._cached(key)
+        if cached is not None:
+            return cached
+        found = await self._get(path, params)
+        item = (
+            found[0]
+            if isinstance(found, list) and len(found) == 1 and isinstance(found[0], dict)
+            else None
+        )
+        return self._store(key, item)
+
+    def _cached(self, key: str) -> dict[str, Any] | None:
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        return None
+
+    def _store(self, key: str, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[key] = (time.monotonic() + self._settings.cache_ttl, value)
+        return value
+
+    async def _download(self, path: str) -> str:
+        response = await self._request(path, {})
+        if response.status_code == 404:
+            # Asked too soon after the failure: the file is not there yet (butler-spec §2.5).
+            raise QrsError(f"{path}: not available yet")
+        return response.text
+
+    async def _get(self, path: str, params: dict[str, str] | None = None) -> Any:
+        response = await self._request(path, params or {})
+        if response.status_code == 404:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise QrsError(f"{path}: the answer is not JSON") from None
+
+    async def _request(self, path: str, params: dict[str, str]) -> httpx.Response:
+        """GET with bounded retries; 404 is returned, other failures raise QrsError."""
+        delay = 0.25
+        problem = ""
+        for attempt in range(1, self._settings.attempts + 1):
+            xrfkey = "".join(secrets.choice(_XRF_ALPHABET) for _ in range(16))
+            try:
+                async with self._slots:
+                    response = await self._client.get(
+                        self._base + path,
+                        params={**params, "xrfkey": xrfkey},
+                        headers={"X-Qlik-Xrfkey": xrfkey},
+                    )
+            except httpx.TimeoutException:
+                problem = f"no answer within {self._settings.timeout:g} s"
+            except httpx.HTTPError as error:
+                problem = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            else:
+                if response.status_code < 400 or response.status_code == 404:
+                    return response
+                problem = f"HTTP {response.status_code}"
+                if response.status_code < 500 and response.status_code != 429:
+                    break  # 401/403/400 will not change on a second try
+            if attempt < self._settings.attempts:
+                await asyncio.sleep(delay)
+                delay *= 2
+        raise QrsError(f"{path}: {problem}")

@@ -1,0 +1,289 @@
+"""Ingest: the scheduler's datagrams in, one enriched event each out, nothing lost on the way.
+
+A datagram is checked (source, format, duplicate) and stored in the inbox within the socket's
+callback, so reading never waits. Workers enrich stored datagrams from the QRS (the same task's
+events in arrival order, so a recovery is decided on the right history) and move each, as an
+event, from the inbox to the outbox in one commit; the outbox publishes at QoS 1 and forgets an
+event on PUBACK. A crash at any point leaves the datagram in the inbox or the event in the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+from herald_ingest import datagram as datagrams
+from herald_ingest.datagram import Datagram, Rejection
+from herald_ingest.enrich import Enricher, kind_of_distribute
+from herald_ingest.listener import Address, SourceFilter, listen
+from herald_ingest.qrs import QrsClient
+from herald_ingest.settings import IngestSettings, QlikSettings
+from herald_ingest.state import IngestState, Stored
+from herald_shared import events, metrics, topics
+from herald_shared.bus import Bus
+from herald_shared.config import ConfigDocument, ConfigError, Section
+from herald_shared.db import database_for
+from herald_shared.outbox import Outbox
+from herald_shared.runtime import Context, ServiceSpec
+from herald_shared.settings import BrokerSettings
+
+log = logging.getLogger(__name__)
+
+NAME = "ingest"
+REJECTION_LOG_INTERVAL = 60.0
+STOP_GRACE = 10.0
+
+
+class IngestConfig(Section):
+    """Both sections ingest reads."""
+
+    ingest: IngestSettings = IngestSettings()
+    qlik: QlikSettings = QlikSettings()
+
+
+class IngestService:
+    name = NAME
+
+    def __init__(self, config: IngestConfig, broker: BrokerSettings) -> None:
+        self._settings = config.ingest
+        self._qlik = config.qlik
+        self._prefix = broker.topic_prefix
+        self._db = database_for(Path(config.ingest.state_dir), NAME)
+        self._state = IngestState(self._db)
+        self.bus = Bus(broker, NAME)
+        self.outbox = Outbox(self._db, self.bus)
+        self._qrs = QrsClient(config.qlik.qrs)
+        self._enricher = Enricher(self._qrs, config.qlik, config.ingest.enrichment_deadline)
+        self._sources = SourceFilter(config.ingest.allowed_sources)
+        self._queue: asyncio.Queue[tuple[Stored, Datagram]] = asyncio.Queue()
+        self._task_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._workers: list[asyncio.Task[None]] = []
+        self._busy: set[asyncio.Task[None]] = set()
+        self._background: list[asyncio.Task[None]] = []
+        self._transport: asyncio.DatagramTransport | None = None
+        self._rejections: dict[str, tuple[float, int]] = {}
+        self._datagrams = {
+            outcome: metrics.DATAGRAMS.labels(service=NAME, outcome=outcome)
+            for outcome in ("accepted", "duplicate", "rejected")
+        }
+        self._inbox_gauge = metrics.INBOX.labels(service=NAME)
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for stored in self._state.inbox():  # what a previous run accepted but did not publish
+            parsed = self._parse(stored.datagram)
+            if isinstance(parsed, Datagram):
+                self._queue.put_nowait((stored, parsed))
+            else:
+                with self._db.transaction():
+                    self._state.done(stored.seq)
+        if self._queue.qsize():
+            log.info("resuming %d accepted datagrams from the inbox", self._queue.qsize())
+        self._inbox_gauge.set(self._queue.qsize())
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"ingest-enrich-{n}")
+            for n in range(self._settings.enrichment_concurrency)
+        ]
+        self._background = [
+            asyncio.create_task(self.outbox.run(), name="ingest-outbox"),
+            asyncio.create_task(self._forget_old_datagrams(), name="ingest-housekeeping"),
+        ]
+        self.bus.start()
+        udp = self._settings.udp
+        self._transport = await listen(
+            udp.host, udp.port, udp.receive_buffer_bytes, self._on_datagram
+        )
+
+    @property
+    def udp_port(self) -> int:
+        assert self._transport is not None
+        return int(self._transport.get_extra_info("sockname")[1])
+
+    async def stop(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        for worker in self._workers:
+            if worker not in self._busy:
+                worker.cancel()
+        if self._busy:
+            _, unfinished = await asyncio.wait(self._busy, timeout=STOP_GRACE)
+            for task in unfinished:
+                task.cancel()  # still in the inbox: enriched again at the next start
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        if self.bus.connected:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.outbox.wait_empty(), 3.0)
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self.bus.close()
+        await self._qrs.close()
+        self._db.close()
+
+    def readiness(self) -> tuple[bool, str]:
+        if self._transport is None:
+            return False, "not listening yet"
+        if not self.bus.connected:
+            return False, f"not connected to the broker ({self.outbox.depth()} events waiting)"
+        return True, "listening, connected"
+
+    # --- receiving -----------------------------------------------------------------------
+
+    def _on_datagram(self, data: bytes, source: Address) -> None:
+        if not self._sources.allows(source):
+            self._reject("source", f"from {source}, which is not in ingest.allowed_sources")
+            return
+        parsed = self._parse(data)
+        if isinstance(parsed, Rejection):
+            self._reject(parsed.reason, parsed.detail)
+            return
+        now = time.time()
+        key = f"{parsed.outcome}:{parsed.execution_id}"
+        with self._db.transaction():
+            if self._state.seen_recently(key, now - self._settings.duplicate_window):
+                self._datagrams["duplicate"].inc()
+                log.info(
+                    "duplicate %s datagram for task %r (execution %s) from %s dropped",
+                    parsed.outcome,
+                    parsed.task_name,
+                    parsed.execution_id,
+                    parsed.host,
+                )
+                return
+            seq = self._state.accept(key, data, now)
+        self._datagrams["accepted"].inc()
+        if parsed.sanitized:
+            log.warning(
+                "datagram for task %r had control characters or over-long fields", parsed.task_name
+            )
+        self._queue.put_nowait((Stored(seq, data, now), parsed))
+        self._inbox_gauge.inc()
+
+    def _parse(self, data: bytes) -> Datagram | Rejection:
+        udp = self._settings.udp
+        return datagrams.parse(
+            data, max_field_length=udp.max_field_length, max_datagram_bytes=udp.max_datagram_bytes
+        )
+
+    def _reject(self, reason: str, detail: str) -> None:
+        """Count every rejection; log at most one line per reason a minute."""
+        self._datagrams["rejected"].inc()
+        metrics.DATAGRAMS_REJECTED.labels(service=NAME, reason=reason).inc()
+        now = time.monotonic()
+        last, suppressed = self._rejections.get(reason, (0.0, 0))
+        if now - last < REJECTION_LOG_INTERVAL:
+            self._rejections[reason] = (last, suppressed + 1)
+            return
+        more = f" ({suppressed} more since the last report)" if suppressed else ""
+        log.warning("rejected a datagram (%s): %s%s", reason, detail, more)
+        self._rejections[reason] = (now, 0)
+
+    # --- enriching -----------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        while True:
+            stored, parsed = await self._queue.get()
+            self._busy.add(me)
+            try:
+                # One task's events in arrival order: queue.get and Lock are both first come,
+                # first served, and nothing awaits between them.
+                async with self._task_locks[parsed.task_id]:
+                    await self._publish(stored, parsed)
+            except Exception:
+                log.exception(
+                    "enriching the datagram for task %r failed; retrying", parsed.task_name
+                )
+                await asyncio.sleep(1.0)
+                self._queue.put_nowait((stored, parsed))
+                continue
+            finally:
+                self._busy.discard(me)
+            self._inbox_gauge.dec()
+
+    async def _publish(self, stored: Stored, parsed: Datagram) -> None:
+        gathered = await self._enricher.gather(parsed)
+        kind = parsed.kind
+        if kind is None:  # distribute: the QRS knows how it ended
+            kind = kind_of_distribute(gathered)
+            if kind is None:
+                await self._recheck_distribute_later(stored, parsed, gathered.reasons)
+                return
+        received_at = datetime.fromtimestamp(stored.received_at, UTC)
+        recovers = self._state.recovery_for(parsed.task_id) if kind == "task_succeeded" else None
+        event = self._enricher.build(
+            parsed, gathered, kind=kind, received_at=received_at, recovers=recovers
+        )
+        with self._db.transaction():
+            self.outbox.add(topics.topic_of(self._prefix, event), events.encode(event))
+            self._state.record_outcome(event)
+            self._state.done(stored.seq)
+        metrics.ENRICHMENTS.labels(service=NAME, status=event.enrichment.status).inc()
+        metrics.ENRICHMENT_SECONDS.labels(service=NAME).observe(time.time() - stored.received_at)
+        if event.enrichment.status == "partial":
+            log.warning(
+                "%s of task %r published with partial enrichment: %s",
+                event.kind,
+                event.task.name,
+                "; ".join(event.enrichment.reasons),
+            )
+        else:
+            log.info("%s of task %r published", event.kind, event.task.name)
+
+    async def _recheck_distribute_later(
+        self, stored: Stored, parsed: Datagram, reasons: list[str]
+    ) -> None:
+        age = time.time() - stored.received_at
+        if age > self._settings.distribute_recheck_for:
+            log.error("distribute task %r never reached a final state; giving up", parsed.task_name)
+            with self._db.transaction():
+                self._state.done(stored.seq)
+            return
+        log.info("distribute task %r is not finished yet; checking again later", parsed.task_name)
+        loop = asyncio.get_running_loop()
+        loop.call_later(
+            self._settings.distribute_recheck_interval, self._queue.put_nowait, (stored, parsed)
+        )
+        self._inbox_gauge.inc()  # _work decrements once this attempt returns
+
+    async def _forget_old_datagrams(self) -> None:
+        while True:
+            self._state.forget_seen_before(time.time() - self._settings.duplicate_window)
+            await asyncio.sleep(600)
+
+
+def configure(document: ConfigDocument) -> IngestConfig:
+    problems: list[str] = []
+    ingest, qlik = IngestSettings(), QlikSettings()
+    try:
+        ingest = document.section("ingest", IngestSettings)
+    except ConfigError as error:
+        problems += error.problems
+    try:
+        qlik = document.section("qlik", QlikSettings)
+    except ConfigError as error:
+        problems += error.problems
+    if problems:
+        raise ConfigError(problems)
+    return IngestConfig(ingest=ingest, qlik=qlik)
+
+
+def build(config: IngestConfig, context: Context) -> IngestService:
+    return IngestService(config, context.broker)
+
+
+SERVICE = ServiceSpec(
+    name=NAME,
+    section="ingest",
+    settings=IngestConfig,
+    build=build,
+    publisher=True,
+    configure=configure,
+)

@@ -1,0 +1,89 @@
+"""``ingest:`` and ``qlik:`` in herald.yaml."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+
+from herald_shared.config import Duration, Section
+from herald_shared.settings import ServiceSection
+
+
+class UdpSettings(Section):
+    host: str = "0.0.0.0"  # noqa: S104 - the Sense nodes send from other hosts
+    port: int = Field(default=9998, ge=0, le=65535)  # 0: any free port (tests)
+    # Asked of the kernel so that a burst of thousands of datagrams waits in the socket instead
+    # of being dropped; Linux caps it at net.core.rmem_max unless run with CAP_NET_ADMIN.
+    receive_buffer_bytes: int = Field(default=8 * 2**20, ge=65536)
+    max_datagram_bytes: int = Field(default=65507, ge=512, le=65507)
+    max_field_length: int = Field(default=500, ge=50)
+
+
+class IngestSettings(ServiceSection):
+    udp: UdpSettings = UdpSettings()
+    # IP addresses and CIDR ranges (IPv4 and IPv6) of the Sense nodes; empty accepts any source.
+    allowed_sources: list[str] = Field(default_factory=list)
+    # A datagram of the same kind and execution within this window is a duplicate (several
+    # nodes, resends); the memory of it survives restarts.
+    duplicate_window: Duration = 3600.0
+    # Enrichment gives up after this long and publishes what it has, marked partial.
+    enrichment_deadline: Duration = 10.0
+    enrichment_concurrency: int = Field(default=16, ge=1, le=256)
+    # Distribute tasks report completion before the final status is known; re-check this often,
+    # for this long (Butler: every 30 s for 6 h).
+    distribute_recheck_interval: Duration = 30.0
+    distribute_recheck_for: Duration = 6 * 3600.0
+
+    @field_validator("allowed_sources")
+    @classmethod
+    def _networks(cls, sources: list[str]) -> list[str]:
+        for source in sources:
+            try:
+                ipaddress.ip_network(source, strict=False)
+            except ValueError:
+                raise ValueError(f"{source!r} is not an IP address or CIDR range") from None
+        return sources
+
+
+class QrsSettings(Section):
+    url: str = Field(default="https://localhost:4242", pattern=r"^https?://[^/]+(:\d+)?/?$")
+    # The certificates exported from the QMC (client.pem, client_key.pem, root.pem).
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    ca_cert: Path | None = None
+    verify: bool = True
+    user_header: str = "UserDirectory=INTERNAL; UserId=sa_repository"
+    client_key_password: SecretStr | None = None
+    timeout: Duration = 10.0  # one call
+    attempts: int = Field(default=3, ge=1, le=10)  # per call, within the enrichment deadline
+    concurrency: int = Field(default=8, ge=1, le=64)  # calls in flight at once
+    cache_ttl: Duration = 30.0  # task, app and user metadata
+    # The script log is often not downloadable for a moment after the failure (butler-spec §2.5).
+    script_log_attempts: int = Field(default=3, ge=1, le=10)
+    script_log_retry_delay: Duration = 2.0
+
+
+class ScriptLogSettings(Section):
+    head_lines: int = Field(default=15, ge=0)
+    tail_lines: int = Field(default=25, ge=0)
+    max_bytes: int = Field(default=5 * 2**20, ge=0)  # the full text carried in the event
+
+
+class GenericLinkSettings(Section):
+    id: str
+    text: str
+    url: str
+    comment: str = ""
+
+
+class QlikSettings(Section):
+    qrs: QrsSettings = QrsSettings()
+    qmc_url: str | None = None  # e.g. https://sense.example.com/qmc
+    hub_url: str | None = None  # e.g. https://sense.example.com/hub
+    app_base_url: str | None = None  # e.g. https://sense.example.com/sense/app
+    generic_links: list[GenericLinkSettings] = Field(default_factory=list)
+    script_log: ScriptLogSettings = ScriptLogSettings()
+    # The Sense nodes' time zone, for their datagram timestamps (IANA name); None: this host's.
+    timezone: str | None = None

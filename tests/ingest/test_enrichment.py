@@ -1,0 +1,178 @@
+"""Enrichment against the Qlik Sense stand-in: HTTPS with client certificates, real QRS shapes,
+and a QRS that is slow, failing or gone."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from herald_ingest.service import IngestConfig, IngestService
+from herald_ingest.settings import IngestSettings, QlikSettings
+from herald_qlik_sim import QlikSim
+from herald_qlik_sim import data as sim_data
+from herald_shared import events
+from herald_shared.settings import BrokerSettings
+from herald_testkit.mosquitto import Mosquitto
+from herald_testkit.mqtt import Observer, Seen
+from herald_testkit.ports import free_port
+from herald_testkit.services import started
+
+
+@pytest.fixture
+async def sim(tmp_path: Path) -> AsyncIterator[QlikSim]:
+    async with QlikSim(tmp_path / "certs") as running:
+        yield running
+
+
+def qlik_for(sim: QlikSim, **qrs: Any) -> QlikSettings:
+    return QlikSettings.model_validate(
+        {
+            "qrs": {
+                "url": sim.origin,
+                "client_cert": str(sim.certs.client),
+                "client_key": str(sim.certs.client_key),
+                "ca_cert": str(sim.certs.root),
+                "script_log_retry_delay": 0.1,
+                **qrs,
+            },
+            "qmc_url": "https://sense.example.com/qmc",
+            "hub_url": "https://sense.example.com/hub",
+            "app_base_url": "https://sense.example.com/sense/app/",
+            "script_log": {"head_lines": 5, "tail_lines": 5},
+        }
+    )
+
+
+@contextlib.asynccontextmanager
+async def ingest_for(
+    broker: BrokerSettings, tmp_path: Path, qlik: QlikSettings, **ingest: Any
+) -> AsyncIterator[IngestService]:
+    settings = IngestSettings.model_validate(
+        {"state_dir": str(tmp_path / "state"), "udp": {"host": "127.0.0.1", "port": 0}, **ingest}
+    )
+    async with started(IngestService(IngestConfig(ingest=settings, qlik=qlik), broker)) as service:
+        yield service
+
+
+def only_event(seen: list[Seen]) -> events.Event:
+    [message] = [m for m in seen if "/v1/events/" in m.topic]
+    return events.decode(message.payload)
+
+
+async def test_a_failed_reload_is_enriched_with_everything_the_qrs_knows(
+    sim: QlikSim,
+    mosquitto: Mosquitto,
+    topic_prefix: str,
+    broker_settings: BrokerSettings,
+    tmp_path: Path,
+) -> None:
+    sim.faults.script_log_not_ready = 1  # asked too soon once, as on a busy site
+    async with (
+        Observer(mosquitto.host, mosquitto.port, f"{topic_prefix}/v1/events/#") as seen,
+        ingest_for(broker_settings, tmp_path, qlik_for(sim)) as ingest,
+    ):
+        [emission] = await sim.emit("failed", to=("127.0.0.1", ingest.udp_port))
+        await seen.wait_for(lambda s: len(s) == 1)
+    event = only_event(seen.seen)
+    assert isinstance(event, events.TaskFailed)
+    assert event.enrichment.status == "complete", event.enrichment.reasons
+    assert event.task.id == sim_data.TASK_FAILED_ID
+    assert event.task.name == "Reload Sales dashboard"
+    assert event.task.type == "reload"
+    assert event.task.tags
+    assert event.task.custom_properties["Butler_FailedAlertEnableEmail"] == ["Yes"]
+    assert len(event.task.custom_properties["Butler_FailedAlertSendToEmail"]) == 2
+    app = event.app
+    assert app is not None
+    assert app.id == sim_data.APP_SALES_ID
+    assert app.stream is not None
+    assert app.stream.name == "Finance"
+    assert app.owner is not None
+    assert app.owner.id == sim_data.USER_ANNA_ID
+    assert len(app.owner.emails) == 2
+    assert all("@" in address for address in app.owner.emails)
+    execution = event.execution
+    assert execution.id == emission.datagram.execution_id
+    assert execution.status_code == 8
+    assert execution.status == "FinishedFail"
+    assert execution.started_at is not None
+    assert execution.stopped_at is not None
+    assert execution.started_at <= execution.stopped_at
+    assert execution.details
+    times = [detail.at for detail in execution.details]
+    assert None not in times
+    assert times == sorted(times)  # type: ignore[type-var]
+    script_log = event.script_log
+    assert script_log is not None
+    assert script_log.total_lines == 61
+    assert len(script_log.head) == 5
+    assert len(script_log.tail) == 5
+    assert script_log.tail[-1].endswith("Execution finished.")
+    assert "Error: Field 'Region_Code' not found" in (script_log.full_text or "")
+    assert script_log.full_text is not None
+    assert "\r\n" in script_log.full_text
+    assert event.links.app == f"https://sense.example.com/sense/app/{sim_data.APP_SALES_ID}"
+    assert sim.calls["download_scriptlog"] >= 2  # the too-soon answer was retried
+
+
+async def test_an_owner_without_e_mail_and_a_task_without_an_app_are_complete_events(
+    sim: QlikSim,
+    mosquitto: Mosquitto,
+    topic_prefix: str,
+    broker_settings: BrokerSettings,
+    tmp_path: Path,
+) -> None:
+    async with (
+        Observer(mosquitto.host, mosquitto.port, f"{topic_prefix}/v1/events/#") as seen,
+        ingest_for(broker_settings, tmp_path, qlik_for(sim)) as ingest,
+    ):
+        await sim.emit("failed", sim_data.TASK_NO_OWNER_EMAIL_ID, to=("127.0.0.1", ingest.udp_port))
+        await sim.emit("failed", sim_data.TASK_EXTERNAL_ID, to=("127.0.0.1", ingest.udp_port))
+        await seen.wait_for(lambda s: len(s) == 2)
+    by_task = {e.task.id: e for e in (events.decode(m.payload) for m in seen.seen)}
+    hr = by_task[sim_data.TASK_NO_OWNER_EMAIL_ID]
+    assert hr.app is not None
+    assert hr.app.owner is not None
+    assert hr.app.owner.emails == []
+    assert hr.app.stream is None  # unpublished
+    external = by_task[sim_data.TASK_EXTERNAL_ID]
+    assert external.task.type == "external_program"
+    assert external.app is None
+    assert external.enrichment.status == "complete", external.enrichment.reasons
+
+
+@pytest.mark.parametrize("fault", ["down", "500", "slow", "deleted"])
+async def test_a_qrs_that_fails_still_lets_the_alert_out_marked_partial(
+    sim: QlikSim,
+    mosquitto: Mosquitto,
+    topic_prefix: str,
+    broker_settings: BrokerSettings,
+    tmp_path: Path,
+    fault: str,
+) -> None:
+    qlik = qlik_for(sim, attempts=2, timeout=1)
+    if fault == "down":
+        qlik = qlik_for(sim, attempts=2, timeout=1, url=f"https://127.0.0.1:{free_port()}")
+    elif fault == "500":
+        sim.faults.fail_rate = 1.0
+    elif fault == "slow":
+        sim.faults.latency = 2.0  # every call; the deadline below is shorter than their sum
+    else:
+        sim.faults.delete_task(sim_data.TASK_FAILED_ID)
+    async with (
+        Observer(mosquitto.host, mosquitto.port, f"{topic_prefix}/v1/events/#") as seen,
+        ingest_for(broker_settings, tmp_path, qlik, enrichment_deadline=3) as ingest,
+    ):
+        [emission] = await sim.emit("failed", to=("127.0.0.1", ingest.udp_port))
+        await seen.wait_for(lambda s: len(s) == 1, within=30)
+    event = only_event(seen.seen)
+    assert isinstance(event, events.TaskFailed)
+    assert event.enrichment.status == "partial"
+    assert event.enrichment.reasons
+    assert event.task.id == sim_data.TASK_FAILED_ID
+    assert event.task.name == "Reload Sales dashboard"  # from the datagram at least
+    assert event.execution.id == emission.datagram.execution_id
