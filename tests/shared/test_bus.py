@@ -35,7 +35,11 @@ async def _bus_probe(broker: Mosquitto, prefix: str, mode: str, protocol: str = 
         "--protocol",
         protocol,
     )
-    await child.wait_for_line(lambda line: line == "connected")
+    try:
+        await child.wait_for_line(lambda line: line == "connected")
+    except BaseException:
+        await child.close()
+        raise
     return child
 
 

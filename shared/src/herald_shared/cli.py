@@ -4,6 +4,7 @@
 - ``herald up --config herald.yaml``: every installed service whose section is in the file.
 - ``herald check-config --config herald.yaml``: validate every section the installed services read.
 - ``herald send-test --config herald.yaml``: a synthetic event through the pipeline, with its receipts.
+- ``herald tail --config herald.yaml``: every event, receipt, dead letter and status, readably.
 
 Other packages add commands (``herald qlik-sim``, …) through the ``herald.commands`` entry-point
 group: each entry point is a function that receives the subcommand parsers and registers its own.
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 from typing import Any
 
-from herald_shared import config, sendtest
+from herald_shared import config, sendtest, tail
 from herald_shared.config import ConfigError
 from herald_shared.runtime import ServiceSpec, configure, installed_services, serve
 
@@ -70,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=_check_config)
 
     sendtest.register(commands)
+    tail.register(commands)
     for entry_point in entry_points(group="herald.commands"):
         entry_point.load()(commands)
     return parser

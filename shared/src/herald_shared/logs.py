@@ -74,7 +74,9 @@ def setup(settings: LoggingSettings) -> None:
     root.handlers[:] = [handler]
     root.setLevel(settings.level)
     # Library chatter at INFO (connections, every HTTP request) is noise in an alerting log.
-    for noisy in ("httpx", "httpcore", "mqtt", "amqtt", "transitions", "aiosmtplib"):
+    for noisy in ("httpx", "httpcore", "mqtt", "transitions", "aiosmtplib"):
         logging.getLogger(noisy).setLevel(
             max(logging.WARNING, logging.getLevelName(settings.level))
         )
+    # The embedded broker warns about ordinary client disconnects; only its errors matter.
+    logging.getLogger("amqtt").setLevel(logging.ERROR)

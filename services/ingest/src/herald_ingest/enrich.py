@@ -68,7 +68,7 @@ _NEVER_YEAR: Final = 1753  # the QRS's "no date"
 
 
 @dataclass
-class _Gathered:
+class Gathered:
     """What the QRS said so far; filled step by step, so a deadline keeps what arrived."""
 
     task: dict[str, Any] | None = None
@@ -86,8 +86,8 @@ class Enricher:
         self._deadline = deadline
         self._zone: tzinfo | None = ZoneInfo(qlik.timezone) if qlik.timezone else None
 
-    async def gather(self, datagram: Datagram) -> _Gathered:
-        gathered = _Gathered()
+    async def gather(self, datagram: Datagram) -> Gathered:
+        gathered = Gathered()
         try:
             async with asyncio.timeout(self._deadline):
                 await asyncio.gather(
@@ -100,7 +100,7 @@ class Enricher:
             )
         return gathered
 
-    async def _task_side(self, datagram: Datagram, gathered: _Gathered) -> None:
+    async def _task_side(self, datagram: Datagram, gathered: Gathered) -> None:
         try:
             gathered.task = await self._qrs.task(datagram.task_id)
         except QrsError as error:
@@ -124,7 +124,7 @@ class Enricher:
             return
         await self._script_log(datagram, gathered)
 
-    async def _script_log(self, datagram: Datagram, gathered: _Gathered) -> None:
+    async def _script_log(self, datagram: Datagram, gathered: Gathered) -> None:
         execution = gathered.execution or {}
         settings = self._qlik.qrs
         problem = ""
@@ -153,7 +153,7 @@ class Enricher:
                 gathered.execution = execution
         gathered.reasons.append(f"script log not available: {problem}")
 
-    async def _app_side(self, datagram: Datagram, gathered: _Gathered) -> None:
+    async def _app_side(self, datagram: Datagram, gathered: Gathered) -> None:
         if not datagram.app_id:
             return
         try:
@@ -178,7 +178,7 @@ class Enricher:
     def build(
         self,
         datagram: Datagram,
-        gathered: _Gathered,
+        gathered: Gathered,
         *,
         kind: Kind,
         received_at: datetime,
@@ -227,7 +227,7 @@ class Enricher:
         aware = local.replace(tzinfo=self._zone) if self._zone else local.astimezone()
         return aware.astimezone(UTC)
 
-    def _app(self, datagram: Datagram, gathered: _Gathered) -> App | None:
+    def _app(self, datagram: Datagram, gathered: Gathered) -> App | None:
         if not datagram.app_id:
             return None
         app = gathered.app or {}
@@ -300,7 +300,7 @@ class Enricher:
         )
 
 
-def kind_of_distribute(gathered: _Gathered) -> Kind | None:
+def kind_of_distribute(gathered: Gathered) -> Kind | None:
     """Distribute tasks: 7 succeeded; 6, 8, 11 failed (as Butler counts them); else not final."""
     status = (gathered.execution or {}).get("status")
     if status == 7:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from herald_ingest import datagram as datagrams
 from herald_ingest.datagram import Datagram, Rejection
-from herald_ingest.enrich import Enricher, kind_of_distribute
+from herald_ingest.enrich import Enricher, Gathered, kind_of_distribute
 from herald_ingest.listener import Address, SourceFilter, listen
 from herald_ingest.qrs import QrsClient
 from herald_ingest.settings import IngestSettings, QlikSettings
@@ -209,7 +209,14 @@ class IngestService:
             self._inbox_gauge.dec()
 
     async def _publish(self, stored: Stored, parsed: Datagram) -> None:
-        gathered = await self._enricher.gather(parsed)
+        try:
+            gathered = await self._enricher.gather(parsed)
+        except Exception as error:
+            # A bug in enrichment must not hold the alert back: publish what the datagram says.
+            log.exception(
+                "enriching the datagram for task %r failed unexpectedly", parsed.task_name
+            )
+            gathered = Gathered(reasons=[f"enrichment failed unexpectedly: {error!r}"])
         kind = parsed.kind
         if kind is None:  # distribute: the QRS knows how it ended
             kind = kind_of_distribute(gathered)

@@ -1,0 +1,208 @@
+"""Benchmark: scheduler datagrams through ingest, enriched from the QRS stand-in, to the broker.
+
+A real Mosquitto, ``herald qlik-sim serve`` (the QRS over HTTPS with client certificates) and
+``herald run ingest`` each in their own process; this script sends failed-reload datagrams over
+UDP and times each one until its event arrives from the broker (so after ingest's PUBACK).
+Every event is enriched: task, app and owner (cached briefly), the execution result, the script
+log reference and the script log download (never cached).
+
+Prints: datagrams lost in a burst, enriched events/s for that burst, p50/p99 latency at a steady
+rate, and ingest's idle and peak RSS.
+
+    uv run python bench/ingest.py [--burst 10000] [--rate 100] [--seconds 10] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import aiomqtt
+import msgspec
+import psutil
+
+from herald_qlik_sim import data as sim_data
+from herald_qlik_sim import emitter
+from herald_testkit.mosquitto import Mosquitto
+from herald_testkit.ports import free_port, wait_for_port
+
+PREFIX = "bench"
+
+
+class Arrivals:
+    def __init__(self) -> None:
+        self.at: dict[str, float] = {}
+        self.partial = 0
+        self.changed = asyncio.Event()
+
+    async def listen(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            event = msgspec.json.decode(message.payload)
+            self.at.setdefault(event["execution"]["id"], time.perf_counter())
+            if event["enrichment"]["status"] == "partial":
+                self.partial += 1
+            self.changed.set()
+
+    async def wait_for(self, ids: list[str], within: float) -> None:
+        deadline = time.perf_counter() + within
+        while not all(i in self.at for i in ids) and time.perf_counter() < deadline:
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(
+                    self.changed.wait(), max(0.0, deadline - time.perf_counter())
+                )
+            except TimeoutError:
+                break
+
+
+def _template() -> str:
+    site = sim_data.default_site()
+    task = site.tasks[sim_data.TASK_FAILED_ID]
+    app = site.apps[task.app_id] if task.app_id else None
+    return emitter.datagram("failed", task, app, execution_id="{execution_id}").text
+
+
+_TEMPLATE = _template()  # building the site for every datagram would load the benchmark, not ingest
+
+
+def datagram_for(execution_id: str) -> bytes:
+    return _TEMPLATE.replace("{execution_id}", execution_id).encode()
+
+
+async def main(arguments: argparse.Namespace) -> dict[str, float]:
+    work = Path(tempfile.mkdtemp(prefix="herald-bench-ingest-"))
+    qrs_port, udp_port = free_port(), free_port(kind=socket.SOCK_DGRAM)
+    sim = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "herald_shared.cli", "qlik-sim", "serve",
+        "--port", str(qrs_port), "--certs", str(work / "certs"),
+        stdout=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_for_port("127.0.0.1", qrs_port, timeout=30)
+    with Mosquitto(work / "mosquitto") as broker:
+        config = work / "herald.yaml"
+        config.write_text(
+            f"broker: {{host: {broker.host}, port: {broker.port}, topic_prefix: {PREFIX}, instance: bench}}\n"
+            "health: {host: 127.0.0.1, port: 0}\n"
+            "logging: {level: WARNING}\n"
+            f"qlik: {{qrs: {{url: 'https://127.0.0.1:{qrs_port}', client_cert: {work}/certs/client.pem,"
+            f" client_key: {work}/certs/client_key.pem, ca_cert: {work}/certs/root.pem}}}}\n"
+            f"ingest: {{state_dir: {work}/state, udp: {{host: 127.0.0.1, port: {udp_port}}}}}\n"
+        )
+        ingest = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "herald_shared.cli", "run", "ingest", "--config", str(config)
+        )
+        arrivals = Arrivals()
+        try:
+            async with aiomqtt.Client(
+                broker.host,
+                broker.port,
+                protocol=aiomqtt.ProtocolVersion.V5,
+                socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            ) as client:
+                await client.subscribe(f"{PREFIX}/v1/events/#", qos=1)
+                listener = asyncio.create_task(arrivals.listen(client))
+                sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                target = ("127.0.0.1", udp_port)
+                # Warm up (and wait until ingest listens and is connected).
+                warm = [str(uuid.uuid4()) for _ in range(50)]
+                for _attempt in range(100):
+                    for execution_id in warm:
+                        if execution_id not in arrivals.at:
+                            sender.sendto(datagram_for(execution_id), target)
+                    await arrivals.wait_for(warm, 1.0)
+                    if all(e in arrivals.at for e in warm):
+                        break
+                await asyncio.sleep(1.0)
+                process = psutil.Process(ingest.pid)
+                idle_rss = process.memory_info().rss
+                peak_rss = idle_rss
+
+                async def sample() -> None:
+                    nonlocal peak_rss
+                    while True:
+                        peak_rss = max(peak_rss, process.memory_info().rss)
+                        await asyncio.sleep(0.05)
+
+                sampling = asyncio.create_task(sample())
+
+                # Burst: every datagram at once, as fast as one socket sends.
+                burst = [str(uuid.uuid4()) for _ in range(arguments.burst)]
+                started = time.perf_counter()
+                for execution_id in burst:
+                    sender.sendto(datagram_for(execution_id), target)
+                await arrivals.wait_for(burst, 300)
+                arrived = [arrivals.at[e] for e in burst if e in arrivals.at]
+                lost = len(burst) - len(arrived)
+                burst_seconds = max(arrived) - started
+
+                # Steady rate: latency from datagram sent to event on the broker.
+                count = int(arguments.rate * arguments.seconds)
+                steady = [str(uuid.uuid4()) for _ in range(count)]
+                sent: dict[str, float] = {}
+                start = time.perf_counter()
+                for n, execution_id in enumerate(steady):
+                    delay = start + n / arguments.rate - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    sent[execution_id] = time.perf_counter()
+                    sender.sendto(datagram_for(execution_id), target)
+                await arrivals.wait_for(steady, 60)
+                latencies = sorted(arrivals.at[e] - t for e, t in sent.items() if e in arrivals.at)
+                sampling.cancel()
+                listener.cancel()
+        finally:
+            ingest.terminate()
+            await ingest.wait()
+            sim.terminate()
+            await sim.wait()
+    return {
+        "burst_datagrams": arguments.burst,
+        "burst_lost": lost,
+        "enriched_events_per_second": round(len(arrived) / burst_seconds, 1),
+        "partial_events": arrivals.partial,
+        "steady_rate": arguments.rate,
+        "steady_lost": count - len(latencies),
+        "p50_ms": round(statistics.median(latencies) * 1000, 1),
+        "p99_ms": round(latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000, 1),
+        "idle_rss_mb": round(idle_rss / 2**20, 1),
+        "peak_rss_mb": round(peak_rss / 2**20, 1),
+    }
+
+
+def _print(result: dict[str, float]) -> None:
+    print("Herald ingest: datagram -> QRS enrichment (HTTPS, client certificates) -> broker")
+    print(
+        f"  burst of {result['burst_datagrams']:.0f} datagrams  lost {result['burst_lost']:.0f}"
+        f"   {result['enriched_events_per_second']:.1f} enriched events/s"
+        f"   ({result['partial_events']:.0f} partial)"
+    )
+    print(
+        f"  latency at {result['steady_rate']:.0f}/s          p50 {result['p50_ms']:.1f} ms"
+        f"   p99 {result['p99_ms']:.1f} ms   (lost {result['steady_lost']:.0f})"
+    )
+    print(
+        f"  ingest RSS                 idle {result['idle_rss_mb']:.1f} MB   peak {result['peak_rss_mb']:.1f} MB"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--burst", type=int, default=10_000)
+    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    arguments = parser.parse_args()
+    figures = asyncio.run(main(arguments))
+    _print(figures)
+    if arguments.json:
+        arguments.json.write_text(json.dumps(figures, indent=2) + "\n")
