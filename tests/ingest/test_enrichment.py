@@ -4,6 +4,7 @@ and a QRS that is slow, failing or gone."""
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 
 from herald_ingest.service import IngestConfig, IngestService
 from herald_ingest.settings import IngestSettings, QlikSettings
-from herald_qlik_sim import QlikSim
+from herald_qlik_sim import QlikSim, emitter
 from herald_qlik_sim import data as sim_data
 from herald_shared import events
 from herald_shared.settings import BrokerSettings
@@ -176,3 +177,36 @@ async def test_a_qrs_that_fails_still_lets_the_alert_out_marked_partial(
     assert event.task.id == sim_data.TASK_FAILED_ID
     assert event.task.name == "Reload Sales dashboard"  # from the datagram at least
     assert event.execution.id == emission.datagram.execution_id
+
+
+async def test_a_distribute_task_gets_its_outcome_from_the_qrs(
+    sim: QlikSim,
+    mosquitto: Mosquitto,
+    topic_prefix: str,
+    broker_settings: BrokerSettings,
+    tmp_path: Path,
+) -> None:
+    task = sim.task("succeeded", sim_data.TASK_DISTRIBUTE_ID)
+    app = sim.site.apps[task.app_id] if task.app_id else None
+    text = (
+        emitter.datagram("succeeded", task, app)
+        .text.replace("/scheduler-task-success//", "/scheduler-distribute/")
+        .replace(
+            "Execution State Change to FinishedSuccess",
+            "Exiting execute of Distribute task request.",
+        )
+    )
+    async with (
+        Observer(mosquitto.host, mosquitto.port, f"{topic_prefix}/v1/events/#") as seen,
+        ingest_for(broker_settings, tmp_path, qlik_for(sim)) as ingest,
+    ):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            sender.sendto(text.encode(), ("127.0.0.1", ingest.udp_port))
+        await seen.wait_for(lambda s: len(s) == 1)
+    [message] = seen.seen
+    assert message.topic == (
+        f"{topic_prefix}/v1/events/task_succeeded/distribute/{sim_data.TASK_DISTRIBUTE_ID}"
+    )
+    event = only_event(seen.seen)
+    assert event.task.type == "distribute"
+    assert event.execution.status == "FinishedSuccess"

@@ -23,13 +23,26 @@ from typing import Any
 
 from herald_shared import config, sendtest, tail
 from herald_shared.config import ConfigError
-from herald_shared.runtime import ServiceSpec, configure, installed_services, serve
+from herald_shared.runtime import (
+    ServiceSpec,
+    configure,
+    installed_service,
+    installed_service_names,
+    installed_services,
+    serve,
+)
 
 EXIT_CONFIG = 2
 
 
+BUILT_IN = ("run", "up", "check-config", "send-test", "tail")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Other packages' commands import what they need (the Qlik stand-in brings a web server and
+    # a crypto library); a service process started with `herald run` must not carry them.
+    parser = _parser(with_plugins=not argv or argv[0] not in BUILT_IN)
     arguments = parser.parse_args(argv)
     try:
         result: int = arguments.handler(arguments)
@@ -51,7 +64,7 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(*, with_plugins: bool) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="herald", description="Herald: Qlik Sense reload alerts over MQTT."
     )
@@ -72,16 +85,16 @@ def _parser() -> argparse.ArgumentParser:
 
     sendtest.register(commands)
     tail.register(commands)
-    for entry_point in entry_points(group="herald.commands"):
-        entry_point.load()(commands)
+    if with_plugins:
+        for entry_point in entry_points(group="herald.commands"):
+            entry_point.load()(commands)
     return parser
 
 
 def _run(arguments: argparse.Namespace) -> int:
-    services = installed_services()
-    spec = services.get(arguments.service)
+    spec = installed_service(arguments.service)
     if spec is None:
-        known = ", ".join(services) or "none"
+        known = ", ".join(installed_service_names()) or "none"
         print(
             f"herald: no service named {arguments.service!r} is installed (installed: {known})",
             file=sys.stderr,

@@ -72,13 +72,26 @@ class ServiceSpec(Generic[S]):
 
 
 def installed_services() -> dict[str, ServiceSpec[Any]]:
-    found: dict[str, ServiceSpec[Any]] = {}
-    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
-        spec = entry_point.load()
-        if not isinstance(spec, ServiceSpec):
-            raise TypeError(f"entry point {entry_point.name} is not a ServiceSpec")
-        found[spec.name] = spec
+    found = {name: _load(name) for name in installed_service_names()}
     return dict(sorted(found.items()))
+
+
+def installed_service_names() -> list[str]:
+    """The installed services' names, without importing them."""
+    return sorted(entry_point.name for entry_point in entry_points(group=ENTRY_POINT_GROUP))
+
+
+def installed_service(name: str) -> ServiceSpec[Any] | None:
+    """One service, importing only it (a service process carries no other service's code)."""
+    return _load(name) if name in installed_service_names() else None
+
+
+def _load(name: str) -> ServiceSpec[Any]:
+    [entry_point] = entry_points(group=ENTRY_POINT_GROUP, name=name)
+    spec = entry_point.load()
+    if not isinstance(spec, ServiceSpec) or spec.name != name:
+        raise TypeError(f"entry point {name} is not the ServiceSpec of {name}")
+    return spec
 
 
 @dataclass

@@ -20,7 +20,7 @@ from pathlib import Path
 from herald_ingest import datagram as datagrams
 from herald_ingest.datagram import Datagram, Rejection
 from herald_ingest.enrich import Enricher, Gathered, kind_of_distribute
-from herald_ingest.listener import Address, SourceFilter, listen
+from herald_ingest.listener import Address, Listener, SourceFilter, listen
 from herald_ingest.qrs import QrsClient
 from herald_ingest.settings import IngestSettings, QlikSettings
 from herald_ingest.state import IngestState, Stored
@@ -65,7 +65,7 @@ class IngestService:
         self._workers: list[asyncio.Task[None]] = []
         self._busy: set[asyncio.Task[None]] = set()
         self._background: list[asyncio.Task[None]] = []
-        self._transport: asyncio.DatagramTransport | None = None
+        self._listener: Listener | None = None
         self._rejections: dict[str, tuple[float, int]] = {}
         self._datagrams = {
             outcome: metrics.DATAGRAMS.labels(service=NAME, outcome=outcome)
@@ -96,18 +96,16 @@ class IngestService:
         ]
         self.bus.start()
         udp = self._settings.udp
-        self._transport = await listen(
-            udp.host, udp.port, udp.receive_buffer_bytes, self._on_datagram
-        )
+        self._listener = listen(udp.host, udp.port, udp.receive_buffer_bytes, self._on_datagrams)
 
     @property
     def udp_port(self) -> int:
-        assert self._transport is not None
-        return int(self._transport.get_extra_info("sockname")[1])
+        assert self._listener is not None
+        return self._listener.port
 
     async def stop(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
+        if self._listener is not None:
+            self._listener.close()
         for worker in self._workers:
             if worker not in self._busy:
                 worker.cancel()
@@ -127,7 +125,7 @@ class IngestService:
         self._db.close()
 
     def readiness(self) -> tuple[bool, str]:
-        if self._transport is None:
+        if self._listener is None:
             return False, "not listening yet"
         if not self.bus.connected:
             return False, f"not connected to the broker ({self.outbox.depth()} events waiting)"
@@ -135,35 +133,42 @@ class IngestService:
 
     # --- receiving -----------------------------------------------------------------------
 
-    def _on_datagram(self, data: bytes, source: Address) -> None:
-        if not self._sources.allows(source):
-            self._reject("source", f"from {source}, which is not in ingest.allowed_sources")
-            return
-        parsed = self._parse(data)
-        if isinstance(parsed, Rejection):
-            self._reject(parsed.reason, parsed.detail)
-            return
+    def _on_datagrams(self, batch: list[tuple[bytes, Address]]) -> None:
+        """Check a batch read from the socket and store what is accepted, in one commit."""
         now = time.time()
-        key = f"{parsed.outcome}:{parsed.execution_id}"
+        window_start = now - self._settings.duplicate_window
+        accepted: list[tuple[Stored, Datagram]] = []
         with self._db.transaction():
-            if self._state.seen_recently(key, now - self._settings.duplicate_window):
-                self._datagrams["duplicate"].inc()
-                log.info(
-                    "duplicate %s datagram for task %r (execution %s) from %s dropped",
-                    parsed.outcome,
+            for data, source in batch:
+                if not self._sources.allows(source):
+                    self._reject("source", f"from {source}, which is not in ingest.allowed_sources")
+                    continue
+                parsed = self._parse(data)
+                if isinstance(parsed, Rejection):
+                    self._reject(parsed.reason, parsed.detail)
+                    continue
+                key = f"{parsed.outcome}:{parsed.execution_id}"
+                if self._state.seen_recently(key, window_start):
+                    self._datagrams["duplicate"].inc()
+                    log.info(
+                        "duplicate %s datagram for task %r (execution %s) from %s dropped",
+                        parsed.outcome,
+                        parsed.task_name,
+                        parsed.execution_id,
+                        parsed.host,
+                    )
+                    continue
+                seq = self._state.accept(key, data, now)
+                accepted.append((Stored(seq, data, now), parsed))
+        for stored, parsed in accepted:
+            self._datagrams["accepted"].inc()
+            if parsed.sanitized:
+                log.warning(
+                    "datagram for task %r had control characters or over-long fields",
                     parsed.task_name,
-                    parsed.execution_id,
-                    parsed.host,
                 )
-                return
-            seq = self._state.accept(key, data, now)
-        self._datagrams["accepted"].inc()
-        if parsed.sanitized:
-            log.warning(
-                "datagram for task %r had control characters or over-long fields", parsed.task_name
-            )
-        self._queue.put_nowait((Stored(seq, data, now), parsed))
-        self._inbox_gauge.inc()
+            self._queue.put_nowait((stored, parsed))
+            self._inbox_gauge.inc()
 
     def _parse(self, data: bytes) -> Datagram | Rejection:
         udp = self._settings.udp

@@ -16,7 +16,7 @@ class UdpSettings(Section):
     port: int = Field(default=9998, ge=0, le=65535)  # 0: any free port (tests)
     # Asked of the kernel so that a burst of thousands of datagrams waits in the socket instead
     # of being dropped; Linux caps it at net.core.rmem_max unless run with CAP_NET_ADMIN.
-    receive_buffer_bytes: int = Field(default=8 * 2**20, ge=65536)
+    receive_buffer_bytes: int = Field(default=32 * 2**20, ge=65536)
     max_datagram_bytes: int = Field(default=65507, ge=512, le=65507)
     max_field_length: int = Field(default=500, ge=50)
 
