@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import socket
 import statistics
 import sys
@@ -26,9 +25,9 @@ from pathlib import Path
 
 import aiomqtt
 import msgspec
-import psutil
 
 from herald_shared import events, samples, topics
+from herald_testkit.bench import RssSampler, megabytes, run
 from herald_testkit.mosquitto import Mosquitto
 from herald_testkit.ports import wait_for_port
 
@@ -69,22 +68,6 @@ class Receipts:
                 raise TimeoutError(f"{missing} receipts missing")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), remaining)
-
-
-class RssSampler:
-    def __init__(self, pid: int) -> None:
-        self.process = psutil.Process(pid)
-        self.peak = 0
-
-    def now(self) -> int:
-        rss = int(self.process.memory_info().rss)
-        self.peak = max(self.peak, rss)
-        return rss
-
-    async def run(self) -> None:
-        while True:
-            self.now()
-            await asyncio.sleep(0.05)
 
 
 async def main(arguments: argparse.Namespace) -> dict[str, float]:
@@ -152,8 +135,8 @@ async def main(arguments: argparse.Namespace) -> dict[str, float]:
         "steady_events": len(latencies),
         "p50_ms": round(statistics.median(latencies) * 1000, 2),
         "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 2),
-        "idle_rss_mb": round(idle_rss / 2**20, 1),
-        "peak_rss_mb": round(sampler.peak / 2**20, 1),
+        "idle_rss_mb": megabytes(idle_rss),
+        "peak_rss_mb": megabytes(sampler.peak),
     }
 
 
@@ -213,15 +196,4 @@ def _print(result: dict[str, float]) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--burst", type=int, default=5000)
-    parser.add_argument("--rate", type=float, default=200.0)
-    parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    arguments = parser.parse_args()
-    figures = asyncio.run(main(arguments))
-    _print(figures)
-    if arguments.json:
-        arguments.json.write_text(json.dumps(figures, indent=2) + "\n")
+    run(__doc__, main, _print, burst=5000, rate=200.0, seconds=15.0)

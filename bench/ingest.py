@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import socket
 import statistics
 import sys
@@ -27,10 +26,10 @@ from pathlib import Path
 
 import aiomqtt
 import msgspec
-import psutil
 
 from herald_qlik_sim import data as sim_data
 from herald_qlik_sim import emitter
+from herald_testkit.bench import RssSampler, megabytes, run
 from herald_testkit.mosquitto import Mosquitto
 from herald_testkit.ports import free_port, wait_for_port
 
@@ -121,17 +120,9 @@ async def main(arguments: argparse.Namespace) -> dict[str, float]:
                     if all(e in arrivals.at for e in warm):
                         break
                 await asyncio.sleep(1.0)
-                process = psutil.Process(ingest.pid)
-                idle_rss = process.memory_info().rss
-                peak_rss = idle_rss
-
-                async def sample() -> None:
-                    nonlocal peak_rss
-                    while True:
-                        peak_rss = max(peak_rss, process.memory_info().rss)
-                        await asyncio.sleep(0.05)
-
-                sampling = asyncio.create_task(sample())
+                sampler = RssSampler(ingest.pid)
+                idle_rss = sampler.now()
+                sampling = asyncio.create_task(sampler.run())
 
                 # Burst: every datagram at once, as fast as one socket sends.
                 burst = [str(uuid.uuid4()) for _ in range(arguments.burst)]
@@ -172,8 +163,8 @@ async def main(arguments: argparse.Namespace) -> dict[str, float]:
         "steady_lost": count - len(latencies),
         "p50_ms": round(statistics.median(latencies) * 1000, 1),
         "p99_ms": round(latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000, 1),
-        "idle_rss_mb": round(idle_rss / 2**20, 1),
-        "peak_rss_mb": round(peak_rss / 2**20, 1),
+        "idle_rss_mb": megabytes(idle_rss),
+        "peak_rss_mb": megabytes(sampler.peak),
     }
 
 
@@ -194,15 +185,4 @@ def _print(result: dict[str, float]) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--burst", type=int, default=10_000)
-    parser.add_argument("--rate", type=float, default=100.0)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    arguments = parser.parse_args()
-    figures = asyncio.run(main(arguments))
-    _print(figures)
-    if arguments.json:
-        arguments.json.write_text(json.dumps(figures, indent=2) + "\n")
+    run(__doc__, main, _print, burst=10_000, rate=100.0, seconds=10.0)

@@ -18,6 +18,7 @@ import msgspec
 
 from herald_shared import config, events, samples, topics
 from herald_shared.bus import Bus, Message
+from herald_shared.delivery.destination import DeliveryError
 from herald_shared.settings import BrokerSettings
 
 _SAMPLES: dict[str, Callable[[], events.Event]] = {
@@ -95,10 +96,36 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     add_config_argument(parser)
     parser.add_argument("--kind", choices=sorted(_SAMPLES), default="failed")
     parser.add_argument("--wait", type=float, default=5.0, help="seconds to wait for receipts")
+    parser.add_argument(
+        "--email",
+        metavar="ADDRESS",
+        help="instead, send a test e-mail to ADDRESS through the emailer's SMTP server and show its answer",
+    )
     parser.set_defaults(handler=_handle)
 
 
 def _handle(arguments: argparse.Namespace) -> int:
     document = config.load(arguments.config)
+    if arguments.email:
+        return _send_test_email(document, arguments.email)
     broker = document.section("broker", BrokerSettings)
     return asyncio.run(send_test(broker, arguments.kind, arguments.wait))
+
+
+def _send_test_email(document: config.ConfigDocument, address: str) -> int:
+    try:
+        from herald_emailer.service import SERVICE, send_test_message
+    except ImportError:
+        print("herald: the emailer (herald-emailer) is not installed", file=sys.stderr)
+        return 2
+    settings = SERVICE.load_settings(document)
+    try:
+        answer = asyncio.run(send_test_message(settings, address))
+    except DeliveryError as error:
+        print(
+            f"herald: the test e-mail to {address} was not accepted: {error.reason}",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"the SMTP server accepted the test e-mail to {address}: {answer}")
+    return 0

@@ -1,0 +1,148 @@
+"""What a Slack target and a Teams target share: routing, rate-limit keys, the fallback.
+
+A formatted message that cannot be rendered, or that the platform rejects with a 400, is
+replaced by the platform's basic message in the same attempt, and the fallback is counted:
+an alert that arrives plain beats one that never arrives.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from herald_chat_notifier import context as contexts
+from herald_chat_notifier import metrics, templating
+from herald_chat_notifier.settings import ChatTarget, Outcome
+from herald_chat_notifier.webhook import Rejected, Webhook
+from herald_shared import samples
+from herald_shared.delivery.destination import Destination, PermanentError, Skipped, Target
+from herald_shared.events import Event
+
+log = logging.getLogger(__name__)
+
+OUTCOMES: tuple[Outcome, ...] = ("failed", "aborted", "succeeded", "recovered")
+
+
+class ChatDestination(Destination):
+    platform: ClassVar[str]
+
+    def __init__(self, target: ChatTarget, *, service: str) -> None:
+        self.name = f"{self.platform}:{target.name}"
+        self.when = target.when
+        self.rate_limit = target.rate_limit or None
+        self.target = target
+        self._webhook = Webhook(target.webhook_url, target.timeout)
+        self._templates = _load_templates(target.template_dir)
+        self._fallbacks = {
+            reason: metrics.FALLBACKS.labels(service=service, destination=self.name, reason=reason)
+            for reason in ("render", "rejected")
+        }
+
+    # --- what a platform provides --------------------------------------------------------
+
+    @abstractmethod
+    def default_template(self, outcome: Outcome) -> Any:
+        """The built-in payload structure for ``outcome``."""
+
+    @abstractmethod
+    def formatted(self, template: Any, context: dict[str, Any]) -> Any:
+        """The rich payload; raises :class:`templating.TemplateError` when it cannot be built."""
+
+    @abstractmethod
+    def basic(self, context: dict[str, Any]) -> Any:
+        """The plain payload: built in code from short fields, so it always fits and renders."""
+
+    # --- the destination -----------------------------------------------------------------
+
+    def targets(self, event: Event) -> Sequence[Target]:
+        outcome = contexts.outcome_of(event, self.target.outcomes)
+        if outcome is None:
+            return ()
+        # Per task and outcome: a recovery notice is not held back by the failure it ends.
+        return (Target("", rate_key=f"{outcome}:{event.task.id}"),)
+
+    async def start(self) -> None:
+        await self._webhook.start()
+        # Render every template against realistic events now, so a broken one shows at start.
+        checked: set[Outcome] = set()
+        for event in samples.sample_events():
+            outcome = contexts.outcome_of(event, self.target.outcomes)
+            if outcome is None or outcome in checked:
+                continue
+            checked.add(outcome)
+            try:
+                self.formatted(self._template(outcome), contexts.build(event, outcome, self.target))
+            except templating.TemplateError as error:
+                log.warning(
+                    "%s: the %s template does not render (%s); basic messages will be sent",
+                    self.name,
+                    outcome,
+                    error,
+                )
+
+    async def close(self) -> None:
+        await self._webhook.close()
+
+    async def deliver(self, event: Event, target: str) -> str | None:
+        outcome = contexts.outcome_of(event, self.target.outcomes)
+        if outcome is None:
+            raise Skipped(f"{self.name} does not send {event.kind} messages")
+        context = contexts.build(event, outcome, self.target)
+        if self.target.message_type == "basic":
+            return self._described(await self._webhook.post(self.basic(context)), "basic")
+        try:
+            payload = self.formatted(self._template(outcome), context)
+        except templating.TemplateError as error:
+            log.warning(
+                "%s: the %s template failed for task %r (%s); sending the basic message",
+                self.name,
+                outcome,
+                event.task.name,
+                error,
+            )
+            return await self._fall_back(context, "render", f"the template failed: {error}")
+        result = await self._webhook.post(payload)
+        if isinstance(result, Rejected):
+            log.warning(
+                "%s rejected the formatted %s message for task %r (%s); sending the basic one",
+                self.name,
+                outcome,
+                event.task.name,
+                result.error,
+            )
+            return await self._fall_back(
+                context, "rejected", f"the formatted message was rejected: HTTP 400: {result.error}"
+            )
+        return self._described(result, "formatted")
+
+    async def _fall_back(self, context: dict[str, Any], reason: str, why: str) -> str:
+        self._fallbacks[reason].inc()
+        result = await self._webhook.post(self.basic(context))
+        if isinstance(result, Rejected):
+            raise PermanentError(f"HTTP 400: {result.error} (basic message; {why})")
+        return f"basic message sent (HTTP {result}) because {why}"
+
+    def _described(self, result: int | Rejected, kind: str) -> str:
+        if isinstance(result, Rejected):
+            raise PermanentError(f"HTTP 400: {result.error}")
+        return f"{kind} message sent (HTTP {result})"
+
+    def _template(self, outcome: Outcome) -> Any:
+        return self._templates.get(outcome) or self.default_template(outcome)
+
+
+def _load_templates(directory: Path | None) -> dict[Outcome, Any]:
+    """The payload structures a ``template_dir`` provides (<outcome>.yaml, .yml or .json)."""
+    found: dict[Outcome, Any] = {}
+    if directory is None:
+        return found
+    for outcome in OUTCOMES:
+        for suffix in (".yaml", ".yml", ".json"):
+            path = directory / f"{outcome}{suffix}"
+            if path.is_file():
+                found[outcome] = templating.load(path)
+                break
+    return found

@@ -1,0 +1,271 @@
+"""Microsoft Teams: an Adaptive Card in the Workflows message envelope, or a legacy MessageCard.
+
+Microsoft retired the Office 365 connectors; a Workflows webhook ("when a Teams webhook request
+is received") takes ``{"type": "message", "attachments": [{"contentType":
+"application/vnd.microsoft.card.adaptive", "content": <AdaptiveCard>}]}``. Teams refuses messages
+over about 28 KB, so the script-log excerpt is trimmed until the whole payload fits.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from herald_chat_notifier import templating
+from herald_chat_notifier.context import fit_lines
+from herald_chat_notifier.destination import ChatDestination
+from herald_chat_notifier.settings import Outcome, TeamsTarget
+from herald_chat_notifier.webhook import encode
+
+#: Teams' limit is "about 28 KB"; stay clearly below it.
+PAYLOAD_LIMIT: Final = 27 * 1024
+ADAPTIVE_CARD: Final = "application/vnd.microsoft.card.adaptive"
+SCHEMA: Final = "http://adaptivecards.io/schemas/adaptive-card.json"
+INITIAL_EXCERPT_BYTES: Final = 12_000  # per excerpt, before the size check
+TITLE_TEXT: Final = 200
+
+
+def _json_size(line: str) -> int:
+    return len(encode(line)) - 2  # as it travels: UTF-8 bytes and JSON escapes, no quotes
+
+
+def _open_url(title: str, url: str, condition: str | None = None) -> dict[str, Any]:
+    action: dict[str, Any] = {"type": "Action.OpenUrl", "title": title, "url": url}
+    return {"$if": condition, **action} if condition else action
+
+
+def _fact(title: str, value: str) -> dict[str, str]:
+    return {"title": title, "value": value}
+
+
+def _excerpt_blocks(which: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "$if": f"excerpt.{which}",
+            "type": "TextBlock",
+            "text": f"{{{{ excerpt.{which}_label }}}}",
+            "weight": "Bolder",
+            "wrap": True,
+        },
+        {
+            "$if": f"excerpt.{which}_note",
+            "type": "TextBlock",
+            "text": f"{{{{ excerpt.{which}_note }}}}",
+            "isSubtle": True,
+            "wrap": True,
+        },
+        {
+            "$if": f"excerpt.{which}",
+            "type": "CodeBlock",
+            "codeSnippet": f"{{{{ excerpt.{which} }}}}",
+            "language": "PlainText",
+        },
+    ]
+
+
+ADAPTIVE: Final[dict[str, Any]] = {
+    "type": "message",
+    "attachments": [
+        {
+            "contentType": ADAPTIVE_CARD,
+            "contentUrl": None,
+            "content": {
+                "$schema": SCHEMA,
+                "type": "AdaptiveCard",
+                "version": "{{ card_version }}",
+                "msteams": {"width": "Full"},
+                "body": [
+                    {
+                        "type": "TextBlock",
+                        "text": "{{ title }}",
+                        "size": "Large",
+                        "weight": "Bolder",
+                        "wrap": True,
+                        "color": "{{ 'Good' if outcome in ('succeeded', 'recovered') else 'Attention' }}",
+                    },
+                    {
+                        "$if": "recovers",
+                        "type": "TextBlock",
+                        "wrap": True,
+                        "text": "Task {{ task.name }} is running again. It follows the"
+                        " {{ recovers.kind }} at {{ recovers.occurred }}.",
+                    },
+                    {
+                        "type": "FactSet",
+                        "facts": [
+                            _fact("Task", "{{ task.name }}"),
+                            _fact("Task ID", "{{ task.id }}"),
+                            _fact("App", "{{ app.name }}"),
+                            _fact("App owner", "{{ app.owner }}"),
+                            _fact("Result", "{{ execution.status }} ({{ execution.status_code }})"),
+                            _fact("Node", "{{ execution.node }}"),
+                            _fact("User", "{{ user }}"),
+                            _fact("Started", "{{ execution.started }}"),
+                            _fact("Duration", "{{ execution.duration }}"),
+                            _fact("Message", "{{ log_message }}"),
+                        ],
+                    },
+                    *_excerpt_blocks("head"),
+                    *_excerpt_blocks("tail"),
+                    {
+                        "$if": "enrichment.status == 'partial'",
+                        "type": "TextBlock",
+                        "isSubtle": True,
+                        "wrap": True,
+                        "text": "Partial details: {{ enrichment.reasons|join('; ') }}",
+                    },
+                ],
+                "actions": [
+                    _open_url("Open QMC", "{{ links.qmc }}", "links.qmc"),
+                    _open_url("Open Hub", "{{ links.hub }}", "links.hub"),
+                    _open_url("Open app", "{{ links.app }}", "links.app"),
+                    {
+                        "$for": "link in links.generic",
+                        "$do": _open_url("{{ link.text }}", "{{ link.url }}"),
+                    },
+                ],
+            },
+        }
+    ],
+}
+
+MESSAGE_CARD: Final[dict[str, Any]] = {
+    "@type": "MessageCard",
+    "@context": "https://schema.org/extensions",
+    "summary": "{{ title }}: {{ task.name }}",
+    "themeColor": "{{ '2EB886' if outcome in ('succeeded', 'recovered') else 'D70000' }}",
+    "title": "{{ title }}",
+    "sections": [
+        {
+            "activityTitle": "{{ task.name }}",
+            "activitySubtitle": "{% if recovers %}Running again after the {{ recovers.kind }}"
+            " at {{ recovers.occurred }}{% endif %}",
+            "facts": [
+                {"name": "App", "value": "{{ app.name }}"},
+                {"name": "Result", "value": "{{ execution.status }} ({{ execution.status_code }})"},
+                {"name": "Node", "value": "{{ execution.node }}"},
+                {"name": "Started", "value": "{{ execution.started }}"},
+                {"name": "Duration", "value": "{{ execution.duration }}"},
+            ],
+        },
+        {
+            "$if": "excerpt.head",
+            "title": "{{ excerpt.head_label }}",
+            "text": "```\n{{ excerpt.head }}\n```\n{{ excerpt.head_note }}",
+        },
+        {
+            "$if": "excerpt.tail",
+            "title": "{{ excerpt.tail_label }}",
+            "text": "{{ excerpt.tail_note }}\n```\n{{ excerpt.tail }}\n```",
+        },
+    ],
+    "potentialAction": [
+        {
+            "$if": "links.qmc",
+            "@type": "OpenUri",
+            "name": "Qlik Sense QMC",
+            "targets": [{"os": "default", "uri": "{{ links.qmc }}"}],
+        },
+        {
+            "$if": "links.hub",
+            "@type": "OpenUri",
+            "name": "Qlik Sense Hub",
+            "targets": [{"os": "default", "uri": "{{ links.hub }}"}],
+        },
+        {
+            "$if": "links.app",
+            "@type": "OpenUri",
+            "name": "Open app",
+            "targets": [{"os": "default", "uri": "{{ links.app }}"}],
+        },
+    ],
+}
+
+
+def _excerpt(context: dict[str, Any], budget: int) -> dict[str, str]:
+    script_log = context["script_log"]
+    excerpt: dict[str, str] = {}
+    for which, label, from_end in (("head", "First", False), ("tail", "Last", True)):
+        lines = script_log[which]
+        fitted = fit_lines(
+            lines, budget, from_end=from_end, measure=_json_size, reason="Teams' message size limit"
+        )
+        excerpt[which] = "\n".join(fitted.lines)
+        count = len(fitted.lines)
+        excerpt[f"{which}_label"] = (
+            f"{label} {count} line{'s' if count != 1 else ''} of the script log"
+        )
+        excerpt[f"{which}_note"] = fitted.note
+    return excerpt
+
+
+class TeamsDestination(ChatDestination):
+    platform = "teams"
+    target: TeamsTarget
+
+    def default_template(self, outcome: Outcome) -> Any:
+        return ADAPTIVE if self.target.format == "adaptive_card" else MESSAGE_CARD
+
+    def formatted(self, template: Any, context: dict[str, Any]) -> Any:
+        context = {**context, "card_version": self.target.card_version}
+        budget = INITIAL_EXCERPT_BYTES
+        for _ in range(12):
+            payload = templating.render(template, {**context, "excerpt": _excerpt(context, budget)})
+            if not isinstance(payload, dict):
+                raise templating.TemplateError("a Teams template must make a JSON object")
+            size = len(encode(payload))
+            if size <= PAYLOAD_LIMIT:
+                return payload
+            if budget == 0:
+                break
+            # Both excerpts shrink by half the overflow (and a margin for the notes).
+            budget = max(0, budget - (size - PAYLOAD_LIMIT) // 2 - 256)
+        raise templating.TemplateError(
+            f"the card is {size} bytes even without the script log; Teams takes about 28 KB"
+        )
+
+    def basic(self, context: dict[str, Any]) -> Any:
+        title = f"{context['title']}: {context['task']['name']}"[:TITLE_TEXT]
+        links = context["links"]
+        recovers = context["recovers"]
+        if self.target.format == "message_card":
+            return {
+                "@type": "MessageCard",
+                "@context": "https://schema.org/extensions",
+                "summary": title,
+                "themeColor": "0078D7",
+                "title": title,
+                "potentialAction": [
+                    {"@type": "OpenUri", "name": name, "targets": [{"os": "default", "uri": url}]}
+                    for name, url in (
+                        ("Qlik Sense QMC", links["qmc"]),
+                        ("Qlik Sense Hub", links["hub"]),
+                    )
+                    if url
+                ],
+            }
+        body: list[dict[str, Any]] = [
+            {"type": "TextBlock", "text": title, "size": "Large", "weight": "Bolder", "wrap": True}
+        ]
+        if recovers is not None:
+            body.append(
+                {
+                    "type": "TextBlock",
+                    "wrap": True,
+                    "text": f"Running again after the {recovers['kind']} at {recovers['occurred']}.",
+                }
+            )
+        card: dict[str, Any] = {
+            "$schema": SCHEMA,
+            "type": "AdaptiveCard",
+            "version": self.target.card_version,
+            "body": body,
+            "actions": [
+                {"type": "Action.OpenUrl", "title": title_, "url": url}
+                for title_, url in (("Open QMC", links["qmc"]), ("Open Hub", links["hub"]))
+                if url
+            ],
+        }
+        return {
+            "type": "message",
+            "attachments": [{"contentType": ADAPTIVE_CARD, "contentUrl": None, "content": card}],
+        }

@@ -1,0 +1,119 @@
+"""Payload templates: a JSON-shaped STRUCTURE whose string leaves are Jinja templates.
+
+A template never produces JSON text: each string leaf is rendered on its own and the payload is
+serialized afterwards, so whatever a script log holds (backslashes, quotes, tabs, CR/LF, emoji,
+HTML) can never make the payload invalid. Two directives shape lists and objects:
+
+- ``{"$for": "link in links.generic", "$do": <item>}`` inside a list repeats ``<item>``;
+- ``"$if": "<expression>"`` in an object drops the object when the expression is false.
+
+A leaf that is exactly one ``{{ expression }}`` keeps the expression's type (a list, a number).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+from jinja2 import StrictUndefined
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+_ENVIRONMENT: Final = ImmutableSandboxedEnvironment(
+    undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
+)
+
+
+def mrkdwn(value: object) -> str:
+    """Text safe inside Slack mrkdwn: ``&``, ``<`` and ``>`` are control characters there
+    (``<!channel>`` would notify a whole channel), so Slack asks for exactly these escaped."""
+    return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+_ENVIRONMENT.filters["mrkdwn"] = mrkdwn
+_SINGLE_EXPRESSION: Final = re.compile(r"^\{\{(?P<expression>[^{}]*)\}\}$")
+_FOR: Final = re.compile(r"^\s*(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s+in\s+(?P<items>.+)$")
+
+
+class TemplateError(Exception):
+    """The template could not be rendered against this event."""
+
+
+def load(path: Path) -> Any:
+    """A structure from a .json or .yaml file."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        return json.loads(text)
+    return yaml.safe_load(text)
+
+
+def render(structure: Any, context: Mapping[str, Any]) -> Any:
+    try:
+        return _render(structure, dict(context))
+    except TemplateError:
+        raise
+    except Exception as error:  # Jinja's errors, a $for over something that is not a list, …
+        raise TemplateError(f"{type(error).__name__}: {error}") from None
+
+
+def _render(node: Any, context: dict[str, Any]) -> Any:
+    if isinstance(node, str):
+        return _render_text(node, context)
+    if isinstance(node, list):
+        rendered: list[Any] = []
+        for item in node:
+            if isinstance(item, dict) and "$for" in item:
+                rendered += _expand(item, context)
+            else:
+                value = _render(item, context)
+                if value is not _DROPPED:
+                    rendered.append(value)
+        return rendered
+    if isinstance(node, dict):
+        if "$if" in node and not _evaluate(str(node["$if"]), context):
+            return _DROPPED
+        result = {}
+        for key, value in node.items():
+            if key == "$if":
+                continue
+            rendered_value = _render(value, context)
+            if rendered_value is not _DROPPED:
+                result[key] = rendered_value
+        return result
+    return node  # numbers, booleans, null
+
+
+def _expand(item: dict[str, Any], context: dict[str, Any]) -> list[Any]:
+    match = _FOR.match(str(item["$for"]))
+    if match is None or "$do" not in item:
+        raise TemplateError(f'expected {{"$for": "name in items", "$do": …}}, got {item!r}')
+    expanded = []
+    for value in _evaluate(match.group("items"), context) or ():
+        rendered = _render(item["$do"], {**context, match.group("name"): value})
+        if rendered is not _DROPPED:
+            expanded.append(rendered)
+    return expanded
+
+
+def _render_text(text: str, context: dict[str, Any]) -> Any:
+    if "{" not in text:
+        return text
+    single = _SINGLE_EXPRESSION.match(text.strip())
+    if single is not None and "|" not in single.group("expression"):
+        value = _evaluate(single.group("expression"), context)
+        return "" if value is None else value
+    return _ENVIRONMENT.from_string(text).render(context)
+
+
+def _evaluate(expression: str, context: dict[str, Any]) -> Any:
+    return _ENVIRONMENT.compile_expression(expression, undefined_to_none=False)(**context)
+
+
+class _Dropped:
+    """Marks an object whose ``$if`` was false."""
+
+
+_DROPPED: Final = _Dropped()

@@ -1,0 +1,139 @@
+"""Posting a payload to a chat webhook and telling the runner what the answer means.
+
+The webhook URL is a secret: it is never part of a reason, a detail or a log line. httpx logs
+every request's URL at INFO, so its records are redacted here too (the process-wide redaction
+filter covers the handlers ``herald run`` installs, not others a host application adds).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any, Final
+
+import httpx
+import msgspec
+from pydantic import SecretStr
+
+from herald_shared.config import reveal
+from herald_shared.delivery.destination import PermanentError, TransientError
+
+REDACTED: Final = "<webhook>"
+ERROR_TEXT_LIMIT: Final = 300
+
+_encoder = msgspec.json.Encoder()
+
+
+class _UrlRedactor(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            message = record.getMessage()
+            redacted = redact(message, self.secrets)
+            if redacted != message:
+                record.msg, record.args = redacted, None
+        return True
+
+
+_REDACTOR: Final = _UrlRedactor()
+logging.getLogger("httpx").addFilter(_REDACTOR)
+
+
+def redact(text: str, secrets: set[str]) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+def encode(payload: Any) -> bytes:
+    return _encoder.encode(payload)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A 400: the platform did not accept this payload (the caller may fall back)."""
+
+    error: str
+
+
+class Webhook:
+    """One target's webhook: a keep-alive client and the URL it must never reveal."""
+
+    def __init__(self, url: SecretStr, timeout: float) -> None:
+        self._url = reveal(url) or ""
+        parsed = httpx.URL(self._url)
+        # The path (and query) carry the token; the whole URL and the path are both redacted.
+        self._secrets = {self._url, parsed.raw_path.decode("ascii", "replace")} - {"", "/"}
+        self._timeout = timeout
+        self._client: httpx.AsyncClient | None = None
+
+    async def start(self) -> None:
+        _REDACTOR.secrets |= self._secrets
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(self._timeout),
+            limits=httpx.Limits(max_keepalive_connections=8, keepalive_expiry=60.0),
+            headers={"User-Agent": "herald-chat-notifier"},
+        )
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def redact(self, text: str) -> str:
+        return redact(text, self._secrets)
+
+    async def post(self, payload: Any) -> int | Rejected:
+        """The 2xx status, or :class:`Rejected` for a 400; raises for anything else."""
+        assert self._client is not None, "start() was not called"
+        body = encode(payload)
+        try:
+            response = await self._client.post(
+                self._url, content=body, headers={"Content-Type": "application/json"}
+            )
+        except httpx.TimeoutException as error:
+            raise TransientError(
+                f"no answer within {self._timeout:g} s ({type(error).__name__})"
+            ) from None
+        except httpx.HTTPError as error:
+            raise TransientError(
+                f"cannot reach the webhook: {type(error).__name__}: {self.redact(str(error))}"
+            ) from None
+        status = response.status_code
+        if 200 <= status < 300:
+            return status
+        text = self.redact(_error_text(response))
+        if status == 400:
+            return Rejected(text)
+        if status == 429:
+            raise TransientError(
+                f"HTTP 429 (rate limited): {text}", retry_after=_retry_after(response)
+            )
+        if status in (408, 425) or status >= 500:
+            raise TransientError(f"HTTP {status}: {text}", retry_after=_retry_after(response))
+        raise PermanentError(f"HTTP {status}: {text}")
+
+
+def _error_text(response: httpx.Response) -> str:
+    text = response.text.strip() or response.reason_phrase
+    text = " ".join(text.split())
+    return text if len(text) <= ERROR_TEXT_LIMIT else text[:ERROR_TEXT_LIMIT] + "…"
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,79 @@
+"""Who gets an alert: static recipients, a task custom property, and the app owner.
+
+Each recipient gets a message of their own. Addresses are compared case-insensitively (the
+first spelling wins), and an invalid address is skipped with a warning: one bad value in a
+custom property, or an owner without an address, never costs the others their alert.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from email_validator import EmailNotValidError, validate_email
+
+from herald_emailer.settings import AppOwnerSettings, OutcomeSettings, OwnerRef
+from herald_shared.events import Event, Owner
+
+log = logging.getLogger(__name__)
+
+
+def recipients(settings: OutcomeSettings, event: Event) -> list[str]:
+    candidates: list[tuple[str, str]] = []  # (address, where it came from, for the warning)
+    if settings.recipients_when.matches(event):
+        candidates += [(address, "recipients") for address in settings.recipients]
+    if settings.recipients_custom_property:
+        name = settings.recipients_custom_property
+        values = event.task.custom_properties.get(name, [])
+        candidates += [(value, f"task custom property {name}") for value in values]
+    if settings.app_owner.enable:
+        candidates += [
+            (address, "app owner") for address in _owner_addresses(settings.app_owner, event)
+        ]
+    return _valid_unique(candidates, event)
+
+
+def _owner_addresses(settings: AppOwnerSettings, event: Event) -> list[str]:
+    owner = event.app.owner if event.app is not None else None
+    if owner is None:
+        return []
+    included = settings.include_all or _listed(owner, settings.include)
+    if not included or _listed(owner, settings.exclude):
+        return []
+    if not owner.emails:
+        log.warning(
+            "the owner %s\\%s of app %r has no e-mail address; the other recipients still get "
+            "the alert",
+            owner.directory,
+            owner.user_id,
+            event.app.name if event.app else "",
+        )
+    return list(owner.emails)
+
+
+def _listed(owner: Owner, users: Iterable[OwnerRef]) -> bool:
+    return any((user.directory, user.user_id) == (owner.directory, owner.user_id) for user in users)
+
+
+def _valid_unique(candidates: Iterable[tuple[str, str]], event: Event) -> list[str]:
+    seen: set[str] = set()
+    chosen: list[str] = []
+    for raw, origin in candidates:
+        address = raw.strip()
+        try:
+            # No DNS: a lookup per alert would be slow, and the SMTP server has the last word.
+            validated = validate_email(address, check_deliverability=False)
+        except EmailNotValidError as error:
+            log.warning(
+                "skipping the invalid address %r (%s) for task %r: %s",
+                address,
+                origin,
+                event.task.name,
+                error,
+            )
+            continue
+        folded = validated.normalized.casefold()
+        if folded not in seen:
+            seen.add(folded)
+            chosen.append(validated.normalized)
+    return chosen

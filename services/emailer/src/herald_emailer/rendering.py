@@ -1,0 +1,143 @@
+"""Jinja2 templates to subject, plain text and HTML, and the plain-text alert when they fail.
+
+Templates are looked up in ``emailer.template_dir`` first, then among the built-in ones, so an
+operator can override one file (or extend ``base.html``) without copying the rest. HTML files are
+autoescaped; the subject and the text part are not (they are not HTML: Butler's subjects showed
+``&amp;`` for ``&`` because Handlebars escaped them). Undefined names are errors, so a template
+never sends a raw placeholder or an empty field by mistake.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from herald_emailer.context import build_context, outcome_of
+from herald_emailer.settings import OutcomeSettings
+from herald_shared.config import ConfigError
+from herald_shared.events import Event
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str | None  # None: the plain-text fallback
+
+
+def _yesno(value: object) -> str | None:
+    if value is None:
+        return None
+    return "yes" if value else "no"
+
+
+def _format_label(value: str) -> str:
+    return value.ljust(20)
+
+
+def _environment(template_dir: Path | None, *, autoescape: bool | Any) -> jinja2.Environment:
+    loaders: list[jinja2.BaseLoader] = []
+    if template_dir is not None:
+        loaders.append(jinja2.FileSystemLoader(template_dir))
+    loaders.append(jinja2.PackageLoader("herald_emailer", "templates"))
+    environment = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        # The subject and the text part are not HTML; HTML files get select_autoescape.
+        autoescape=autoescape,  # noqa: S701
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    environment.filters["yesno"] = _yesno
+    environment.filters["format_label"] = _format_label
+    return environment
+
+
+class Renderer:
+    """One outcome's templates, compiled once."""
+
+    def __init__(self, settings: OutcomeSettings, template_dir: Path | None) -> None:
+        html_env = _environment(template_dir, autoescape=jinja2.select_autoescape(["html", "htm"]))
+        text_env = _environment(template_dir, autoescape=False)
+        self._subject = text_env.from_string(settings.subject)
+        self._html = html_env.get_template(settings.html_template)
+        self._text = text_env.get_template(settings.text_template)
+
+    def render(self, event: Event) -> Rendered:
+        context = build_context(event)
+        subject = " ".join(self._subject.render(context).split())  # one line, no header injection
+        return Rendered(
+            subject=subject, text=self._text.render(context), html=self._html.render(context)
+        )
+
+
+def load_renderer(name: str, settings: OutcomeSettings, template_dir: Path | None) -> Renderer:
+    """Compile an outcome's templates; a missing or broken one is a :class:`ConfigError`."""
+    where = f"emailer.{name}"
+    try:
+        return Renderer(settings, template_dir)
+    except jinja2.TemplateSyntaxError as error:
+        place = error.filename or error.name or f"{where}.subject"
+        raise ConfigError(
+            [f"{place}:{error.lineno}: {where}: template error: {error.message}"]
+        ) from None
+    except jinja2.TemplateNotFound as error:
+        raise ConfigError([f"{where}: template {error.name} not found"]) from None
+
+
+def check_renderer(name: str, renderer: Renderer, samples: Iterable[Event]) -> None:
+    """Render against every sample event; the first failure is a :class:`ConfigError`."""
+    for sample in samples:
+        try:
+            renderer.render(sample)
+        except Exception as error:
+            place = _template_frame(error)
+            raise ConfigError(
+                [
+                    f"{place}: emailer.{name}: the template fails on the sample "
+                    f"{outcome_of(sample)} event ({sample.event_id}): {error}"
+                ]
+            ) from None
+
+
+def _template_frame(error: BaseException) -> str:
+    """``file:line`` of the innermost template frame (Jinja2 rewrites tracebacks to them)."""
+    for frame in reversed(traceback.extract_tb(error.__traceback__)):
+        if frame.filename.endswith((".html", ".htm", ".txt")) or frame.filename == "<template>":
+            name = "subject" if frame.filename == "<template>" else frame.filename
+            return f"{name}:{frame.lineno}"
+    return "template"
+
+
+def fallback(event: Event, error: BaseException) -> Rendered:
+    """The alert without templates: plain text from the event, so a template bug loses nothing."""
+    context = build_context(event)
+    outcome = context["outcome"]
+    subject = f'Qlik Sense reload {outcome}: "{event.task.name}"'
+    lines = [
+        f"The reload task {event.task.name!r} {outcome}.",
+        "(This is a plain-text alert: the e-mail template could not be rendered: "
+        f"{type(error).__name__}: {error})",
+        "",
+        f"Task:     {event.task.name} ({event.task.id})",
+    ]
+    if event.app is not None:
+        lines.append(f"App:      {event.app.name} ({event.app.id})")
+    optional = [
+        ("Node", context["executing_node_name"] or context["host_name"]),
+        ("Status", context["execution_status_text"]),
+        ("Started", context["execution_start_time"]),
+        ("Stopped", context["execution_stop_time"]),
+        ("Message", context["log_message"]),
+        ("App URL", context["app_url"]),
+        ("QMC", context["qlik_sense_qmc"]),
+    ]
+    lines += [f"{label + ':':<9} {value}" for label, value in optional if value]
+    if context["script_log_tail"]:
+        lines += ["", "Script log, last lines:", context["script_log_tail"]]
+    lines += ["", f"Event {event.event_id}"]
+    return Rendered(subject=" ".join(subject.split()), text="\n".join(lines) + "\n", html=None)

@@ -1,0 +1,134 @@
+"""Butler's MQTT topics, for the IoT consumers that listen to Butler today (butler-spec §4e).
+
+A failed reload publishes the task name as plain text on ``qliksense/task_failure`` and, with
+``task_failure_send_full``, Butler's JSON on ``qliksense/task_failure_full``; an abort does the
+same on the aborted pair, whose JSON also has ``qs_appMetadata``. The bytes match Butler's:
+compact JSON (``JSON.stringify``), UTF-8, keys in Butler's order. Successes publish nothing.
+
+Each topic is its own target, so a full payload that did not make it is retried on its own. The
+broker is Herald's or another one; either way a connection of its own (client id
+``herald-incident-forwarder-butler-mqtt-<instance>``, no persistent session).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from herald_incident_forwarder import butler
+from herald_incident_forwarder.settings import ButlerMqttSettings
+from herald_shared.bus import Bus, BusError
+from herald_shared.delivery.destination import Destination, Skipped, Target, TransientError
+from herald_shared.events import Event, TaskAborted, TaskFailed
+from herald_shared.settings import BrokerSettings
+
+CLIENT_NAME = "incident-forwarder-butler-mqtt"
+BASIC, FULL = "basic", "full"
+
+
+def full_payload(event: TaskFailed | TaskAborted) -> dict[str, Any]:
+    """Butler's full JSON object, keys in Butler's order."""
+    payload: dict[str, Any] = {
+        "hostName": event.sense_host,
+        "user": butler.user_collapsed(event.user),
+        "taskName": event.task.name,
+        "taskId": event.task.id,
+        "appName": butler.app_name(event),
+        "appId": butler.app_id(event),
+        "logTimeStamp": event.log_timestamp,
+        "logLevel": event.log_level,
+        "executionId": event.execution.id,
+        "logMessage": event.log_message,
+        "qs_appTags": butler.app_tags(event),
+        "qs_appCustomProperties": butler.app_custom_properties(event),
+        "qs_taskTags": list(event.task.tags),
+        "qs_taskCustomProperties": butler.custom_properties(event.task.custom_properties),
+    }
+    if isinstance(event, TaskAborted):  # Butler's failed payload has no qs_appMetadata
+        payload["qs_appMetadata"] = butler.app_metadata(event)
+    payload["qs_taskMetadata"] = butler.task_metadata(event)
+    return payload
+
+
+def broker_settings(settings: ButlerMqttSettings, herald: BrokerSettings) -> BrokerSettings:
+    """The connection's settings: Herald's broker, or the configured one."""
+    if settings.broker == "herald":
+        return herald
+    other = settings.broker
+    return BrokerSettings(
+        host=other.host,
+        port=other.port,
+        protocol=other.protocol,
+        username=other.username,
+        password=other.password,
+        tls=other.tls,
+        keepalive=other.keepalive,
+        topic_prefix=herald.topic_prefix,
+        instance=herald.instance,
+        shared_subscriptions=False,
+        reconnect_min=herald.reconnect_min,
+        reconnect_max=herald.reconnect_max,
+        connect_timeout=herald.connect_timeout,
+        publish_timeout=herald.publish_timeout,
+    )
+
+
+class ButlerMqttDestination(Destination):
+    name = "butler-mqtt"
+
+    def __init__(self, settings: ButlerMqttSettings, herald_broker: BrokerSettings) -> None:
+        self._settings = settings
+        self.when = settings.when
+        self._broker = broker_settings(settings, herald_broker)
+        self.bus = Bus(self._broker, CLIENT_NAME, persistent=False)
+
+    def topic(self, event: TaskFailed | TaskAborted, target: str) -> str:
+        settings = self._settings
+        if isinstance(event, TaskFailed):
+            return (
+                settings.task_failure_topic if target == BASIC else settings.task_failure_full_topic
+            )
+        return settings.task_aborted_topic if target == BASIC else settings.task_aborted_full_topic
+
+    def targets(self, event: Event) -> Sequence[Target]:
+        if isinstance(event, TaskFailed):
+            full = self._settings.task_failure_send_full
+        elif isinstance(event, TaskAborted):
+            full = self._settings.task_aborted_send_full
+        else:
+            return ()
+        return [Target(BASIC), *([Target(FULL)] if full else [])]
+
+    @staticmethod
+    def payload(event: TaskFailed | TaskAborted, target: str) -> bytes:
+        if target == BASIC:
+            return event.task.name.encode()
+        return msgspec.json.encode(full_payload(event))
+
+    async def start(self) -> None:
+        self.bus.start()
+
+    async def close(self) -> None:
+        await self.bus.close()
+
+    @property
+    def ready(self) -> bool:
+        return self.bus.connected
+
+    async def deliver(self, event: Event, target: str) -> str | None:
+        if not isinstance(event, TaskFailed | TaskAborted) or target not in (BASIC, FULL):
+            raise Skipped("Butler publishes only failed and aborted tasks")
+        topic = self.topic(event, target)
+        try:
+            await self.bus.publish(
+                topic,
+                self.payload(event, target),
+                qos=self._settings.qos,
+                retain=self._settings.retain,
+            )
+        except BusError as error:
+            where = f"{self._broker.host}:{self._broker.port}"
+            raise TransientError(f"Butler MQTT broker {where}: {error}") from None
+        return f"published on {topic}"

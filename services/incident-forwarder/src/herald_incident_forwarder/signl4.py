@@ -1,0 +1,93 @@
+"""Signl4: a new alert when a task fails or is aborted, resolved when it succeeds again.
+
+Butler's body (butler-spec §4g): ``Title``, ``Message``, ``Severity``, ``X-S4-Service``,
+``X-S4-ExternalID`` (the task id) and ``X-S4-Status``. Butler only ever sends ``new``; Herald
+also sends ``resolved`` with the same external id when a success carries ``recovers`` (Butler's
+issue #283), so the alert the failure opened is the one that closes. The team webhook URL holds
+the team secret: it never appears in a reason or a log line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+import httpx
+import msgspec
+
+from herald_incident_forwarder.http import send, url_secrets
+from herald_incident_forwarder.settings import Signl4Settings
+from herald_shared.config import reveal
+from herald_shared.delivery.destination import Destination, Target
+from herald_shared.events import Event, TaskAborted, TaskFailed, TaskSucceeded
+
+TITLES: Final = {
+    "task_failed": "Qlik Sense reload task failed",
+    "task_aborted": "Qlik Sense task aborted",
+}
+RESOLVED_TITLE: Final = "Qlik Sense reload task succeeded"
+
+
+class Signl4Destination(Destination):
+    name = "signl4"
+
+    def __init__(self, settings: Signl4Settings) -> None:
+        assert settings.url is not None, "validated by Signl4Settings"
+        self._settings = settings
+        self._url = reveal(settings.url) or ""
+        self._secrets = url_secrets(self._url)  # the team secret alone, too
+        self._kinds = frozenset(settings.outcomes)
+        self.when = settings.when
+        self.rate_limit = settings.rate_limit
+        self._client: httpx.AsyncClient | None = None
+
+    def targets(self, event: Event) -> Sequence[Target]:
+        if isinstance(event, TaskFailed | TaskAborted) and event.kind in self._kinds:
+            return [Target(rate_key=f"{event.kind}|{event.task.id}")]
+        if (
+            isinstance(event, TaskSucceeded)
+            and self._settings.resolve_on_recovery
+            and event.recovers is not None
+            and event.recovers.kind in self._kinds
+        ):
+            return [Target()]  # no rate key: a resolution is never suppressed
+        return ()
+
+    def payload(self, event: Event) -> dict[str, Any]:
+        severity = self._settings.severity
+        if isinstance(event, TaskSucceeded):
+            assert event.recovers is not None
+            title, status = RESOLVED_TITLE, "resolved"
+            level = getattr(severity, event.recovers.kind)
+        else:
+            title, status = TITLES[event.kind], "new"
+            level = getattr(severity, event.kind)
+        return {
+            "Title": title,
+            "Message": f"Task: {event.task.name}",
+            "Severity": level,
+            "X-S4-Service": self._settings.service_name,
+            "X-S4-ExternalID": event.task.id,
+            "X-S4-Status": status,
+        }
+
+    async def start(self) -> None:
+        self._client = httpx.AsyncClient(timeout=self._settings.timeout)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def deliver(self, event: Event, target: str) -> str | None:
+        assert self._client is not None, "start() first"
+        body = self.payload(event)
+        request = self._client.build_request(
+            "POST",
+            self._url,
+            content=msgspec.json.encode(body),
+            headers={"Content-Type": "application/json"},
+        )
+        response = await send(self._client, request, what="Signl4", secrets=self._secrets)
+        return (
+            f"Signl4 {body['X-S4-Status']} alert for task {event.task.id} ({response.status_code})"
+        )

@@ -1,0 +1,129 @@
+"""Outgoing webhooks: Butler's keys (butler-spec §4d), plus the whole Herald event.
+
+One destination per configured webhook, ``webhook:<name>``. POST and PUT send a JSON body with
+Butler's keys in Butler's order and the Herald event under ``herald_event``; GET sends Butler's
+keys as query parameters (spaces as ``+``, like ``URLSearchParams``). Butler *replaces* the URL's
+query string; Herald keeps it and appends, because a URL's query often carries the receiver's
+token (``?code=…``).
+
+With ``hmac_secret`` the request carries ``<signature_header>: sha256=<hex>``, the HMAC-SHA256
+of the exact body bytes (for GET, of the query string sent), so the receiver can trust it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ssl
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import msgspec
+
+from herald_incident_forwarder import butler
+from herald_incident_forwarder.http import send, url_secrets
+from herald_incident_forwarder.settings import WebhookSettings
+from herald_shared import events
+from herald_shared.config import reveal
+from herald_shared.delivery.destination import Destination, Target
+from herald_shared.events import Event, TaskAborted
+
+HERALD_EVENT_KEY = "herald_event"
+
+
+def butler_fields(event: Event) -> dict[str, str]:
+    """Butler's webhook keys, in Butler's order (appOwner* included, as the code sends them)."""
+    owner = event.app.owner if event.app is not None else None
+    # Butler sends the aborted user raw and the failed one with double backslashes collapsed.
+    user = event.user if isinstance(event, TaskAborted) else butler.user_collapsed(event.user)
+    return {
+        "event": butler.outcome_words(event),
+        "hostName": event.sense_host,
+        "user": user,
+        "taskName": event.task.name,
+        "taskId": event.task.id,
+        "appName": butler.app_name(event),
+        "appId": butler.app_id(event),
+        "appOwnerName": owner.name if owner is not None else "",
+        "appOwnerUserDirectory": owner.directory if owner is not None else "",
+        "appOwnerUserId": owner.user_id if owner is not None else "",
+        "appOwnerEmail": owner.emails[0] if owner is not None and owner.emails else "",
+        "logTimeStamp": event.log_timestamp,
+        "logLevel": event.log_level,
+        "executionId": event.execution.id,
+        "logMessage": event.log_message,
+    }
+
+
+def signature(secret: str, signed: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+
+
+class WebhookDestination(Destination):
+    def __init__(self, settings: WebhookSettings) -> None:
+        self.name = f"webhook:{settings.name}"
+        self._settings = settings
+        self._url = httpx.URL(reveal(settings.url) or "")
+        self._kinds = frozenset(settings.outcomes)
+        self._hmac_secret = reveal(settings.hmac_secret)
+        self._headers = dict(settings.headers)
+        authorization = reveal(settings.authorization)
+        if authorization:
+            self._headers["Authorization"] = authorization
+        self._secrets = [
+            *url_secrets(str(self._url)),
+            *(secret for secret in (self._hmac_secret, authorization) if secret),
+        ]
+        self.when = settings.when
+        self.rate_limit = settings.rate_limit
+        self._client: httpx.AsyncClient | None = None
+
+    def targets(self, event: Event) -> Sequence[Target]:
+        if event.kind not in self._kinds:
+            return ()
+        return [Target(rate_key=f"{event.kind}|{event.task.id}")]
+
+    def body(self, event: Event) -> dict[str, Any]:
+        return {**butler_fields(event), HERALD_EVENT_KEY: events.to_builtins(event)}
+
+    async def start(self) -> None:
+        verify: ssl.SSLContext | bool = self._settings.verify
+        if self._settings.ca_file is not None:
+            context = ssl.create_default_context(cafile=str(self._settings.ca_file))
+            if not self._settings.verify:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            verify = context
+        self._client = httpx.AsyncClient(timeout=self._settings.timeout, verify=verify)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+    def request(self, event: Event) -> httpx.Request:
+        assert self._client is not None, "start() first"
+        headers = dict(self._headers)
+        if self._settings.method == "GET":
+            query = self._url.query.decode()
+            query = "&".join(part for part in (query, urlencode(butler_fields(event))) if part)
+            signed = query.encode()
+            request = self._client.build_request(
+                "GET", self._url.copy_with(query=signed), headers=headers
+            )
+        else:
+            signed = msgspec.json.encode(self.body(event))
+            headers["Content-Type"] = "application/json"
+            request = self._client.build_request(
+                self._settings.method, self._url, content=signed, headers=headers
+            )
+        if self._hmac_secret:
+            request.headers[self._settings.signature_header] = signature(self._hmac_secret, signed)
+        return request
+
+    async def deliver(self, event: Event, target: str) -> str | None:
+        assert self._client is not None, "start() first"
+        what = f"webhook {self._settings.name}"
+        response = await send(self._client, self.request(event), what=what, secrets=self._secrets)
+        return f"{what} answered {response.status_code} to {self._settings.method}"

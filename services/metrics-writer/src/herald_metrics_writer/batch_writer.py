@@ -1,0 +1,222 @@
+"""Points to InfluxDB in batches; each caller returns only once its batch is stored.
+
+A delivery hands its point to :meth:`BatchWriter.write` and waits: the batch goes out when it
+has ``batch_size`` points or ``flush_interval`` after its first, as one request on a kept-alive
+connection. The write's outcome becomes every waiting delivery's outcome, so the runner's
+"delivered" receipt means "in InfluxDB", and a failed write is retried by the runner like any
+other delivery: nothing is lost while InfluxDB is down. A retried point is written again with the
+same measurement, tags and time, which InfluxDB treats as the same point (it overwrites it), so
+nothing is doubled either.
+
+One unwritable point must not sink its neighbours: when InfluxDB rejects a batch as malformed
+(400, 413) the points are written one by one, so only the bad one fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Sequence
+
+import httpx
+
+from herald_metrics_writer import metrics
+from herald_metrics_writer.influx_api import WriteEndpoint, create_database_query, endpoint
+from herald_metrics_writer.settings import InfluxDbSettings
+from herald_shared.delivery.destination import PermanentError, TransientError
+
+log = logging.getLogger(__name__)
+
+ERROR_TEXT_LIMIT = 500
+_TRANSIENT_STATUSES = frozenset({408, 425, 429})
+_SPLIT_STATUSES = frozenset({400, 413})
+
+_Waiter = tuple[str, "asyncio.Future[None]"]
+
+
+class RejectedWrite(PermanentError):
+    """InfluxDB refused the write (a 4xx); ``status`` tells a malformed batch from bad auth."""
+
+    def __init__(self, reason: str, status: int) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+class BatchWriter:
+    def __init__(self, settings: InfluxDbSettings, service: str) -> None:
+        self._settings = settings
+        self._endpoint: WriteEndpoint = endpoint(settings)
+        self._pending: list[_Waiter] = []
+        self._in_flight = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._sending: set[asyncio.Task[None]] = set()
+        self._client: httpx.AsyncClient | None = None
+        self._database_ready = self._endpoint.create_database is None
+        self._writes = {
+            result: metrics.INFLUX_WRITES.labels(service=service, result=result)
+            for result in ("ok", "transient_error", "permanent_error")
+        }
+        self._points = metrics.INFLUX_POINTS.labels(service=service)
+        self._buffered = metrics.INFLUX_BUFFERED.labels(service=service)
+
+    @property
+    def describe(self) -> str:
+        return f"InfluxDB v{self._settings.version} {self._endpoint.describe()}"
+
+    async def start(self) -> None:
+        verify: ssl.SSLContext | bool = self._settings.verify
+        if self._settings.verify and self._settings.ca_file is not None:
+            verify = ssl.create_default_context(cafile=str(self._settings.ca_file))
+        self._client = httpx.AsyncClient(
+            base_url=str(self._settings.url).rstrip("/"),
+            timeout=self._settings.timeout,
+            verify=verify,
+            auth=self._endpoint.auth,
+            headers=self._endpoint.headers,
+            limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
+        )
+        if not self._database_ready:
+            try:
+                await self._create_database()
+            except TransientError as error:
+                # InfluxDB may come up after us; the first write tries again.
+                log.warning("cannot create the InfluxDB database yet: %s", error.reason)
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._fail_pending(TransientError("the writer is stopping"))
+        for task in list(self._sending):
+            task.cancel()
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def write(self, line: str) -> None:
+        """Return once ``line`` is stored; TransientError/PermanentError when it is not."""
+        if len(self._pending) + self._in_flight >= self._settings.max_buffered:
+            raise TransientError(
+                f"{self._settings.max_buffered} points already wait for InfluxDB; try later"
+            )
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((line, done))
+        self._buffered.set(len(self._pending) + self._in_flight)
+        if len(self._pending) >= self._settings.batch_size:
+            self._send_pending()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(
+                self._settings.flush_interval, self._send_pending
+            )
+        # shield: a delivery that times out must not cancel its batch for the others.
+        await asyncio.shield(done)
+
+    def _send_pending(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        self._in_flight += len(batch)
+        task = asyncio.create_task(self._send(batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: Sequence[_Waiter]) -> None:
+        try:
+            await self._write_resolving(batch)
+        except asyncio.CancelledError:
+            _resolve(batch, TransientError("the writer stopped before InfluxDB answered"))
+            raise
+        except Exception as error:  # a bug here must not leave deliveries waiting forever
+            log.exception("writing a batch to InfluxDB failed unexpectedly")
+            _resolve(batch, TransientError(f"unexpected error: {error!r}"))
+        finally:
+            self._in_flight -= len(batch)
+            self._buffered.set(len(self._pending) + self._in_flight)
+
+    async def _write_resolving(self, batch: Sequence[_Waiter]) -> None:
+        try:
+            await self._post("\n".join(line for line, _ in batch))
+        except RejectedWrite as error:
+            if len(batch) > 1 and error.status in _SPLIT_STATUSES:
+                log.warning(
+                    "InfluxDB rejected a batch of %d points (%s); writing them one by one",
+                    len(batch),
+                    error.reason,
+                )
+                await asyncio.gather(*(self._write_resolving([waiter]) for waiter in batch))
+                return
+            _resolve(batch, error)
+        except TransientError as error:
+            _resolve(batch, error)
+        else:
+            self._points.inc(len(batch))
+            _resolve(batch, None)
+
+    async def _post(self, body: str) -> None:
+        assert self._client is not None, "start() first"
+        if not self._database_ready:
+            await self._create_database()
+        try:
+            response = await self._client.post(
+                self._endpoint.path, params=self._endpoint.params, content=body.encode()
+            )
+        except httpx.HTTPError as error:
+            self._writes["transient_error"].inc()
+            raise TransientError(f"{self.describe}: {type(error).__name__}: {error}") from None
+        self._check(response)
+
+    def _check(self, response: httpx.Response) -> None:
+        status = response.status_code
+        if 200 <= status < 300:
+            self._writes["ok"].inc()
+            return
+        text = f"{self.describe} answered {status}: {response.text.strip()[:ERROR_TEXT_LIMIT]}"
+        if status >= 500 or status in _TRANSIENT_STATUSES:
+            self._writes["transient_error"].inc()
+            raise TransientError(text, retry_after=_retry_after(response))
+        self._writes["permanent_error"].inc()
+        raise RejectedWrite(text, status)
+
+    async def _create_database(self) -> None:
+        assert self._client is not None
+        assert self._endpoint.create_database is not None
+        query = create_database_query(self._endpoint.create_database)
+        try:
+            response = await self._client.post("/query", params={"q": query})
+        except httpx.HTTPError as error:
+            self._writes["transient_error"].inc()
+            raise TransientError(
+                f"creating database {self._endpoint.create_database}: {type(error).__name__}"
+            ) from None
+        self._check(response)
+        self._database_ready = True
+        log.info("InfluxDB database %s exists", self._endpoint.create_database)
+
+    def _fail_pending(self, error: Exception) -> None:
+        batch, self._pending = self._pending, []
+        _resolve(batch, error)
+
+
+def _resolve(batch: Sequence[_Waiter], error: Exception | None) -> None:
+    for _, done in batch:
+        if done.done():
+            continue
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+            # Nobody may be awaiting any more (a delivery that timed out); do not warn about it.
+            with contextlib.suppress(BaseException):
+                done.exception()
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None

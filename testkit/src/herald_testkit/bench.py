@@ -1,0 +1,60 @@
+"""What the benchmark scripts under bench/ share: their command line and memory sampling."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+Figures = dict[str, float]
+
+
+def run(
+    description: str | None,
+    main: Callable[[argparse.Namespace], Coroutine[Any, Any, Figures]],
+    show: Callable[[Figures], None],
+    *,
+    burst: int,
+    rate: float,
+    seconds: float,
+) -> None:
+    """Parse ``--burst --rate --seconds --json``, run ``main``, print its figures (and save them)."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--burst", type=int, default=burst)
+    parser.add_argument("--rate", type=float, default=rate)
+    parser.add_argument("--seconds", type=float, default=seconds)
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    arguments = parser.parse_args()
+    figures = asyncio.run(main(arguments))
+    show(figures)
+    if arguments.json:
+        arguments.json.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+class RssSampler:
+    """A process's resident memory: now, and the peak while :meth:`run` samples it."""
+
+    def __init__(self, pid: int) -> None:
+        self._process = psutil.Process(pid)
+        self.peak = 0
+
+    def now(self) -> int:
+        rss = int(self._process.memory_info().rss)
+        self.peak = max(self.peak, rss)
+        return rss
+
+    async def run(self) -> None:
+        while True:
+            self.now()
+            await asyncio.sleep(0.05)
+
+
+def megabytes(size: int) -> float:
+    return round(size / 2**20, 1)
