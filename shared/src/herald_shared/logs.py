@@ -46,6 +46,10 @@ class Redactor(logging.Filter):
 
 
 REDACTOR: Final = Redactor()
+# httpx logs every request's URL (and URLs can be secrets: chat webhooks, Signl4 teams). The
+# handler `setup` installs redacts, but the records also reach any other handler (a test's, an
+# application embedding Herald): redact at the source as well.
+logging.getLogger("httpx").addFilter(REDACTOR)
 
 
 class JsonFormatter(logging.Formatter):

@@ -8,9 +8,7 @@ filter covers the handlers ``herald run`` installs, not others a host applicatio
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any, Final
 
 import httpx
@@ -18,7 +16,8 @@ import msgspec
 from pydantic import SecretStr
 
 from herald_shared.config import reveal
-from herald_shared.delivery.destination import PermanentError, TransientError
+from herald_shared.delivery.destination import TransientError
+from herald_shared.delivery.http import failure
 
 REDACTED: Final = "<webhook>"
 ERROR_TEXT_LIMIT: Final = 300
@@ -110,30 +109,11 @@ class Webhook:
         text = self.redact(_error_text(response))
         if status == 400:
             return Rejected(text)
-        if status == 429:
-            raise TransientError(
-                f"HTTP 429 (rate limited): {text}", retry_after=_retry_after(response)
-            )
-        if status in (408, 425) or status >= 500:
-            raise TransientError(f"HTTP {status}: {text}", retry_after=_retry_after(response))
-        raise PermanentError(f"HTTP {status}: {text}")
+        what = "HTTP 429 (rate limited)" if status == 429 else f"HTTP {status}"
+        raise failure(status, f"{what}: {text}", response.headers.get("Retry-After"))
 
 
 def _error_text(response: httpx.Response) -> str:
     text = response.text.strip() or response.reason_phrase
     text = " ".join(text.split())
     return text if len(text) <= ERROR_TEXT_LIMIT else text[:ERROR_TEXT_LIMIT] + "…"
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None

@@ -15,10 +15,11 @@ from typing import Any, Final
 import httpx
 import msgspec
 
-from herald_incident_forwarder.http import send, url_secrets
+from herald_incident_forwarder.http import send
 from herald_incident_forwarder.settings import Signl4Settings
 from herald_shared.config import reveal
 from herald_shared.delivery.destination import Destination, Target
+from herald_shared.delivery.http import url_secrets
 from herald_shared.events import Event, TaskAborted, TaskFailed, TaskSucceeded
 
 TITLES: Final = {

@@ -23,11 +23,12 @@ import httpx
 import msgspec
 
 from herald_incident_forwarder import butler
-from herald_incident_forwarder.http import send, url_secrets
+from herald_incident_forwarder.http import send
 from herald_incident_forwarder.settings import WebhookSettings
 from herald_shared import events
 from herald_shared.config import reveal
 from herald_shared.delivery.destination import Destination, Target
+from herald_shared.delivery.http import url_secrets
 from herald_shared.events import Event, TaskAborted
 
 HERALD_EVENT_KEY = "herald_event"

@@ -26,11 +26,11 @@ from herald_metrics_writer import metrics
 from herald_metrics_writer.influx_api import WriteEndpoint, create_database_query, endpoint
 from herald_metrics_writer.settings import InfluxDbSettings
 from herald_shared.delivery.destination import PermanentError, TransientError
+from herald_shared.delivery.http import is_transient, retry_after
 
 log = logging.getLogger(__name__)
 
 ERROR_TEXT_LIMIT = 500
-_TRANSIENT_STATUSES = frozenset({408, 425, 429})
 _SPLIT_STATUSES = frozenset({400, 413})
 
 _Waiter = tuple[str, "asyncio.Future[None]"]
@@ -175,9 +175,9 @@ class BatchWriter:
             self._writes["ok"].inc()
             return
         text = f"{self.describe} answered {status}: {response.text.strip()[:ERROR_TEXT_LIMIT]}"
-        if status >= 500 or status in _TRANSIENT_STATUSES:
+        if is_transient(status):
             self._writes["transient_error"].inc()
-            raise TransientError(text, retry_after=_retry_after(response))
+            raise TransientError(text, retry_after=retry_after(response.headers.get("Retry-After")))
         self._writes["permanent_error"].inc()
         raise RejectedWrite(text, status)
 
@@ -212,11 +212,3 @@ def _resolve(batch: Sequence[_Waiter], error: Exception | None) -> None:
             # Nobody may be awaiting any more (a delivery that timed out); do not warn about it.
             with contextlib.suppress(BaseException):
                 done.exception()
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
