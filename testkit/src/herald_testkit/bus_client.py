@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 
 from herald_shared.bus import Bus, Message
@@ -33,7 +34,11 @@ async def run(arguments: argparse.Namespace) -> None:
     bus.start()
     await bus.wait_connected()
     print("connected", flush=True)
-    await asyncio.Event().wait()
+    # SIGTERM stops it cleanly, so acknowledgements already given reach the broker first.
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await bus.close()
 
 
 def main() -> int:

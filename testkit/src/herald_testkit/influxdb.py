@@ -9,15 +9,14 @@ survives :meth:`stop`/:meth:`start`, so a test can take it down and bring it bac
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from herald_testkit.ports import free_port
+from herald_testkit.servers import stop, wait_until_answering
 
 INFLUXD = shutil.which("influxd") or "/usr/bin/influxd"
 
@@ -66,29 +65,14 @@ bind-address = "{self.host}:{self.rpc_port}"
             self._process = subprocess.Popen(
                 [INFLUXD, "run", "-config", str(config)], stdout=log, stderr=log
             )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/ping", timeout=0.5).status_code == 204:
-                    return
-            except httpx.TransportError:
-                pass
-            if self._process.poll() is not None:
-                break
-            time.sleep(0.05)
+        if wait_until_answering(f"{self.url}/ping", 204, self._process):
+            return
         self.stop()
         raise RuntimeError(f"influxd did not start; see {self.log_file}")
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
     @property
     def running(self) -> bool:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 from herald_testkit.ports import free_port, wait_for_port
+from herald_testkit.servers import stop
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -66,14 +66,7 @@ class Mosquitto:
     def stop(self) -> None:
         """SIGTERM: Mosquitto saves its persistence database on the way out."""
         process, self._process = self._process, None
-        if process is None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, within=10)
 
     def restart(self, downtime: float = 0.0) -> None:
         self.stop()

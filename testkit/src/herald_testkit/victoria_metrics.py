@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from herald_testkit.ports import free_port
+from herald_testkit.servers import stop, wait_until_answering
 
 VICTORIA_METRICS = shutil.which("victoria-metrics") or "/usr/bin/victoria-metrics"
 
@@ -50,29 +49,14 @@ class VictoriaMetrics:
                 stdout=log,
                 stderr=log,
             )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/health", timeout=0.5).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if self._process.poll() is not None:
-                break
-            time.sleep(0.05)
+        if wait_until_answering(f"{self.url}/health", 200, self._process):
+            return
         self.stop()
         raise RuntimeError(f"victoria-metrics did not start; see {self.log_file}")
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
     def export(self, match: str) -> list[dict[str, Any]]:
         """Every stored series matching the PromQL selector, with its raw samples."""
