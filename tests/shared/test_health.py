@@ -28,6 +28,7 @@ def _get(port: int, path: str) -> tuple[int, str]:
 async def health() -> AsyncIterator[HealthServer]:
     server = HealthServer(HealthSettings(host="127.0.0.1", port=0, stall_after=1.0))
     server.start()
+    server.mark_started()
     yield server
     server.stop()
 
@@ -76,3 +77,16 @@ async def test_metrics_are_served_in_the_prometheus_text_format(health: HealthSe
         in body
     )
     assert (await asyncio.to_thread(_get, health.port, "/nowhere"))[0] == 404
+
+
+async def test_a_process_is_not_ready_while_its_services_are_starting() -> None:
+    server = HealthServer(HealthSettings(host="127.0.0.1", port=0))
+    server.start()
+    try:
+        status, body = await asyncio.to_thread(_get, server.port, "/readyz")
+        assert status == 503
+        assert "starting" in body
+        server.mark_started()
+        assert (await asyncio.to_thread(_get, server.port, "/readyz"))[0] == 200
+    finally:
+        server.stop()

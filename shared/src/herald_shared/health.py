@@ -42,6 +42,9 @@ class HealthServer:
         self._metrics_app = make_wsgi_app()
         self._server: _Server | None = None
         self._beating: asyncio.Task[None] | None = None
+        # Not ready until every service of the process has started: a probe must not send
+        # traffic (or a test its datagrams) to a process that is still binding its sockets.
+        self._started = False
 
     @property
     def port(self) -> int:
@@ -51,6 +54,9 @@ class HealthServer:
     def add_check(self, name: str, check: ReadinessCheck) -> None:
         """``check`` returns (ready, explanation); /readyz is 200 only when every check is ready."""
         self._checks[name] = check
+
+    def mark_started(self) -> None:
+        self._started = True
 
     def start(self) -> None:
         self._server = make_server(
@@ -90,6 +96,8 @@ class HealthServer:
                 return _text(start_response, 503, f"event loop stalled for {stalled:.0f} s\n")
             return _text(start_response, 200, "ok\n")
         if path == "/readyz":
+            if not self._started:
+                return _text(start_response, 503, "not ready: starting\n")
             lines, ready = [], True
             for name, check in self._checks.items():
                 ok, why = check()

@@ -164,6 +164,7 @@ async def serve(document: ConfigDocument, process: ProcessSettings) -> int:
             running.append(service)
             health.add_check(service.name, service.readiness)
             log.info("started %s", service.name)
+        health.mark_started()
         await stop.wait()
         log.info("stopping: no new events are taken; in-flight deliveries get their grace period")
     finally:

@@ -39,7 +39,12 @@ class BrokerSettings(Section):
     # Stable per replica: the client id is herald-<service>-<instance>, and a persistent session
     # is only found again under the same id (a StatefulSet's pod name is a good choice).
     instance: str = Field(default_factory=socket.gethostname, pattern=r"^[A-Za-z0-9_.-]+$")
-    shared_subscriptions: bool = True
+    # Replicas of a service split the events through an MQTT v5 shared subscription
+    # ($share/herald-<service>/…). Off by default: Mosquitto 2.0 does not restore shared
+    # subscriptions from its persistence file, so after a broker restart the events published
+    # before the replicas have subscribed again are lost, while a plain subscription in a
+    # persistent session keeps them. Turn it on to run more than one replica of a service.
+    shared_subscriptions: bool = False
     session_expiry: Duration = 86400.0  # how long the broker keeps a disconnected session
     keepalive: int = Field(default=30, ge=5, le=3600)
     # Messages the broker may send before we acknowledge one (MQTT v5 Receive Maximum). Events
