@@ -176,3 +176,20 @@ def test_butlers_enable_by_custom_property_gates_only_the_static_recipients() ->
         },
     )
     assert recipients(settings, enabled) == ["ops@example.com", "bi@example.com"]
+
+
+def test_a_repeated_send_of_one_alert_has_the_same_message_id() -> None:
+    """A crash between the server's 250 and the ledger can resend a mail; clients collapse it."""
+    from herald_emailer.message import build_message
+    from herald_emailer.rendering import Rendered
+
+    rendered = Rendered(subject="s", text="t", html=None)
+    first, again, other = (
+        build_message(
+            rendered, sender="a@example.com", recipient=to, priority="high", event_id="e1"
+        )
+        for to in ("Ops@example.com", "ops@example.com", "dev@example.com")
+    )
+    assert first["Message-ID"] == again["Message-ID"]
+    assert first["Message-ID"] != other["Message-ID"]
+    assert first["Message-ID"].endswith("@example.com>")

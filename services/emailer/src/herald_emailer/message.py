@@ -6,6 +6,7 @@ such as ``Qlik Sense reload failed: "Umsätze"`` arrives readable in every clien
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -34,9 +35,15 @@ def build_message(
     message["From"] = sender
     message["To"] = recipient
     message["Date"] = format_datetime(datetime.now(UTC))
-    message["Message-ID"] = make_msgid(domain=_domain_of(sender))
     if event_id is not None:
+        # One Message-ID per event and recipient: if a crash after the server accepted the mail
+        # makes Herald send it again, mail servers and clients see the same message twice and
+        # collapse it (SMTP itself cannot tell us it already has it).
+        digest = hashlib.sha256(f"{event_id}|{recipient.lower()}".encode()).hexdigest()[:32]
+        message["Message-ID"] = f"<{digest}.herald@{_domain_of(sender)}>"
         message["X-Herald-Event-Id"] = event_id
+    else:
+        message["Message-ID"] = make_msgid(domain=_domain_of(sender))
     for name, value in _PRIORITY_HEADERS.get(priority, {}).items():
         message[name] = value
     message.set_content(rendered.text)
