@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import html
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +16,15 @@ from prometheus_client import REGISTRY
 
 from herald_chat_notifier.service import build
 from herald_chat_notifier.settings import ChatNotifierSettings
-from herald_shared import events, samples, topics
-from herald_shared.config import ConfigDocument
+from herald_shared import samples
 from herald_shared.delivery.receipts import DeadLetter, Receipt
 from herald_shared.events import Event, ScriptLog
-from herald_shared.runtime import Context
 from herald_shared.settings import BrokerSettings
 from herald_shared.subscriber import SubscriberService
 from herald_testkit.chat_standins import Answer, ChatStandins, Received
 from herald_testkit.mosquitto import Mosquitto
-from herald_testkit.mqtt import Observer, Seen, publisher
-from herald_testkit.services import started
+from herald_testkit.mqtt import Observer, Seen
+from herald_testkit.subscribers import dead_letters, publish_events, receipts, running
 
 SERVICE = "chat-notifier"
 TOKEN = "XoXoSeCrEtWeBhOoKtOkEn"  # the secret part of every webhook URL in these tests
@@ -48,29 +46,21 @@ def _settings(
     )
 
 
-@contextlib.asynccontextmanager
-async def _running(
+def _running(
     settings: ChatNotifierSettings, broker: BrokerSettings
-) -> AsyncIterator[SubscriberService]:
-    context = Context(broker=broker, document=ConfigDocument(path=Path("test.yaml"), data={}))
-    async with started(build(settings, context)) as service:
-        yield service
+) -> contextlib.AbstractAsyncContextManager[SubscriberService]:
+    return running(build, settings, broker)
 
 
-async def _publish(broker: Mosquitto, prefix: str, *published: Event) -> None:
-    async with publisher(broker.host, broker.port) as client:
-        for event in published:
-            await client.publish(topics.topic_of(prefix, event), events.encode(event), qos=1)
+_publish = publish_events
 
 
 def _receipts(seen: list[Seen], prefix: str) -> list[Receipt]:
-    topic = topics.deliveries_topic(prefix, SERVICE)
-    return [msgspec.json.decode(s.payload, type=Receipt) for s in seen if s.topic == topic]
+    return receipts(seen, prefix, SERVICE)
 
 
 def _dead_letters(seen: list[Seen], prefix: str) -> list[DeadLetter]:
-    topic = topics.dead_letter_topic(prefix, SERVICE)
-    return [msgspec.json.decode(s.payload, type=DeadLetter) for s in seen if s.topic == topic]
+    return dead_letters(seen, prefix, SERVICE)
 
 
 def _receipts_count(prefix: str, count: int) -> Callable[[list[Seen]], bool]:

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -18,17 +18,15 @@ from prometheus_client import REGISTRY
 
 from herald_emailer.service import build, send_test_message
 from herald_emailer.settings import EmailerSettings
-from herald_shared import events, samples, topics
-from herald_shared.config import ConfigDocument
+from herald_shared import events, samples
 from herald_shared.delivery.receipts import DeadLetter, Receipt
-from herald_shared.events import Event, TaskAborted, TaskFailed, TaskSucceeded
-from herald_shared.runtime import Context
+from herald_shared.events import TaskAborted, TaskFailed, TaskSucceeded
 from herald_shared.settings import BrokerSettings
 from herald_shared.subscriber import SubscriberService
 from herald_testkit.mosquitto import Mosquitto
-from herald_testkit.mqtt import Observer, Seen, publisher
-from herald_testkit.services import started
+from herald_testkit.mqtt import Observer, Seen
 from herald_testkit.smtp_server import ReceivedMail, SmtpServer
+from herald_testkit.subscribers import dead_letters, publish_events, receipts, running
 
 SERVICE = "emailer"
 SENDER = "Qlik Sense alerts <alerts@example.com>"
@@ -74,29 +72,21 @@ def _settings(
     return EmailerSettings.model_validate(_merge(data, overrides or {}))
 
 
-@contextlib.asynccontextmanager
-async def _running(
+def _running(
     settings: EmailerSettings, broker: BrokerSettings
-) -> AsyncIterator[SubscriberService]:
-    context = Context(broker=broker, document=ConfigDocument(path=Path("test.yaml"), data={}))
-    async with started(build(settings, context)) as service:
-        yield service
+) -> contextlib.AbstractAsyncContextManager[SubscriberService]:
+    return running(build, settings, broker)
 
 
-async def _publish(broker: Mosquitto, prefix: str, *published: Event) -> None:
-    async with publisher(broker.host, broker.port) as client:
-        for event in published:
-            await client.publish(topics.topic_of(prefix, event), events.encode(event), qos=1)
+_publish = publish_events
 
 
 def _receipts(seen: list[Seen], prefix: str) -> list[Receipt]:
-    topic = topics.deliveries_topic(prefix, SERVICE)
-    return [msgspec.json.decode(s.payload, type=Receipt) for s in seen if s.topic == topic]
+    return receipts(seen, prefix, SERVICE)
 
 
 def _dead_letters(seen: list[Seen], prefix: str) -> list[DeadLetter]:
-    topic = topics.dead_letter_topic(prefix, SERVICE)
-    return [msgspec.json.decode(s.payload, type=DeadLetter) for s in seen if s.topic == topic]
+    return dead_letters(seen, prefix, SERVICE)
 
 
 def _receipt_count(prefix: str, count: int) -> Callable[[list[Seen]], bool]:

@@ -8,7 +8,7 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -18,18 +18,16 @@ import pytest
 
 from herald_incident_forwarder.service import build
 from herald_incident_forwarder.settings import IncidentForwarderSettings
-from herald_shared import events, samples, topics
-from herald_shared.config import ConfigDocument
+from herald_shared import events, samples
 from herald_shared.delivery.receipts import DeadLetter, Receipt
 from herald_shared.events import Event
-from herald_shared.runtime import Context
 from herald_shared.settings import BrokerSettings
 from herald_shared.subscriber import SubscriberService
 from herald_testkit.http import Answer, HttpReceiver
 from herald_testkit.incident_standins import NewRelicStandIn, Scripted, Signl4StandIn
 from herald_testkit.mosquitto import Mosquitto
-from herald_testkit.mqtt import Observer, Seen, publisher
-from herald_testkit.services import started
+from herald_testkit.mqtt import Observer, Seen
+from herald_testkit.subscribers import dead_letters, publish_events, receipts, running
 
 SERVICE = "incident-forwarder"
 TEAM_SECRET = "team-secret-8f2a61c0d9b34e7a"
@@ -117,29 +115,21 @@ def _settings(tmp_path: Path, **sections: Any) -> IncidentForwarderSettings:
     )
 
 
-@contextlib.asynccontextmanager
-async def _running(
+def _running(
     settings: IncidentForwarderSettings, broker: BrokerSettings
-) -> AsyncIterator[SubscriberService]:
-    context = Context(broker=broker, document=ConfigDocument(path=Path("test.yaml"), data={}))
-    async with started(build(settings, context)) as service:
-        yield service
+) -> contextlib.AbstractAsyncContextManager[SubscriberService]:
+    return running(build, settings, broker)
 
 
-async def _publish(broker: Mosquitto, prefix: str, *published: Event) -> None:
-    async with publisher(broker.host, broker.port) as client:
-        for event in published:
-            await client.publish(topics.topic_of(prefix, event), events.encode(event), qos=1)
+_publish = publish_events
 
 
 def _receipts(seen: list[Seen], prefix: str) -> list[Receipt]:
-    topic = topics.deliveries_topic(prefix, SERVICE)
-    return [msgspec.json.decode(s.payload, type=Receipt) for s in seen if s.topic == topic]
+    return receipts(seen, prefix, SERVICE)
 
 
 def _dead_letters(seen: list[Seen], prefix: str) -> list[DeadLetter]:
-    topic = topics.dead_letter_topic(prefix, SERVICE)
-    return [msgspec.json.decode(s.payload, type=DeadLetter) for s in seen if s.topic == topic]
+    return dead_letters(seen, prefix, SERVICE)
 
 
 def _receipts_for(prefix: str, destination: str, count: int) -> Callable[[list[Seen]], bool]:

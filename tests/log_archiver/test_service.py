@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -14,16 +14,14 @@ from prometheus_client import REGISTRY
 
 from herald_log_archiver.service import build
 from herald_log_archiver.settings import LogArchiverSettings
-from herald_shared import events, samples, topics
-from herald_shared.config import ConfigDocument
+from herald_shared import samples
 from herald_shared.delivery.receipts import DeadLetter, Receipt
 from herald_shared.events import Event
-from herald_shared.runtime import Context
 from herald_shared.settings import BrokerSettings, DeliverySettings
 from herald_shared.subscriber import SubscriberService
 from herald_testkit.mosquitto import Mosquitto
-from herald_testkit.mqtt import Observer, Seen, publisher
-from herald_testkit.services import started
+from herald_testkit.mqtt import Observer, Seen
+from herald_testkit.subscribers import dead_letters, publish_events, receipts, running
 
 SERVICE = "log-archiver"
 
@@ -84,29 +82,21 @@ def _isolated(broker_settings: BrokerSettings) -> BrokerSettings:
     return broker_settings.model_copy(update={"instance": broker_settings.topic_prefix})
 
 
-@contextlib.asynccontextmanager
-async def _running(
+def _running(
     settings: LogArchiverSettings, broker: BrokerSettings
-) -> AsyncIterator[SubscriberService]:
-    context = Context(broker=broker, document=ConfigDocument(path=Path("test.yaml"), data={}))
-    async with started(build(settings, context)) as service:
-        yield service
+) -> contextlib.AbstractAsyncContextManager[SubscriberService]:
+    return running(build, settings, broker)
 
 
-async def _publish(broker: Mosquitto, prefix: str, *published: Event) -> None:
-    async with publisher(broker.host, broker.port) as client:
-        for event in published:
-            await client.publish(topics.topic_of(prefix, event), events.encode(event), qos=1)
+_publish = publish_events
 
 
 def _receipts(seen: list[Seen], prefix: str) -> list[Receipt]:
-    topic = topics.deliveries_topic(prefix, SERVICE)
-    return [msgspec.json.decode(s.payload, type=Receipt) for s in seen if s.topic == topic]
+    return receipts(seen, prefix, SERVICE)
 
 
 def _dead_letters(seen: list[Seen], prefix: str) -> list[DeadLetter]:
-    topic = topics.dead_letter_topic(prefix, SERVICE)
-    return [msgspec.json.decode(s.payload, type=DeadLetter) for s in seen if s.topic == topic]
+    return dead_letters(seen, prefix, SERVICE)
 
 
 def _receipt_for(
