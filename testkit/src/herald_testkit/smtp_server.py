@@ -1,6 +1,7 @@
 """A real SMTP server on loopback (aiosmtpd) that requires STARTTLS and AUTH and records mail.
 
-What a test can script: recipients the server refuses (``refuse``), being down and coming back
+What a test can script: recipients the server refuses (``refuse``), a slow answer to each message
+(``delay``, as a server that scans mail before accepting it), being down and coming back
 (``stop()``/``start()`` on the same port), and dropping every open connection
 (``drop_connections()``), as a server does with idle clients.
 
@@ -50,6 +51,11 @@ class SmtpServer:
     #: every AUTH attempt: (login, succeeded)
     logins: list[tuple[str, bool]] = field(default_factory=list)
     connections: int = 0
+    #: seconds the server takes to answer each message (after the data, before "250")
+    delay: float = 0.0
+    #: the most messages the server was answering at the same time
+    busiest: int = 0
+    _answering: int = 0
     certificates: Certificates | None = None
     _server: asyncio.Server | None = None
     _sessions: list[SMTP] = field(default_factory=list)
@@ -157,6 +163,17 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        stand_in = self._server
+        stand_in._answering += 1
+        stand_in.busiest = max(stand_in.busiest, stand_in._answering)
+        try:
+            if stand_in.delay:
+                await asyncio.sleep(stand_in.delay)
+            return self._accept(session, envelope)
+        finally:
+            stand_in._answering -= 1
+
+    def _accept(self, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or envelope.content
         assert isinstance(raw, bytes)
         message = BytesParser(policy=policy.default).parsebytes(raw)

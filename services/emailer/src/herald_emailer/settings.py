@@ -32,6 +32,8 @@ class SmtpSettings(Section):
     ca_file: Path | None = None  # None: the system's trust store
     verify: bool = True  # certificate and host name verification
     timeout: Duration = 30.0  # per SMTP command, connecting included
+    # Messages sent in parallel, each over a connection of its own (kept open and reused).
+    connections: int = Field(default=4, ge=1, le=32)
 
     @property
     def effective_port(self) -> int:

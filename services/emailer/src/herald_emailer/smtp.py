@@ -1,8 +1,9 @@
 """One SMTP connection, reused across messages, and what its failures mean for a delivery.
 
-Messages go out one at a time over a single connection (SMTP has no pipelining across
-transactions); a server that dropped an idle connection gets a new one, and the message is
-sent once more at once. Failures become the runner's categories:
+SMTP sends one message at a time per connection, and a server that scans mail may take a second
+to answer each; so up to ``smtp.connections`` messages go out in parallel, each over a connection
+of a small pool that is kept open and reused. A server that dropped an idle connection gets a new
+one, and the message is sent once more at once. Failures become the runner's categories:
 
 - no connection, a timeout, a dropped connection, a 4xx reply: :class:`TransientError`;
 - a 5xx reply for the recipient (e.g. ``550 no such user``) or for the message:
@@ -30,8 +31,8 @@ log = logging.getLogger(__name__)
 class SmtpTransport:
     def __init__(self, settings: SmtpSettings) -> None:
         self._settings = settings
-        self._client: aiosmtplib.SMTP | None = None
-        self._lock = asyncio.Lock()
+        self._idle: list[aiosmtplib.SMTP] = []  # open connections no message is using
+        self._slots = asyncio.Semaphore(settings.connections)
 
     @property
     def server(self) -> str:
@@ -85,80 +86,85 @@ class SmtpTransport:
 
     async def send(self, message: EmailMessage, sender: str, recipient: str) -> str:
         """Send ``message`` to ``recipient``; the server's answer (e.g. ``250 OK queued as …``)."""
-        async with self._lock:
+        async with self._slots:
+            client: aiosmtplib.SMTP | None = None
             try:
-                return await self._send(message, sender, recipient)
-            except aiosmtplib.SMTPAuthenticationError as error:
-                await self._drop()
-                raise PermanentError(
-                    f"the SMTP server {self.server} refused the login of user "
-                    f"{self._settings.username!r}: {error.code} {error.message} "
-                    "(check emailer.smtp.username and password)"
-                ) from None
+                client, reused = await self._checkout()
+                try:
+                    _, answer = await client.send_message(
+                        message, sender=sender, recipients=[recipient]
+                    )
+                except aiosmtplib.SMTPServerDisconnected:
+                    if not reused:
+                        raise
+                    # The server closed the idle connection since the last message: reconnect
+                    # once.
+                    log.info("the SMTP server %s closed the connection; reconnecting", self.server)
+                    _close(client)
+                    client = None
+                    client = await self._connect()
+                    _, answer = await client.send_message(
+                        message, sender=sender, recipients=[recipient]
+                    )
             except aiosmtplib.SMTPRecipientsRefused as error:
+                # The transaction ended cleanly: the connection serves the next message.
+                assert client is not None
+                self._idle.append(client)
                 [refused] = error.recipients
                 raise _by_code(
                     refused.code,
                     f"the SMTP server refused {recipient}: {refused.code} {refused.message}",
                 ) from None
-            except aiosmtplib.SMTPResponseException as error:
-                await self._drop()
-                raise _by_code(
-                    error.code,
-                    f"the SMTP server {self.server} answered {error.code} {error.message}",
-                ) from None
-            except (aiosmtplib.SMTPTimeoutError, TimeoutError) as error:
-                await self._drop()
-                raise TransientError(
-                    f"the SMTP server {self.server} did not answer in time: {error}"
-                ) from None
-            except ssl.SSLError as error:
-                await self._drop()
-                raise TransientError(
-                    f"TLS with the SMTP server {self.server} failed: {error}"
-                ) from None
-            except (aiosmtplib.SMTPException, OSError) as error:
-                await self._drop()
-                raise TransientError(
-                    f"cannot reach the SMTP server {self.server}: {_describe(error)}"
-                ) from None
+            except BaseException as error:
+                _close(client)
+                raise _translated(error, self.server, self._settings.username) from None
+            self._idle.append(client)
+            return answer
 
-    async def _send(self, message: EmailMessage, sender: str, recipient: str) -> str:
-        fresh = self._client is None or not self._client.is_connected
-        if fresh:
-            self._client = await self._connect()
-        assert self._client is not None
-        try:
-            _, answer = await self._client.send_message(
-                message, sender=sender, recipients=[recipient]
-            )
-        except aiosmtplib.SMTPServerDisconnected:
-            if fresh:
-                raise
-            # The server closed the idle connection since the last message: reconnect once.
-            log.info("the SMTP server %s closed the connection; reconnecting", self.server)
-            await self._drop()
-            self._client = await self._connect()
-            _, answer = await self._client.send_message(
-                message, sender=sender, recipients=[recipient]
-            )
-        return answer
-
-    async def _drop(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            with contextlib.suppress(Exception):
-                client.close()
+    async def _checkout(self) -> tuple[aiosmtplib.SMTP, bool]:
+        """An open idle connection (True) or a new one (False)."""
+        while self._idle:
+            client = self._idle.pop()
+            if client.is_connected:
+                return client, True
+            _close(client)
+        return await self._connect(), False
 
     async def close(self) -> None:
-        async with self._lock:
-            client, self._client = self._client, None
-            if client is not None and client.is_connected:
+        idle, self._idle = self._idle, []
+        for client in idle:
+            if client.is_connected:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(client.quit(), self._settings.timeout)
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    client.close()
+            _close(client)
+
+
+def _close(client: aiosmtplib.SMTP | None) -> None:
+    if client is not None:
+        with contextlib.suppress(Exception):
+            client.close()
+
+
+def _translated(error: BaseException, server: str, username: str | None) -> BaseException:
+    """A failed send as the runner's TransientError or PermanentError; anything else unchanged."""
+    match error:
+        case aiosmtplib.SMTPAuthenticationError():
+            return PermanentError(
+                f"the SMTP server {server} refused the login of user "
+                f"{username!r}: {error.code} {error.message} "
+                "(check emailer.smtp.username and password)"
+            )
+        case aiosmtplib.SMTPResponseException():
+            return _by_code(
+                error.code, f"the SMTP server {server} answered {error.code} {error.message}"
+            )
+        case aiosmtplib.SMTPTimeoutError() | TimeoutError():
+            return TransientError(f"the SMTP server {server} did not answer in time: {error}")
+        case ssl.SSLError():
+            return TransientError(f"TLS with the SMTP server {server} failed: {error}")
+        case aiosmtplib.SMTPException() | OSError():
+            return TransientError(f"cannot reach the SMTP server {server}: {_describe(error)}")
+    return error
 
 
 def _by_code(code: int, reason: str) -> TransientError | PermanentError:
