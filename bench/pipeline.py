@@ -8,11 +8,13 @@ which the service publishes right after the destination accepted it (SMTP 250, H
 InfluxDB 204, the script log fsynced). Ten deliveries per event: two e-mails, Slack, Teams,
 New Relic, Signl4, a webhook, InfluxDB, Prometheus, the archive.
 
-Prints one table: p50/p99 per destination at 10 and 100 events/s, the highest rate tried that
-was delivered completely and kept up with (everything in within 5 s of the last datagram), the
-RSS (peak) and CPU seconds per 1,000 events of every process.
+Prints one table per mode: p50/p99 per destination at 10 and 100 events/s, the highest rate
+tried that was delivered completely and kept up with (everything in within 5 s of the last
+datagram), the RSS (peak) and CPU seconds per 1,000 events of every process. The modes:
+``separate`` (every service its own process, as on Kubernetes) and ``one-process`` (``herald up``,
+every service in one process, against the same Mosquitto).
 
-    uv run python bench/pipeline.py [--seconds 10] [--json out.json]
+    uv run python bench/pipeline.py [--mode both|separate|one-process] [--seconds 10] [--json out.json]
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from herald_testkit.pipeline import (
 from herald_testkit.smtp_server import SmtpServer
 
 RATES = (10.0, 100.0)
-SEARCH = (20.0, 40.0, 60.0, 100.0, 200.0, 300.0)
+SEARCH = (20.0, 40.0, 60.0, 80.0, 100.0, 150.0, 200.0, 300.0)
 KEEP_UP = 5.0  # seconds after the last datagram within which every alert must be in
 
 
@@ -154,7 +156,15 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     return found
 
 
+MODES = {"separate": False, "one-process": True}
+
+
 async def main(arguments: argparse.Namespace) -> dict[str, Any]:
+    chosen = list(MODES) if arguments.mode == "both" else [arguments.mode]
+    return {mode: await measure(arguments, one_process=MODES[mode]) for mode in chosen}
+
+
+async def measure(arguments: argparse.Namespace, *, one_process: bool) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="herald-bench-pipeline-"))
     influx = InfluxDB(work / "influxdb")
     influx.start()
@@ -167,7 +177,7 @@ async def main(arguments: argparse.Namespace) -> dict[str, Any]:
             HttpReceiver() as webhook,
         ):
             destinations = Destinations(smtp, chat, new_relic, signl4, webhook, influx)
-            async with Pipeline(work / "herald", destinations) as system:
+            async with Pipeline(work / "herald", destinations, one_process=one_process) as system:
                 receipts = Receipts()
                 ready = asyncio.Event()
                 listener = asyncio.create_task(
@@ -204,8 +214,8 @@ async def main(arguments: argparse.Namespace) -> dict[str, Any]:
     return figures
 
 
-def show(figures: dict[str, Any]) -> None:
-    print("Herald, whole pipeline (separate processes): datagram sent -> delivered receipt")
+def show(mode: str, figures: dict[str, Any]) -> None:
+    print(f"Herald, whole pipeline ({mode}): datagram sent -> delivered receipt")
     header = f"  {'destination':<18}" + "".join(
         f"{f'{int(r)}/s p50':>12}{f'{int(r)}/s p99':>12}" for r in RATES
     )
@@ -243,11 +253,13 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--mode", choices=["both", *MODES], default="both")
     parser.add_argument("--seconds", type=float, default=10.0, help="per steady rate")
     parser.add_argument("--search-seconds", type=float, default=5.0, help="per rate tried")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     arguments = parser.parse_args()
     result = asyncio.run(main(arguments))
-    show(result)
+    for mode, figures in result.items():
+        show(mode, figures)
     if arguments.json:
         arguments.json.write_text(json.dumps(result, indent=2) + "\n")

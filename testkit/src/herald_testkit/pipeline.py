@@ -2,7 +2,8 @@
 
 ``Pipeline`` writes one ``herald.yaml``, starts Mosquitto, ``herald qlik-sim serve`` (the QRS over
 HTTPS with client certificates) and every service with ``herald run <service>``: the subscribers
-first, then ingest, each waited for on its own ``/readyz``. It can SIGKILL and restart any
+first, then ingest, each waited for on its own ``/readyz``. With ``one_process=True`` it runs
+``herald up`` instead: the same services in one process (``HERALD_UP``), against the same broker. It can SIGKILL and restart any
 service, restart Mosquitto, set the sim's faults, and send failed-reload datagrams whose event
 ids it knows in advance (ids are deterministic: kind + execution id).
 
@@ -46,6 +47,7 @@ from herald_testkit.smtp_server import SmtpServer
 
 SUBSCRIBERS = ("emailer", "chat-notifier", "incident-forwarder", "metrics-writer", "log-archiver")
 SERVICES = (*SUBSCRIBERS, "ingest")
+HERALD_UP = "herald-up"  # the one process of ``herald up``, in place of SERVICES
 PREFIX = "system"
 RECIPIENTS = ("oncall@example.com", "bi-team@example.com")
 SMTP_USER, SMTP_PASSWORD = "alerts", "smtp-secret-password"
@@ -115,6 +117,8 @@ class Pipeline:
     destinations: Destinations
     #: extra ``ingest:`` keys (e.g. a shorter enrichment deadline)
     ingest_extra: dict[str, Any] = field(default_factory=dict)
+    #: every service in one ``herald up`` process instead of one process each
+    one_process: bool = False
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -126,7 +130,7 @@ class Pipeline:
         self.archive = self.workdir / "script-logs"
         self.services = {
             name: Service(name, free_port(), self.workdir / "logs" / f"{name}.log")
-            for name in SERVICES
+            for name in ((HERALD_UP,) if self.one_process else SERVICES)
         }
         self.sim: asyncio.subprocess.Process | None = None
         self.receipts: Observer | None = None
@@ -146,6 +150,9 @@ class Pipeline:
             self.broker.host, self.broker.port, f"{PREFIX}/v1/deliveries/#", persistent=True
         )
         await self.receipts.__aenter__()
+        if self.one_process:
+            await self.start_service(HERALD_UP)
+            return
         await asyncio.gather(*(self.start_service(name) for name in SUBSCRIBERS))
         await self.start_service("ingest")
 
@@ -175,11 +182,13 @@ class Pipeline:
     # --- services --------------------------------------------------------------------------------
 
     async def start_service(self, name: str, within: float = 60.0) -> None:
-        """``herald run <name>`` in a process of its own, waited for until /readyz answers 200."""
+        """``herald run <name>`` (or ``herald up``) in a process of its own, waited for until
+        /readyz answers 200."""
         service = self.services[name]
+        command = ["up"] if name == HERALD_UP else ["run", name]
         with service.log_file.open("ab") as log:
             service.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "herald_shared.cli", "run", name, "--config", str(self.config),
+                sys.executable, "-m", "herald_shared.cli", *command, "--config", str(self.config),
                 stdout=log, stderr=log,
                 env={**os.environ, "HERALD_HEALTH__PORT": str(service.health_port)},
             )  # fmt: skip
