@@ -21,6 +21,9 @@ from herald_shared.matcher import When
 
 log = logging.getLogger(__name__)
 
+# Events whose rendered parts are kept: the recipients of one event are delivered together.
+_RECENTLY_RENDERED = 64
+
 
 class EmailDestination(Destination):
     def __init__(
@@ -43,6 +46,7 @@ class EmailDestination(Destination):
         self._sender = settings.from_address or default_sender
         # The succeeded block also takes successes that recover when `recovered` is disabled.
         self._outcomes = {outcome, "recovered"} if takes_recoveries else {outcome}
+        self._recently_rendered: dict[str, tuple[Rendered, str | None]] = {}
 
     def targets(self, event: Event) -> Sequence[Target]:
         if outcome_of(event) not in self._outcomes:
@@ -53,7 +57,18 @@ class EmailDestination(Destination):
         return [Target(id=address, rate_key=f"{event.task.id}|{address}") for address in addresses]
 
     def render(self, event: Event) -> tuple[Rendered, str | None]:
-        """The message's parts, or the plain-text alert (and why) when a template fails."""
+        """The message's parts, or the plain-text alert (and why) when a template fails.
+
+        Every recipient of an event gets the same parts: they are rendered once per event."""
+        rendered = self._recently_rendered.get(event.event_id)
+        if rendered is None:
+            rendered = self._render(event)
+            self._recently_rendered[event.event_id] = rendered
+            while len(self._recently_rendered) > _RECENTLY_RENDERED:
+                del self._recently_rendered[next(iter(self._recently_rendered))]
+        return rendered
+
+    def _render(self, event: Event) -> tuple[Rendered, str | None]:
         try:
             return self._renderer.render(event), None
         except Exception as error:

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from email.message import EmailMessage
+from email.message import Message
 
 import aiosmtplib
 
@@ -84,7 +84,7 @@ class SmtpTransport:
         log.info("connected to the SMTP server %s", self.server)
         return client
 
-    async def send(self, message: EmailMessage, sender: str, recipient: str) -> str:
+    async def send(self, message: Message, sender: str, recipient: str) -> str:
         """Send ``message`` to ``recipient``; the server's answer (e.g. ``250 OK queued as …``)."""
         async with self._slots:
             client: aiosmtplib.SMTP | None = None
