@@ -19,20 +19,29 @@ from herald_shared.settings import LoggingSettings
 REDACTED: Final = "***"
 
 
+def redact(text: str, secrets: Iterable[str], replacement: str = REDACTED) -> str:
+    """``text`` with each of ``secrets`` replaced, the longest first (so a URL goes whole, not
+    with only its token masked)."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret and secret in text:
+            text = text.replace(secret, replacement)
+    return text
+
+
 class Redactor(logging.Filter):
-    def __init__(self) -> None:
+    """Redacts the secrets it was given from every record it sees, tracebacks included."""
+
+    def __init__(self, replacement: str = REDACTED) -> None:
         super().__init__()
         self._secrets: set[str] = set()
+        self._replacement = replacement
 
     def add(self, secrets: Iterable[str]) -> None:
         # Very short values would redact ordinary words; no real secret is that short.
         self._secrets |= {secret for secret in secrets if len(secret) >= 4}
 
     def redact(self, text: str) -> str:
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        return text
+        return redact(text, self._secrets, self._replacement)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not self._secrets:

@@ -15,6 +15,7 @@ import httpx
 import msgspec
 from pydantic import SecretStr
 
+from herald_shared import logs
 from herald_shared.config import reveal
 from herald_shared.delivery.destination import TransientError
 from herald_shared.delivery.http import failure
@@ -25,28 +26,9 @@ ERROR_TEXT_LIMIT: Final = 300
 _encoder = msgspec.json.Encoder()
 
 
-class _UrlRedactor(logging.Filter):
-    def __init__(self) -> None:
-        super().__init__()
-        self.secrets: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            message = record.getMessage()
-            redacted = redact(message, self.secrets)
-            if redacted != message:
-                record.msg, record.args = redacted, None
-        return True
-
-
-_REDACTOR: Final = _UrlRedactor()
+# httpx's request log names the webhook: "POST <webhook>" keeps it readable and secret.
+_REDACTOR: Final = logs.Redactor(replacement=REDACTED)
 logging.getLogger("httpx").addFilter(_REDACTOR)
-
-
-def redact(text: str, secrets: set[str]) -> str:
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    return text
 
 
 def encode(payload: Any) -> bytes:
@@ -72,7 +54,7 @@ class Webhook:
         self._client: httpx.AsyncClient | None = None
 
     async def start(self) -> None:
-        _REDACTOR.secrets |= self._secrets
+        _REDACTOR.add(self._secrets)
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(self._timeout),
             limits=httpx.Limits(max_keepalive_connections=8, keepalive_expiry=60.0),
@@ -85,7 +67,7 @@ class Webhook:
             self._client = None
 
     def redact(self, text: str) -> str:
-        return redact(text, self._secrets)
+        return logs.redact(text, self._secrets, REDACTED)
 
     async def post(self, payload: Any) -> int | Rejected:
         """The 2xx status, or :class:`Rejected` for a 400; raises for anything else."""

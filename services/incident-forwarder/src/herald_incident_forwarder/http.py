@@ -19,12 +19,6 @@ from herald_shared.delivery.http import failure
 RESPONSE_TEXT_LIMIT = 500  # enough to say why, short enough for a receipt
 
 
-def redact(text: str, secrets: Iterable[str]) -> str:
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, logs.REDACTED)
-    return text
-
-
 async def send(
     client: httpx.AsyncClient,
     request: httpx.Request,
@@ -42,10 +36,10 @@ async def send(
     except httpx.TimeoutException as error:
         raise TransientError(f"{what}: no answer in time ({type(error).__name__})") from None
     except httpx.TransportError as error:
-        detail = redact(str(error), secrets) or type(error).__name__
+        detail = logs.redact(str(error), secrets) or type(error).__name__
         raise TransientError(f"{what}: {detail}") from None
     if response.is_success:
         return response
-    text = redact(response.text.strip()[:RESPONSE_TEXT_LIMIT], secrets)
+    text = logs.redact(response.text.strip()[:RESPONSE_TEXT_LIMIT], secrets)
     reason = f"{what} answered {response.status_code}" + (f": {text}" if text else "")
     raise failure(response.status_code, reason, response.headers.get("Retry-After"))
