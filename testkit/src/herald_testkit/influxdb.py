@@ -78,6 +78,10 @@ bind-address = "{self.host}:{self.rpc_port}"
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
     def query(self, q: str, database: str | None = None) -> list[dict[str, Any]]:
         """Run InfluxQL; the series of the first statement (``[]`` when there is none)."""
         params = {"q": q, "epoch": "ns"}
