@@ -25,14 +25,12 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import msgspec
 import psutil
 
@@ -41,11 +39,11 @@ from herald_testkit.chat_standins import ChatStandins
 from herald_testkit.http import HttpReceiver
 from herald_testkit.incident_standins import NewRelicStandIn, Signl4StandIn
 from herald_testkit.influxdb import InfluxDB
+from herald_testkit.mqtt import Observer
 from herald_testkit.pipeline import (
     NEW_RELIC_ACCOUNT,
     NEW_RELIC_KEY,
     OWED,
-    PREFIX,
     SMTP_PASSWORD,
     SMTP_USER,
     Burst,
@@ -69,31 +67,30 @@ DESTINATIONS = sorted({destination_of(s, d) for s, d, _ in OWED})
 
 
 class Receipts:
-    """When each delivered receipt arrived: (event id, service, destination, target) -> time."""
+    """When each delivered receipt arrived: (event id, service, destination, target) -> time.
 
-    def __init__(self) -> None:
+    Read from the pipeline's own observer of the deliveries topic (a second subscriber would
+    double the harness's share of the two cores)."""
+
+    def __init__(self, observer: Observer) -> None:
         self.at: dict[tuple[str, str, str, str], float] = {}
+        self._observer = observer
+        self._read = 0
 
-    async def listen(self, host: str, port: int, ready: asyncio.Event) -> None:
-        async with aiomqtt.Client(
-            host,
-            port,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-        ) as client:
-            await client.subscribe(f"{PREFIX}/v1/deliveries/#", qos=1)
-            ready.set()
-            async for message in client.messages:
-                receipt: dict[str, Any] = msgspec.json.decode(message.payload)
-                if receipt.get("outcome") != "delivered":
-                    continue
-                key = (
-                    receipt["event_id"],
-                    message.topic.value.rsplit("/", 1)[-1],
-                    receipt["destination"],
-                    receipt.get("target", ""),
-                )
-                self.at.setdefault(key, time.monotonic())
+    def update(self) -> None:
+        seen = self._observer.seen
+        for message in seen[self._read :]:
+            receipt: dict[str, Any] = msgspec.json.decode(message.payload)
+            if receipt.get("outcome") != "delivered":
+                continue
+            key = (
+                receipt["event_id"],
+                message.topic.rsplit("/", 1)[-1],
+                receipt["destination"],
+                receipt.get("target", ""),
+            )
+            self.at.setdefault(key, message.at)
+        self._read = len(seen)
 
     def owed(self, burst: Burst) -> list[tuple[int, tuple[str, str, str, str]]]:
         return [(i, (e, *o)) for i, e in enumerate(burst.event_ids()) for o in OWED]
@@ -102,6 +99,7 @@ class Receipts:
         deadline = time.monotonic() + within
         owed = [key for _, key in self.owed(burst)]
         while time.monotonic() < deadline:
+            self.update()
             if all(key in self.at for key in owed):
                 return True
             await asyncio.sleep(0.05)
@@ -181,12 +179,8 @@ async def measure(arguments: argparse.Namespace, *, one_process: bool) -> dict[s
         ):
             destinations = Destinations(smtp, chat, new_relic, signl4, webhook, influx)
             async with Pipeline(work / "herald", destinations, one_process=one_process) as system:
-                receipts = Receipts()
-                ready = asyncio.Event()
-                listener = asyncio.create_task(
-                    receipts.listen(system.broker.host, system.broker.port, ready)
-                )
-                await asyncio.wait_for(ready.wait(), 10)
+                assert system.receipts is not None
+                receipts = Receipts(system.receipts)
                 warm = await system.record(20)
                 await system.send(warm, rate=20)
                 await receipts.wait(warm, 60)
@@ -213,7 +207,6 @@ async def measure(arguments: argparse.Namespace, *, one_process: bool) -> dict[s
                 for task in sampling:
                     task.cancel()
                 figures["peak_rss_mb"] = {n: megabytes(s.peak) for n, s in samplers.items()}
-                listener.cancel()
     finally:
         influx.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiomqtt
 import msgspec
@@ -19,6 +21,7 @@ class Seen:
     topic: str
     payload: bytes
     retain: bool
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
     def json(self) -> object:
         return msgspec.json.decode(self.payload)
@@ -66,6 +69,8 @@ class Observer:
                     identifier=self._identifier,
                     clean_start=not self._persistent,
                     properties=properties,
+                    # Without it, Nagle's algorithm holds small messages back for up to 40 ms.
+                    socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
                 ) as client:
                     await client.subscribe(self.topic_filter, qos=1)
                     self._ready.set()

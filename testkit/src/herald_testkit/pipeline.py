@@ -136,6 +136,8 @@ class Pipeline:
         self.receipts: Observer | None = None
         self._site = default_site()
         self._session: aiohttp.ClientSession | None = None
+        self._receipts_read = 0  # how many of receipts.seen are decoded into _receipts
+        self._receipts: list[Receipt] = []
         # Scheduler time stamps are handed out from two hours ago on, one second apart.
         self._next_stamp = datetime.now().replace(microsecond=0) - timedelta(hours=2)
 
@@ -328,14 +330,20 @@ class Pipeline:
     # --- what came out -------------------------------------------------------------------------
 
     def receipts_for(self, event_ids: set[str]) -> list[Receipt]:
+        self._decode_receipts()
+        return [receipt for receipt in self._receipts if receipt.event_id in event_ids]
+
+    def _decode_receipts(self) -> None:
+        """Decode what the observer saw since the last call (tests poll for receipts: decoding
+        every receipt again each time would compete with the services for the cores)."""
         assert self.receipts is not None
-        found = []
-        for seen in self.receipts.seen:
-            document: dict[str, Any] = msgspec.json.decode(seen.payload)
-            if document.get("event_id") in event_ids:
-                found.append(
+        seen = self.receipts.seen
+        for message in seen[self._receipts_read :]:
+            document: dict[str, Any] = msgspec.json.decode(message.payload)
+            if "event_id" in document:
+                self._receipts.append(
                     Receipt(
-                        service=seen.topic.rsplit("/", 1)[-1],
+                        service=message.topic.rsplit("/", 1)[-1],
                         event_id=document["event_id"],
                         destination=document.get("destination", ""),
                         target=document.get("target", ""),
@@ -343,7 +351,7 @@ class Pipeline:
                         attempts=int(document.get("attempts", 0)),
                     )
                 )
-        return found
+        self._receipts_read = len(seen)
 
     # --- the configuration ---------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ server is made with ``loop.create_server`` on a free port.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 from dataclasses import dataclass, field
 from email import policy
@@ -31,10 +32,16 @@ from herald_testkit.tls import Certificates, make_certificates
 class ReceivedMail:
     sender: str
     recipients: list[str]
-    message: EmailMessage
     raw: bytes
     tls: bool
     login: str | None
+
+    @functools.cached_property
+    def message(self) -> EmailMessage:
+        """The parsed message (parsed when first asked for: benchmarks never ask)."""
+        message = BytesParser(policy=policy.default).parsebytes(self.raw)
+        assert isinstance(message, EmailMessage)
+        return message
 
 
 @dataclass
@@ -176,8 +183,6 @@ class _Handler:
     def _accept(self, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or envelope.content
         assert isinstance(raw, bytes)
-        message = BytesParser(policy=policy.default).parsebytes(raw)
-        assert isinstance(message, EmailMessage)
         number = len(self._server.received) + 1
         login = (
             session.auth_data.login.decode()
@@ -188,7 +193,6 @@ class _Handler:
             ReceivedMail(
                 sender=envelope.mail_from or "",
                 recipients=list(envelope.rcpt_tos),
-                message=message,
                 raw=raw,
                 tls=session.ssl is not None,
                 login=login,
