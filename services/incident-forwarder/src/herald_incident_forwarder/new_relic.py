@@ -20,11 +20,10 @@ from datetime import datetime
 from importlib.metadata import version
 from typing import Any, Final
 
-import httpx
 import msgspec
 
 from herald_incident_forwarder import butler
-from herald_incident_forwarder.http import send
+from herald_incident_forwarder.http import CONNECTIONS, Request, send
 from herald_incident_forwarder.settings import (
     AttributeValue,
     NewRelicAccount,
@@ -35,6 +34,7 @@ from herald_incident_forwarder.settings import (
 from herald_shared.config import reveal
 from herald_shared.delivery.destination import Destination, Skipped, Target
 from herald_shared.events import Event, TaskAborted, TaskFailed
+from herald_shared.http_client import HttpClient
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class _NewRelicDestination(Destination):
         self._kinds = frozenset(api.outcomes)
         self.when = api.when
         self.rate_limit = api.rate_limit
-        self._client: httpx.AsyncClient | None = None
+        self._client: HttpClient | None = None
 
     def targets(self, event: Event) -> Sequence[Target]:
         if not isinstance(event, TaskFailed | TaskAborted) or event.kind not in self._kinds:
@@ -128,11 +128,15 @@ class _NewRelicDestination(Destination):
         ]
 
     async def start(self) -> None:
-        self._client = httpx.AsyncClient(timeout=self._settings.timeout)
+        # One client for all accounts: they share the endpoint; the key goes with each request.
+        keys = [reveal(account.insert_key) or "" for account in self._settings.accounts]
+        self._client = HttpClient(
+            timeout=self._settings.timeout, connections=CONNECTIONS, secrets=keys
+        )
 
     async def close(self) -> None:
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
 
     def _attributes(self, event: TaskFailed | TaskAborted) -> dict[str, AttributeValue]:
         """Butler's attributes in Butler's order: static, version, qs_*, tag flags."""
@@ -168,20 +172,20 @@ class _NewRelicDestination(Destination):
     async def _post(self, account: NewRelicAccount, url: str, body: object) -> str:
         assert self._client is not None, "start() first"
         key = reveal(account.insert_key) or ""
-        request = self._client.build_request(
+        request = Request(
             "POST",
             url,
-            content=msgspec.json.encode(body),
             headers={
                 **self._settings.headers,
                 "Content-Type": "application/json; charset=utf-8",
                 "Api-Key": key,
             },
+            body=msgspec.json.encode(body),
         )
-        response = await send(
+        answer = await send(
             self._client, request, what=f"New Relic account {account.name}", secrets=[key]
         )
-        return f"New Relic account {account.name} ({account.account_id}) answered {response.status_code}"
+        return f"New Relic account {account.name} ({account.account_id}) answered {answer.status}"
 
     def _account(self, target: str) -> NewRelicAccount:
         account = self._accounts.get(target)

@@ -12,15 +12,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
-import httpx
 import msgspec
 
-from herald_incident_forwarder.http import send
+from herald_incident_forwarder.http import CONNECTIONS, Request, send
 from herald_incident_forwarder.settings import Signl4Settings
 from herald_shared.config import reveal
 from herald_shared.delivery.destination import Destination, Target
 from herald_shared.delivery.http import url_secrets
 from herald_shared.events import Event, TaskAborted, TaskFailed, TaskSucceeded
+from herald_shared.http_client import HttpClient
 
 TITLES: Final = {
     "task_failed": "Qlik Sense reload task failed",
@@ -40,7 +40,7 @@ class Signl4Destination(Destination):
         self._kinds = frozenset(settings.outcomes)
         self.when = settings.when
         self.rate_limit = settings.rate_limit
-        self._client: httpx.AsyncClient | None = None
+        self._client: HttpClient | None = None
 
     def targets(self, event: Event) -> Sequence[Target]:
         if isinstance(event, TaskFailed | TaskAborted) and event.kind in self._kinds:
@@ -73,22 +73,22 @@ class Signl4Destination(Destination):
         }
 
     async def start(self) -> None:
-        self._client = httpx.AsyncClient(timeout=self._settings.timeout)
+        self._client = HttpClient(
+            timeout=self._settings.timeout, connections=CONNECTIONS, secrets=self._secrets
+        )
 
     async def close(self) -> None:
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
 
     async def deliver(self, event: Event, target: str) -> str | None:
         assert self._client is not None, "start() first"
         body = self.payload(event)
-        request = self._client.build_request(
+        request = Request(
             "POST",
             self._url,
-            content=msgspec.json.encode(body),
             headers={"Content-Type": "application/json"},
+            body=msgspec.json.encode(body),
         )
-        response = await send(self._client, request, what="Signl4", secrets=self._secrets)
-        return (
-            f"Signl4 {body['X-S4-Status']} alert for task {event.task.id} ({response.status_code})"
-        )
+        answer = await send(self._client, request, what="Signl4", secrets=self._secrets)
+        return f"Signl4 {body['X-S4-Status']} alert for task {event.task.id} ({answer.status})"

@@ -4,7 +4,8 @@ One destination per configured webhook, ``webhook:<name>``. POST and PUT send a 
 Butler's keys in Butler's order and the Herald event under ``herald_event``; GET sends Butler's
 keys as query parameters (spaces as ``+``, like ``URLSearchParams``). Butler *replaces* the URL's
 query string; Herald keeps it and appends, because a URL's query often carries the receiver's
-token (``?code=…``).
+token (``?code=…``). yarl encodes the query, as aiohttp sends it: characters a query may carry
+as they are (``:``, ``@``, ``/``, ``,``) are not percent-encoded; any decoder reads them alike.
 
 With ``hmac_secret`` the request carries ``<signature_header>: sha256=<hex>``, the HMAC-SHA256
 of the exact body bytes (for GET, of the query string sent), so the receiver can trust it.
@@ -17,19 +18,19 @@ import hmac
 import ssl
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlencode
 
-import httpx
 import msgspec
+from yarl import URL
 
 from herald_incident_forwarder import butler
-from herald_incident_forwarder.http import send
+from herald_incident_forwarder.http import CONNECTIONS, Request, send
 from herald_incident_forwarder.settings import WebhookSettings
 from herald_shared import events
 from herald_shared.config import reveal
 from herald_shared.delivery.destination import Destination, Target
 from herald_shared.delivery.http import url_secrets
 from herald_shared.events import Event, TaskAborted
+from herald_shared.http_client import HttpClient
 
 HERALD_EVENT_KEY = "herald_event"
 
@@ -66,7 +67,7 @@ class WebhookDestination(Destination):
     def __init__(self, settings: WebhookSettings) -> None:
         self.name = f"webhook:{settings.name}"
         self._settings = settings
-        self._url = httpx.URL(reveal(settings.url) or "")
+        self._url = reveal(settings.url) or ""
         self._kinds = frozenset(settings.outcomes)
         self._hmac_secret = reveal(settings.hmac_secret)
         self._headers = dict(settings.headers)
@@ -74,12 +75,13 @@ class WebhookDestination(Destination):
         if authorization:
             self._headers["Authorization"] = authorization
         self._secrets = [
-            *url_secrets(str(self._url)),
+            # As configured and as yarl normalises it (how aiohttp would quote it in an error).
+            *dict.fromkeys([*url_secrets(self._url), *url_secrets(str(URL(self._url)))]),
             *(secret for secret in (self._hmac_secret, authorization) if secret),
         ]
         self.when = settings.when
         self.rate_limit = settings.rate_limit
-        self._client: httpx.AsyncClient | None = None
+        self._client: HttpClient | None = None
 
     def targets(self, event: Event) -> Sequence[Target]:
         if event.kind not in self._kinds:
@@ -89,42 +91,49 @@ class WebhookDestination(Destination):
     def body(self, event: Event) -> dict[str, Any]:
         return {**butler_fields(event), HERALD_EVENT_KEY: events.to_builtins(event)}
 
+    def tls(self) -> ssl.SSLContext | None:
+        """The TLS context ``ca_file`` and ``verify`` ask for; None: aiohttp's default (the
+        system's trust store, hostname checked)."""
+        ca_file, verify = self._settings.ca_file, self._settings.verify
+        if ca_file is None and verify:
+            return None
+        # With a CA file, that CA alone is trusted (as with httpx before).
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file is not None else None)
+        if not verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
     async def start(self) -> None:
-        verify: ssl.SSLContext | bool = self._settings.verify
-        if self._settings.ca_file is not None:
-            context = ssl.create_default_context(cafile=str(self._settings.ca_file))
-            if not self._settings.verify:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            verify = context
-        self._client = httpx.AsyncClient(timeout=self._settings.timeout, verify=verify)
+        self._client = HttpClient(
+            timeout=self._settings.timeout,
+            tls=self.tls(),
+            connections=CONNECTIONS,
+            secrets=self._secrets,
+        )
 
     async def close(self) -> None:
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
 
-    def request(self, event: Event) -> httpx.Request:
-        assert self._client is not None, "start() first"
+    def request(self, event: Event) -> Request:
         headers = dict(self._headers)
+        body: bytes | None = None
         if self._settings.method == "GET":
-            query = self._url.query.decode()
-            query = "&".join(part for part in (query, urlencode(butler_fields(event))) if part)
-            signed = query.encode()
-            request = self._client.build_request(
-                "GET", self._url.copy_with(query=signed), headers=headers
-            )
+            # The URL is built here rather than through HttpClient's params so that what is
+            # signed is the query exactly as it goes out (yarl parses str(target) back to itself).
+            target = URL(self._url).extend_query(butler_fields(event))
+            url, signed = str(target), target.raw_query_string.encode()
         else:
-            signed = msgspec.json.encode(self.body(event))
+            url = self._url
+            body = signed = msgspec.json.encode(self.body(event))
             headers["Content-Type"] = "application/json"
-            request = self._client.build_request(
-                self._settings.method, self._url, content=signed, headers=headers
-            )
         if self._hmac_secret:
-            request.headers[self._settings.signature_header] = signature(self._hmac_secret, signed)
-        return request
+            headers[self._settings.signature_header] = signature(self._hmac_secret, signed)
+        return Request(self._settings.method, url, headers, body)
 
     async def deliver(self, event: Event, target: str) -> str | None:
         assert self._client is not None, "start() first"
         what = f"webhook {self._settings.name}"
-        response = await send(self._client, self.request(event), what=what, secrets=self._secrets)
-        return f"{what} answered {response.status_code} to {self._settings.method}"
+        answer = await send(self._client, self.request(event), what=what, secrets=self._secrets)
+        return f"{what} answered {answer.status} to {self._settings.method}"

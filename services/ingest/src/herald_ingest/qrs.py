@@ -17,10 +17,9 @@ import string
 import time
 from typing import Any, Final
 
-import httpx
-
 from herald_ingest.settings import QrsSettings
 from herald_shared.config import reveal
+from herald_shared.http_client import Answer, HttpClient, Unreachable
 
 log = logging.getLogger(__name__)
 
@@ -36,21 +35,19 @@ class QrsClient:
     def __init__(self, settings: QrsSettings) -> None:
         self._settings = settings
         self._base = settings.url.rstrip("/") + "/qrs/"
-        self._client = httpx.AsyncClient(
-            verify=self._tls_context(),
+        self._client = HttpClient(
             timeout=settings.timeout,
+            tls=self._tls_context(),
             headers={"X-Qlik-User": settings.user_header, "Content-Type": "application/json"},
-            limits=httpx.Limits(
-                max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
-            ),
+            connections=settings.concurrency,
         )
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
 
-    def _tls_context(self) -> ssl.SSLContext | bool:
+    def _tls_context(self) -> ssl.SSLContext | None:
         settings = self._settings
         if not settings.url.startswith("https"):
-            return False
+            return None
         context = ssl.create_default_context(
             cafile=str(settings.ca_cert) if settings.ca_cert else None
         )
@@ -66,7 +63,7 @@ class QrsClient:
         return context
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._client.close()
 
     # --- the calls (butler-spec §2.2) ----------------------------------------------------
 
@@ -147,22 +144,22 @@ class QrsClient:
         return value
 
     async def _download(self, path: str) -> str:
-        response = await self._request(path, {})
-        if response.status_code == 404:
+        answer = await self._request(path, {})
+        if answer.status == 404:
             # Asked too soon after the failure: the file is not there yet (butler-spec §2.5).
             raise QrsError(f"{path}: not available yet")
-        return response.text
+        return answer.text
 
     async def _get(self, path: str, params: dict[str, str] | None = None) -> Any:
-        response = await self._request(path, params or {})
-        if response.status_code == 404:
+        answer = await self._request(path, params or {})
+        if answer.status == 404:
             return None
         try:
-            return response.json()
+            return answer.json()
         except ValueError:
             raise QrsError(f"{path}: the answer is not JSON") from None
 
-    async def _request(self, path: str, params: dict[str, str]) -> httpx.Response:
+    async def _request(self, path: str, params: dict[str, str]) -> Answer:
         """GET with bounded retries; 404 is returned, other failures raise QrsError."""
         delay = 0.25
         problem = ""
@@ -170,20 +167,19 @@ class QrsClient:
             xrfkey = "".join(secrets.choice(_XRF_ALPHABET) for _ in range(16))
             try:
                 async with self._slots:
-                    response = await self._client.get(
+                    answer = await self._client.request(
+                        "GET",
                         self._base + path,
                         params={**params, "xrfkey": xrfkey},
                         headers={"X-Qlik-Xrfkey": xrfkey},
                     )
-            except httpx.TimeoutException:
-                problem = f"no answer within {self._settings.timeout:g} s"
-            except httpx.HTTPError as error:
-                problem = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            except Unreachable as error:
+                problem = str(error)
             else:
-                if response.status_code < 400 or response.status_code == 404:
-                    return response
-                problem = f"HTTP {response.status_code}"
-                if response.status_code < 500 and response.status_code != 429:
+                if answer.status < 400 or answer.status == 404:
+                    return answer
+                problem = f"HTTP {answer.status}"
+                if answer.status < 500 and answer.status != 429:
                     break  # 401/403/400 will not change on a second try
             if attempt < self._settings.attempts:
                 await asyncio.sleep(delay)
