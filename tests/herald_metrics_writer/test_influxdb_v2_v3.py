@@ -3,6 +3,7 @@ and tokens that never leak."""
 
 from __future__ import annotations
 
+import base64
 import logging
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from herald_metrics_writer.settings import InfluxDbSettings, MetricsWriterSettin
 from herald_shared import samples
 from herald_shared.config import ConfigDocument, ConfigError
 from herald_shared.delivery.destination import PermanentError
+from herald_testkit.http import HttpReceiver
 from herald_testkit.influxdb_v3 import InfluxDB3StandIn
 from herald_testkit.victoria_metrics import VictoriaMetrics
 
@@ -144,3 +146,28 @@ def test_tokens_come_from_files_and_versions_need_their_keys(tmp_path: Path) -> 
     )
     with pytest.raises(ConfigError, match="hostIP"):
         unknown.section("metrics_writer", MetricsWriterSettings)
+
+
+async def test_v1_credentials_go_as_basic_auth_and_never_into_the_receipt() -> None:
+    async with HttpReceiver() as influx:  # answers 200: all a v1 write needs to be stored
+        settings = InfluxDbSettings.model_validate(
+            {
+                "version": 1,
+                "url": influx.url,
+                "v1": {"database": "butler", "username": "herald", "password": "v1-p4ssw0rd"},
+                "flush_interval": 0.05,
+            }
+        )
+        destination = InfluxDestination(settings, "metrics-writer")
+        await destination.start()
+        try:
+            detail = await destination.deliver(samples.sample_failed(), "")
+        finally:
+            await destination.close()
+    create, write = influx.requests
+    assert create.path.startswith("/query?q=CREATE+DATABASE")
+    assert write.path.startswith("/write?db=butler")
+    expected = "Basic " + base64.b64encode(b"herald:v1-p4ssw0rd").decode()
+    assert {create.headers["Authorization"], write.headers["Authorization"]} == {expected}
+    assert detail is not None
+    assert "v1-p4ssw0rd" not in detail

@@ -511,7 +511,7 @@ def restored_logging() -> Iterator[None]:
     handlers, level = root.handlers[:], root.level
     noisy = {
         name: logging.getLogger(name).level
-        for name in ("httpx", "httpcore", "mqtt", "amqtt", "transitions", "aiosmtplib")
+        for name in ("mqtt", "amqtt", "transitions", "aiosmtplib")
     }
     secrets = set(logs.REDACTOR._secrets)
     try:

@@ -55,10 +55,6 @@ class Redactor(logging.Filter):
 
 
 REDACTOR: Final = Redactor()
-# httpx logs every request's URL (and URLs can be secrets: chat webhooks, Signl4 teams). The
-# handler `setup` installs redacts, but the records also reach any other handler (a test's, an
-# application embedding Herald): redact at the source as well.
-logging.getLogger("httpx").addFilter(REDACTOR)
 
 
 class JsonFormatter(logging.Formatter):
@@ -86,8 +82,8 @@ def setup(settings: LoggingSettings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.level)
-    # Library chatter at INFO (connections, every HTTP request) is noise in an alerting log.
-    for noisy in ("httpx", "httpcore", "mqtt", "transitions", "aiosmtplib"):
+    # Library chatter at INFO (connections, state changes) is noise in an alerting log.
+    for noisy in ("mqtt", "transitions", "aiosmtplib"):
         logging.getLogger(noisy).setLevel(
             max(logging.WARNING, logging.getLevelName(settings.level))
         )

@@ -20,13 +20,12 @@ import logging
 import ssl
 from collections.abc import Sequence
 
-import httpx
-
 from herald_metrics_writer import metrics
 from herald_metrics_writer.influx_api import WriteEndpoint, create_database_query, endpoint
 from herald_metrics_writer.settings import InfluxDbSettings
 from herald_shared.delivery.destination import PermanentError, TransientError
 from herald_shared.delivery.http import is_transient, retry_after
+from herald_shared.http_client import Answer, HttpClient, Unreachable
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +51,8 @@ class BatchWriter:
         self._in_flight = 0
         self._timer: asyncio.TimerHandle | None = None
         self._sending: set[asyncio.Task[None]] = set()
-        self._client: httpx.AsyncClient | None = None
+        self._client: HttpClient | None = None
+        self._base = str(settings.url).rstrip("/")
         self._database_ready = self._endpoint.create_database is None
         self._writes = {
             result: metrics.INFLUX_WRITES.labels(service=service, result=result)
@@ -66,16 +66,11 @@ class BatchWriter:
         return f"InfluxDB v{self._settings.version} {self._endpoint.describe()}"
 
     async def start(self) -> None:
-        verify: ssl.SSLContext | bool = self._settings.verify
-        if self._settings.verify and self._settings.ca_file is not None:
-            verify = ssl.create_default_context(cafile=str(self._settings.ca_file))
-        self._client = httpx.AsyncClient(
-            base_url=str(self._settings.url).rstrip("/"),
+        self._client = HttpClient(
             timeout=self._settings.timeout,
-            verify=verify,
-            auth=self._endpoint.auth,
+            tls=self._tls(),
             headers=self._endpoint.headers,
-            limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
+            connections=4,
         )
         if not self._database_ready:
             try:
@@ -83,6 +78,17 @@ class BatchWriter:
             except TransientError as error:
                 # InfluxDB may come up after us; the first write tries again.
                 log.warning("cannot create the InfluxDB database yet: %s", error.reason)
+
+    def _tls(self) -> ssl.SSLContext | None:
+        """None: the system's trust store, host name checked."""
+        if not self._settings.verify:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            return context
+        if self._settings.ca_file is not None:
+            return ssl.create_default_context(cafile=str(self._settings.ca_file))
+        return None
 
     async def close(self) -> None:
         if self._timer is not None:
@@ -92,7 +98,7 @@ class BatchWriter:
         for task in list(self._sending):
             task.cancel()
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
 
     async def write(self, line: str) -> None:
         """Return once ``line`` is stored; TransientError/PermanentError when it is not."""
@@ -161,23 +167,26 @@ class BatchWriter:
         if not self._database_ready:
             await self._create_database()
         try:
-            response = await self._client.post(
-                self._endpoint.path, params=self._endpoint.params, content=body.encode()
+            answer = await self._client.request(
+                "POST",
+                self._base + self._endpoint.path,
+                params=self._endpoint.params,
+                body=body.encode(),
             )
-        except httpx.HTTPError as error:
+        except Unreachable as error:
             self._writes["transient_error"].inc()
-            raise TransientError(f"{self.describe}: {type(error).__name__}: {error}") from None
-        self._check(response)
+            raise TransientError(f"{self.describe}: {error}") from None
+        self._check(answer)
 
-    def _check(self, response: httpx.Response) -> None:
-        status = response.status_code
+    def _check(self, answer: Answer) -> None:
+        status = answer.status
         if 200 <= status < 300:
             self._writes["ok"].inc()
             return
-        text = f"{self.describe} answered {status}: {response.text.strip()[:ERROR_TEXT_LIMIT]}"
+        text = f"{self.describe} answered {status}: {answer.text.strip()[:ERROR_TEXT_LIMIT]}"
         if is_transient(status):
             self._writes["transient_error"].inc()
-            raise TransientError(text, retry_after=retry_after(response.headers.get("Retry-After")))
+            raise TransientError(text, retry_after=retry_after(answer.headers.get("Retry-After")))
         self._writes["permanent_error"].inc()
         raise RejectedWrite(text, status)
 
@@ -186,13 +195,13 @@ class BatchWriter:
         assert self._endpoint.create_database is not None
         query = create_database_query(self._endpoint.create_database)
         try:
-            response = await self._client.post("/query", params={"q": query})
-        except httpx.HTTPError as error:
+            answer = await self._client.request("POST", self._base + "/query", params={"q": query})
+        except Unreachable as error:
             self._writes["transient_error"].inc()
             raise TransientError(
-                f"creating database {self._endpoint.create_database}: {type(error).__name__}"
+                f"creating database {self._endpoint.create_database}: {error}"
             ) from None
-        self._check(response)
+        self._check(answer)
         self._database_ready = True
         log.info("InfluxDB database %s exists", self._endpoint.create_database)
 

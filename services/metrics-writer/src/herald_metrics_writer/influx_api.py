@@ -7,9 +7,8 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
-
-import httpx
 
 from herald_metrics_writer.settings import InfluxDbSettings
 from herald_shared.config import reveal
@@ -19,8 +18,7 @@ from herald_shared.config import reveal
 class WriteEndpoint:
     path: str
     params: dict[str, str]
-    headers: dict[str, str]
-    auth: httpx.BasicAuth | None = None
+    headers: dict[str, str]  # authorization included: never logged
     create_database: str | None = None  # v1: the database to create before the first write
 
     def describe(self) -> str:
@@ -35,14 +33,14 @@ def endpoint(settings: InfluxDbSettings) -> WriteEndpoint:
         params = {"db": v1.database, "precision": "ns"}
         if v1.retention_policy:
             params["rp"] = v1.retention_policy
-        auth = None
+        headers = {}
         if v1.username is not None:
-            auth = httpx.BasicAuth(v1.username, reveal(v1.password) or "")
+            credentials = f"{v1.username}:{reveal(v1.password) or ''}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode("ascii")
         return WriteEndpoint(
             "/write",
             params,
-            {},
-            auth,
+            headers,
             create_database=v1.database if v1.create_database else None,
         )
     if settings.version == 2:
