@@ -180,13 +180,17 @@ def test_butlers_enable_by_custom_property_gates_only_the_static_recipients() ->
 
 def test_a_repeated_send_of_one_alert_has_the_same_message_id() -> None:
     """A crash between the server's 250 and the ledger can resend a mail; clients collapse it."""
+    from email import message_from_bytes
+
     from herald_emailer.message import build_message
     from herald_emailer.rendering import Rendered
 
     rendered = Rendered(subject="s", text="t", html=None)
     first, again, other = (
-        build_message(
-            rendered, sender="a@example.com", recipient=to, priority="high", event_id="e1"
+        message_from_bytes(
+            build_message(
+                rendered, sender="a@example.com", recipient=to, priority="high", event_id="e1"
+            )
         )
         for to in ("Ops@example.com", "ops@example.com", "dev@example.com")
     )

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Sequence
 
 from herald_emailer.context import outcome_of
-from herald_emailer.message import build_message, envelope_sender
+from herald_emailer.message import build_body, build_message, envelope_sender
 from herald_emailer.recipients import recipients
 from herald_emailer.rendering import Rendered, Renderer, fallback
 from herald_emailer.settings import Outcome, OutcomeSettings
@@ -46,7 +46,7 @@ class EmailDestination(Destination):
         self._sender = settings.from_address or default_sender
         # The succeeded block also takes successes that recover when `recovered` is disabled.
         self._outcomes = {outcome, "recovered"} if takes_recoveries else {outcome}
-        self._recently_rendered: dict[str, tuple[Rendered, str | None]] = {}
+        self._recently_rendered: dict[str, tuple[Rendered, bytes, str | None]] = {}
 
     def targets(self, event: Event) -> Sequence[Target]:
         if outcome_of(event) not in self._outcomes:
@@ -56,17 +56,17 @@ class EmailDestination(Destination):
             log.info("%s of task %r: no recipients", self.name, event.task.name)
         return [Target(id=address, rate_key=f"{event.task.id}|{address}") for address in addresses]
 
-    def render(self, event: Event) -> tuple[Rendered, str | None]:
-        """The message's parts, or the plain-text alert (and why) when a template fails.
-
-        Every recipient of an event gets the same parts: they are rendered once per event."""
-        rendered = self._recently_rendered.get(event.event_id)
-        if rendered is None:
-            rendered = self._render(event)
-            self._recently_rendered[event.event_id] = rendered
+    def render(self, event: Event) -> tuple[Rendered, bytes, str | None]:
+        """The message's parts and its body, or the plain-text alert (and why) when a template
+        fails. Every recipient of an event gets the same: it is made once per event."""
+        prepared = self._recently_rendered.get(event.event_id)
+        if prepared is None:
+            rendered, problem = self._render(event)
+            prepared = (rendered, build_body(rendered), problem)
+            self._recently_rendered[event.event_id] = prepared
             while len(self._recently_rendered) > _RECENTLY_RENDERED:
                 del self._recently_rendered[next(iter(self._recently_rendered))]
-        return rendered
+        return prepared
 
     def _render(self, event: Event) -> tuple[Rendered, str | None]:
         try:
@@ -80,13 +80,14 @@ class EmailDestination(Destination):
             return fallback(event, error), f"{type(error).__name__}: {error}"
 
     async def deliver(self, event: Event, target: str) -> str | None:
-        rendered, problem = self.render(event)
+        rendered, body, problem = self.render(event)
         message = build_message(
             rendered,
             sender=self._sender,
             recipient=target,
             priority=self._settings.priority,
             event_id=event.event_id,
+            body=body,
         )
         answer = await self._transport.send(message, envelope_sender(self._sender), target)
         if problem is not None:

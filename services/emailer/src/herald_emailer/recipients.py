@@ -7,6 +7,7 @@ custom property, or an owner without an address, never costs the others their al
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable
 
@@ -60,20 +61,29 @@ def _valid_unique(candidates: Iterable[tuple[str, str]], event: Event) -> list[s
     chosen: list[str] = []
     for raw, origin in candidates:
         address = raw.strip()
-        try:
-            # No DNS: a lookup per alert would be slow, and the SMTP server has the last word.
-            validated = validate_email(address, check_deliverability=False)
-        except EmailNotValidError as error:
+        checked = _checked(address)
+        if isinstance(checked, EmailNotValidError):
             log.warning(
                 "skipping the invalid address %r (%s) for task %r: %s",
                 address,
                 origin,
                 event.task.name,
-                error,
+                checked,
             )
             continue
-        folded = validated.normalized.casefold()
+        folded = checked.casefold()
         if folded not in seen:
             seen.add(folded)
-            chosen.append(validated.normalized)
+            chosen.append(checked)
     return chosen
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked(address: str) -> str | EmailNotValidError:
+    """The normalized address, or why it is none. Kept per address: the same few addresses come
+    with every alert, and checking one costs more than the rest of choosing recipients."""
+    try:
+        # No DNS: a lookup per alert would be slow, and the SMTP server has the last word.
+        return validate_email(address, check_deliverability=False).normalized
+    except EmailNotValidError as error:
+        return error

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from email.message import Message
 
 import aiosmtplib
 
@@ -84,16 +83,14 @@ class SmtpTransport:
         log.info("connected to the SMTP server %s", self.server)
         return client
 
-    async def send(self, message: Message, sender: str, recipient: str) -> str:
+    async def send(self, message: bytes, sender: str, recipient: str) -> str:
         """Send ``message`` to ``recipient``; the server's answer (e.g. ``250 OK queued as …``)."""
         async with self._slots:
             client: aiosmtplib.SMTP | None = None
             try:
                 client, reused = await self._checkout()
                 try:
-                    _, answer = await client.send_message(
-                        message, sender=sender, recipients=[recipient]
-                    )
+                    _, answer = await client.sendmail(sender, [recipient], message)
                 except aiosmtplib.SMTPServerDisconnected:
                     if not reused:
                         raise
@@ -103,9 +100,7 @@ class SmtpTransport:
                     _close(client)
                     client = None
                     client = await self._connect()
-                    _, answer = await client.send_message(
-                        message, sender=sender, recipients=[recipient]
-                    )
+                    _, answer = await client.sendmail(sender, [recipient], message)
             except aiosmtplib.SMTPRecipientsRefused as error:
                 # The transaction ended cleanly: the connection serves the next message.
                 assert client is not None
