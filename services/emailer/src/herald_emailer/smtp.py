@@ -1,4 +1,4 @@
-"""A small pool of SMTP connections, reused across messages, and what failures mean for a delivery.
+"""A small pool of SMTP connections, reused across messages, and what their failures mean.
 
 SMTP sends one message at a time per connection, and a server that scans mail may take a second
 to answer each; so up to ``smtp.connections`` messages go out in parallel, each over a connection
