@@ -32,6 +32,7 @@ from paho.mqtt.properties import Properties
 from herald_shared import metrics, topics
 from herald_shared.config import reveal
 from herald_shared.settings import BrokerSettings
+from herald_shared.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -243,13 +244,9 @@ class Bus:
         tls = self.settings.tls
         if not tls.enabled:
             return None
-        context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-        if tls.cert_file is not None:
-            context.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
-        if not tls.verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
+        return client_context(
+            ca_file=tls.ca_file, verify=tls.verify, cert_file=tls.cert_file, key_file=tls.key_file
+        )
 
     async def _on_connect(self, client: aiomqtt.Client) -> None:
         for subscription in self._subscriptions:

@@ -23,6 +23,7 @@ import aiosmtplib
 from herald_emailer.settings import SmtpSettings
 from herald_shared.config import reveal
 from herald_shared.delivery.destination import PermanentError, TransientError
+from herald_shared.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +38,6 @@ class SmtpTransport:
     def server(self) -> str:
         return f"{self._settings.host}:{self._settings.effective_port}"
 
-    def _tls_context(self) -> ssl.SSLContext:
-        cafile = str(self._settings.ca_file) if self._settings.ca_file else None
-        context = ssl.create_default_context(cafile=cafile)
-        if not self._settings.verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
-
     def _new_client(self) -> aiosmtplib.SMTP:
         settings = self._settings
         uses_tls = settings.tls != "none"
@@ -54,7 +47,11 @@ class SmtpTransport:
             use_tls=settings.tls == "tls",
             # False, not None: plain means plain, never an opportunistic upgrade.
             start_tls=settings.tls == "starttls",
-            tls_context=self._tls_context() if uses_tls else None,
+            tls_context=(
+                client_context(ca_file=settings.ca_file, verify=settings.verify)
+                if uses_tls
+                else None
+            ),
             validate_certs=settings.verify,
             timeout=settings.timeout,
         )

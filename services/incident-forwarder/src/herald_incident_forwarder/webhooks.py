@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ssl
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +30,7 @@ from herald_shared.delivery.destination import Destination, Target
 from herald_shared.delivery.http import url_secrets
 from herald_shared.events import Event, TaskAborted
 from herald_shared.http_client import HttpClient
+from herald_shared.tls import client_context
 
 HERALD_EVENT_KEY = "herald_event"
 
@@ -91,23 +91,10 @@ class WebhookDestination(Destination):
     def body(self, event: Event) -> dict[str, Any]:
         return {**butler_fields(event), HERALD_EVENT_KEY: events.to_builtins(event)}
 
-    def tls(self) -> ssl.SSLContext | None:
-        """The TLS context ``ca_file`` and ``verify`` ask for; None: aiohttp's default (the
-        system's trust store, hostname checked)."""
-        ca_file, verify = self._settings.ca_file, self._settings.verify
-        if ca_file is None and verify:
-            return None
-        # With a CA file, that CA alone is trusted (as with httpx before).
-        context = ssl.create_default_context(cafile=str(ca_file) if ca_file is not None else None)
-        if not verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
-
     async def start(self) -> None:
         self._client = HttpClient(
             timeout=self._settings.timeout,
-            tls=self.tls(),
+            tls=client_context(ca_file=self._settings.ca_file, verify=self._settings.verify),
             connections=CONNECTIONS,
             secrets=self._secrets,
         )

@@ -20,6 +20,7 @@ from typing import Any, Final
 from herald_ingest.settings import QrsSettings
 from herald_shared.config import reveal
 from herald_shared.http_client import Answer, HttpClient, Unreachable
+from herald_shared.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -48,19 +49,13 @@ class QrsClient:
         settings = self._settings
         if not settings.url.startswith("https"):
             return None
-        context = ssl.create_default_context(
-            cafile=str(settings.ca_cert) if settings.ca_cert else None
+        return client_context(
+            ca_file=settings.ca_cert,
+            verify=settings.verify,
+            cert_file=settings.client_cert,
+            key_file=settings.client_key,
+            key_password=reveal(settings.client_key_password),
         )
-        if settings.client_cert is not None:
-            context.load_cert_chain(
-                str(settings.client_cert),
-                str(settings.client_key) if settings.client_key else None,
-                password=reveal(settings.client_key_password),
-            )
-        if not settings.verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
 
     async def close(self) -> None:
         await self._client.close()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 from collections.abc import Sequence
 
 from herald_metrics_writer import metrics
@@ -26,6 +25,7 @@ from herald_metrics_writer.settings import InfluxDbSettings
 from herald_shared.delivery.destination import PermanentError, TransientError
 from herald_shared.delivery.http import is_transient, retry_after
 from herald_shared.http_client import Answer, HttpClient, Unreachable
+from herald_shared.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class BatchWriter:
     async def start(self) -> None:
         self._client = HttpClient(
             timeout=self._settings.timeout,
-            tls=self._tls(),
+            tls=client_context(ca_file=self._settings.ca_file, verify=self._settings.verify),
             headers=self._endpoint.headers,
             connections=4,
         )
@@ -78,17 +78,6 @@ class BatchWriter:
             except TransientError as error:
                 # InfluxDB may come up after us; the first write tries again.
                 log.warning("cannot create the InfluxDB database yet: %s", error.reason)
-
-    def _tls(self) -> ssl.SSLContext | None:
-        """None: the system's trust store, host name checked."""
-        if not self._settings.verify:
-            context = ssl.create_default_context()
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-            return context
-        if self._settings.ca_file is not None:
-            return ssl.create_default_context(cafile=str(self._settings.ca_file))
-        return None
 
     async def close(self) -> None:
         if self._timer is not None:
