@@ -35,22 +35,8 @@ import msgspec
 import psutil
 
 from herald_testkit.bench import RssSampler, megabytes
-from herald_testkit.chat_standins import ChatStandins
-from herald_testkit.http import HttpReceiver
-from herald_testkit.incident_standins import NewRelicStandIn, Signl4StandIn
-from herald_testkit.influxdb import InfluxDB
 from herald_testkit.mqtt import Observer
-from herald_testkit.pipeline import (
-    NEW_RELIC_ACCOUNT,
-    NEW_RELIC_KEY,
-    OWED,
-    SMTP_PASSWORD,
-    SMTP_USER,
-    Burst,
-    Destinations,
-    Pipeline,
-)
-from herald_testkit.smtp_server import SmtpServer
+from herald_testkit.pipeline import OWED, Burst, Pipeline, whole_system
 
 RATES = (10.0, 100.0)
 SEARCH = (20.0, 40.0, 60.0, 80.0, 100.0, 150.0, 200.0, 300.0)
@@ -167,48 +153,37 @@ async def main(arguments: argparse.Namespace) -> dict[str, Any]:
 
 async def measure(arguments: argparse.Namespace, *, one_process: bool) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="herald-bench-pipeline-"))
-    influx = InfluxDB(work / "influxdb")
-    influx.start()
     try:
-        async with (
-            SmtpServer(work / "smtp", users={SMTP_USER: SMTP_PASSWORD}) as smtp,
-            ChatStandins() as chat,
-            NewRelicStandIn({NEW_RELIC_ACCOUNT: NEW_RELIC_KEY}) as new_relic,
-            Signl4StandIn("signl4-team-secret") as signl4,
-            HttpReceiver() as webhook,
-        ):
-            destinations = Destinations(smtp, chat, new_relic, signl4, webhook, influx)
-            async with Pipeline(work / "herald", destinations, one_process=one_process) as system:
-                assert system.receipts is not None
-                receipts = Receipts(system.receipts)
-                warm = await system.record(20)
-                await system.send(warm, rate=20)
-                await receipts.wait(warm, 60)
-                # The destinations' side is measured too: it shares the two cores.
-                pids = {**system.pids(), STAND_INS: os.getpid()}
-                if influx.pid is not None:
-                    pids["influxdb"] = influx.pid
-                samplers = {name: RssSampler(pid) for name, pid in pids.items()}
-                idle = {name: megabytes(s.now()) for name, s in samplers.items()}
-                sampling = [asyncio.create_task(s.run()) for s in samplers.values()]
+        async with whole_system(work, one_process=one_process) as system:
+            assert system.receipts is not None
+            receipts = Receipts(system.receipts)
+            warm = await system.record(20)
+            await system.send(warm, rate=20)
+            await receipts.wait(warm, 60)
+            # The destinations' side is measured too: it shares the two cores.
+            pids = {**system.pids(), STAND_INS: os.getpid()}
+            if system.destinations.influx.pid is not None:
+                pids["influxdb"] = system.destinations.influx.pid
+            samplers = {name: RssSampler(pid) for name, pid in pids.items()}
+            idle = {name: megabytes(s.now()) for name, s in samplers.items()}
+            sampling = [asyncio.create_task(s.run()) for s in samplers.values()]
 
-                figures: dict[str, Any] = {"idle_rss_mb": idle}
-                for rate in RATES:
-                    before = cpu_seconds(pids)
-                    result = await steady(system, receipts, rate, arguments.seconds)
-                    after = cpu_seconds(pids)
-                    per_thousand = {
-                        name: round((after[name] - before[name]) / result["events"] * 1000, 2)
-                        for name in after
-                    }
-                    result["cpu_s_per_1000_events"] = per_thousand
-                    figures[f"at_{int(rate)}_per_s"] = result
-                figures["search"] = await sustained(system, receipts, arguments.search_seconds)
-                for task in sampling:
-                    task.cancel()
-                figures["peak_rss_mb"] = {n: megabytes(s.peak) for n, s in samplers.items()}
+            figures: dict[str, Any] = {"idle_rss_mb": idle}
+            for rate in RATES:
+                before = cpu_seconds(pids)
+                result = await steady(system, receipts, rate, arguments.seconds)
+                after = cpu_seconds(pids)
+                per_thousand = {
+                    name: round((after[name] - before[name]) / result["events"] * 1000, 2)
+                    for name in after
+                }
+                result["cpu_s_per_1000_events"] = per_thousand
+                figures[f"at_{int(rate)}_per_s"] = result
+            figures["search"] = await sustained(system, receipts, arguments.search_seconds)
+            for task in sampling:
+                task.cancel()
+            figures["peak_rss_mb"] = {n: megabytes(s.peak) for n, s in samplers.items()}
     finally:
-        influx.stop()
         shutil.rmtree(work, ignore_errors=True)
     return figures
 

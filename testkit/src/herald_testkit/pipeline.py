@@ -9,7 +9,8 @@ ids it knows in advance (ids are deterministic: kind + execution id).
 
 The destinations (SMTP, Slack/Teams, New Relic, Signl4, a webhook, InfluxDB) are the caller's:
 real servers from this testkit, passed in as :class:`Destinations`, so the caller can count what
-each one accepted. Every rate limit is off, so every alert is expected.
+each one accepted; :func:`whole_system` starts them all with the pipeline. Every rate limit is
+off, so every alert is expected.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -472,6 +474,27 @@ class Pipeline:
             },
         }
         return msgspec.json.encode(config).decode() + "\n"  # JSON is YAML
+
+
+@contextlib.asynccontextmanager
+async def whole_system(work: Path, *, one_process: bool = False) -> AsyncIterator[Pipeline]:
+    """Every destination's server (SMTP, Slack/Teams, New Relic, Signl4, a webhook, InfluxDB)
+    and the Herald pipeline that delivers to them, all started under ``work``."""
+    influx = InfluxDB(work / "influxdb")
+    influx.start()
+    try:
+        async with (
+            SmtpServer(work / "smtp", users={SMTP_USER: SMTP_PASSWORD}) as smtp,
+            ChatStandins() as chat,
+            NewRelicStandIn({NEW_RELIC_ACCOUNT: NEW_RELIC_KEY}) as new_relic,
+            Signl4StandIn("signl4-team-secret") as signl4,
+            HttpReceiver() as webhook,
+        ):
+            destinations = Destinations(smtp, chat, new_relic, signl4, webhook, influx)
+            async with Pipeline(work / "herald", destinations, one_process=one_process) as system:
+                yield system
+    finally:
+        influx.stop()
 
 
 def _delivery() -> dict[str, Any]:
