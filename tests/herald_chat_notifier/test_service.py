@@ -3,7 +3,6 @@ that validate what they get, receipts and dead letters out."""
 
 from __future__ import annotations
 
-import contextlib
 import html
 import logging
 from collections.abc import Callable
@@ -17,14 +16,12 @@ from prometheus_client import REGISTRY
 from herald_chat_notifier.service import build
 from herald_chat_notifier.settings import ChatNotifierSettings
 from herald_shared import samples
-from herald_shared.delivery.receipts import DeadLetter, Receipt
 from herald_shared.events import Event, ScriptLog
 from herald_shared.settings import BrokerSettings
-from herald_shared.subscriber import SubscriberService
 from herald_testkit.chat_standins import Answer, ChatStandins, Received
 from herald_testkit.mosquitto import Mosquitto
 from herald_testkit.mqtt import Observer, Seen
-from herald_testkit.subscribers import dead_letters, publish_events, receipts, running
+from herald_testkit.subscribers import ServiceUnderTest, publish_events
 
 SERVICE = "chat-notifier"
 TOKEN = "XoXoSeCrEtWeBhOoKtOkEn"  # the secret part of every webhook URL in these tests
@@ -46,21 +43,9 @@ def _settings(
     )
 
 
-def _running(
-    settings: ChatNotifierSettings, broker: BrokerSettings
-) -> contextlib.AbstractAsyncContextManager[SubscriberService]:
-    return running(build, settings, broker)
-
-
+_service = ServiceUnderTest(build, SERVICE)
+_running, _receipts, _dead_letters = _service.running, _service.receipts, _service.dead_letters
 _publish = publish_events
-
-
-def _receipts(seen: list[Seen], prefix: str) -> list[Receipt]:
-    return receipts(seen, prefix, SERVICE)
-
-
-def _dead_letters(seen: list[Seen], prefix: str) -> list[DeadLetter]:
-    return dead_letters(seen, prefix, SERVICE)
 
 
 def _receipts_count(prefix: str, count: int) -> Callable[[list[Seen]], bool]:

@@ -4,7 +4,6 @@ that requires STARTTLS and AUTH, receipts and dead letters on the broker."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 from collections.abc import Callable
@@ -19,14 +18,12 @@ from prometheus_client import REGISTRY
 from herald_emailer.service import build, send_test_message
 from herald_emailer.settings import EmailerSettings
 from herald_shared import events, samples
-from herald_shared.delivery.receipts import DeadLetter, Receipt
 from herald_shared.events import TaskAborted, TaskFailed, TaskSucceeded
 from herald_shared.settings import BrokerSettings
-from herald_shared.subscriber import SubscriberService
 from herald_testkit.mosquitto import Mosquitto
 from herald_testkit.mqtt import Observer, Seen
 from herald_testkit.smtp_server import ReceivedMail, SmtpServer
-from herald_testkit.subscribers import dead_letters, publish_events, receipts, running
+from herald_testkit.subscribers import ServiceUnderTest, publish_events
 
 SERVICE = "emailer"
 SENDER = "Qlik Sense alerts <alerts@example.com>"
@@ -72,21 +69,9 @@ def _settings(
     return EmailerSettings.model_validate(_merge(data, overrides or {}))
 
 
-def _running(
-    settings: EmailerSettings, broker: BrokerSettings
-) -> contextlib.AbstractAsyncContextManager[SubscriberService]:
-    return running(build, settings, broker)
-
-
+_service = ServiceUnderTest(build, SERVICE)
+_running, _receipts, _dead_letters = _service.running, _service.receipts, _service.dead_letters
 _publish = publish_events
-
-
-def _receipts(seen: list[Seen], prefix: str) -> list[Receipt]:
-    return receipts(seen, prefix, SERVICE)
-
-
-def _dead_letters(seen: list[Seen], prefix: str) -> list[DeadLetter]:
-    return dead_letters(seen, prefix, SERVICE)
 
 
 def _receipt_count(prefix: str, count: int) -> Callable[[list[Seen]], bool]:

@@ -3,7 +3,6 @@ a real webhook receiver and a second Mosquitto (Butler's IoT broker) out."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import json
@@ -19,15 +18,13 @@ import pytest
 from herald_incident_forwarder.service import build
 from herald_incident_forwarder.settings import IncidentForwarderSettings
 from herald_shared import events, samples
-from herald_shared.delivery.receipts import DeadLetter, Receipt
 from herald_shared.events import Event
 from herald_shared.settings import BrokerSettings
-from herald_shared.subscriber import SubscriberService
 from herald_testkit.http import Answer, HttpReceiver
 from herald_testkit.incident_standins import NewRelicStandIn, Scripted, Signl4StandIn
 from herald_testkit.mosquitto import Mosquitto
 from herald_testkit.mqtt import Observer, Seen
-from herald_testkit.subscribers import dead_letters, publish_events, receipts, running
+from herald_testkit.subscribers import ServiceUnderTest, publish_events
 
 SERVICE = "incident-forwarder"
 TEAM_SECRET = "team-secret-8f2a61c0d9b34e7a"
@@ -115,21 +112,9 @@ def _settings(tmp_path: Path, **sections: Any) -> IncidentForwarderSettings:
     )
 
 
-def _running(
-    settings: IncidentForwarderSettings, broker: BrokerSettings
-) -> contextlib.AbstractAsyncContextManager[SubscriberService]:
-    return running(build, settings, broker)
-
-
+_service = ServiceUnderTest(build, SERVICE)
+_running, _receipts, _dead_letters = _service.running, _service.receipts, _service.dead_letters
 _publish = publish_events
-
-
-def _receipts(seen: list[Seen], prefix: str) -> list[Receipt]:
-    return receipts(seen, prefix, SERVICE)
-
-
-def _dead_letters(seen: list[Seen], prefix: str) -> list[DeadLetter]:
-    return dead_letters(seen, prefix, SERVICE)
 
 
 def _receipts_for(prefix: str, destination: str, count: int) -> Callable[[list[Seen]], bool]:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,17 +16,14 @@ from prometheus_client import REGISTRY
 
 from herald_metrics_writer.service import SERVICE, build
 from herald_metrics_writer.settings import MetricsWriterSettings
-from herald_shared import events, samples, topics
-from herald_shared.config import ConfigDocument
-from herald_shared.delivery.receipts import Receipt
+from herald_shared import samples
 from herald_shared.events import Event, event_id_for
-from herald_shared.runtime import Context, installed_service
+from herald_shared.runtime import installed_service
 from herald_shared.settings import BrokerSettings
-from herald_shared.subscriber import SubscriberService
 from herald_testkit.influxdb import InfluxDB
 from herald_testkit.mosquitto import Mosquitto
-from herald_testkit.mqtt import Observer, Seen, publisher
-from herald_testkit.services import started
+from herald_testkit.mqtt import Observer, Seen
+from herald_testkit.subscribers import ServiceUnderTest, publish_events
 
 NAME = "metrics-writer"
 
@@ -67,24 +63,8 @@ def _settings(
     )
 
 
-@contextlib.asynccontextmanager
-async def _running(
-    settings: MetricsWriterSettings, broker: BrokerSettings
-) -> AsyncIterator[SubscriberService]:
-    context = Context(broker=broker, document=ConfigDocument(path=Path("test.yaml"), data={}))
-    async with started(build(settings, context)) as service:
-        yield service
-
-
-async def _publish(broker: Mosquitto, prefix: str, published: list[Event]) -> None:
-    async with publisher(broker.host, broker.port) as client:
-        for event in published:
-            await client.publish(topics.topic_of(prefix, event), events.encode(event), qos=1)
-
-
-def _receipts(seen: list[Seen], prefix: str) -> list[Receipt]:
-    topic = topics.deliveries_topic(prefix, NAME)
-    return [msgspec.json.decode(s.payload, type=Receipt) for s in seen if s.topic == topic]
+_service = ServiceUnderTest(build, NAME)
+_running, _receipts = _service.running, _service.receipts
 
 
 def _delivered(prefix: str, count: int) -> Callable[[list[Seen]], bool]:
@@ -137,7 +117,7 @@ async def test_nothing_is_lost_or_doubled_while_influxdb_is_down(
             _running(settings, broker_settings),
         ):
             before = _transient_writes()
-            await _publish(mosquitto, topic_prefix, published)
+            await publish_events(mosquitto, topic_prefix, *published)
             # Writes fail while it is down; the runner keeps retrying them.
             await _eventually(lambda: _transient_writes() >= before + 3)
             await asyncio.to_thread(influxdb.start)
@@ -149,7 +129,7 @@ async def test_nothing_is_lost_or_doubled_while_influxdb_is_down(
             assert len(receipts) == 200
             assert {r.event_id for r in receipts} == {e.event_id for e in published}
             # Publish the same 200 again (a redelivery): they are recognised, not written twice.
-            await _publish(mosquitto, topic_prefix, published[:20])
+            await publish_events(mosquitto, topic_prefix, *published[:20])
             await asyncio.sleep(1.0)
             assert _count(influxdb, database) == 200
     finally:

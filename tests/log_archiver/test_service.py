@@ -4,7 +4,6 @@ letters out."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -15,13 +14,11 @@ from prometheus_client import REGISTRY
 from herald_log_archiver.service import build
 from herald_log_archiver.settings import LogArchiverSettings
 from herald_shared import samples
-from herald_shared.delivery.receipts import DeadLetter, Receipt
 from herald_shared.events import Event
 from herald_shared.settings import BrokerSettings, DeliverySettings
-from herald_shared.subscriber import SubscriberService
 from herald_testkit.mosquitto import Mosquitto
 from herald_testkit.mqtt import Observer, Seen
-from herald_testkit.subscribers import dead_letters, publish_events, receipts, running
+from herald_testkit.subscribers import ServiceUnderTest, publish_events
 
 SERVICE = "log-archiver"
 
@@ -82,21 +79,9 @@ def _isolated(broker_settings: BrokerSettings) -> BrokerSettings:
     return broker_settings.model_copy(update={"instance": broker_settings.topic_prefix})
 
 
-def _running(
-    settings: LogArchiverSettings, broker: BrokerSettings
-) -> contextlib.AbstractAsyncContextManager[SubscriberService]:
-    return running(build, settings, broker)
-
-
+_service = ServiceUnderTest(build, SERVICE)
+_running, _receipts, _dead_letters = _service.running, _service.receipts, _service.dead_letters
 _publish = publish_events
-
-
-def _receipts(seen: list[Seen], prefix: str) -> list[Receipt]:
-    return receipts(seen, prefix, SERVICE)
-
-
-def _dead_letters(seen: list[Seen], prefix: str) -> list[DeadLetter]:
-    return dead_letters(seen, prefix, SERVICE)
 
 
 def _receipt_for(

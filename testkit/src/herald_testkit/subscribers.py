@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import msgspec
 
@@ -51,3 +51,21 @@ def receipts(seen: list[Seen], prefix: str, service: str) -> list[Receipt]:
 def dead_letters(seen: list[Seen], prefix: str, service: str) -> list[DeadLetter]:
     topic = topics.dead_letter_topic(prefix, service)
     return [msgspec.json.decode(s.payload, type=DeadLetter) for s in seen if s.topic == topic]
+
+
+class ServiceUnderTest(Generic[S]):
+    """A test module's service: its build function and name, given once."""
+
+    def __init__(self, build: Callable[[S, Context], SubscriberService], name: str) -> None:
+        self._build, self.name = build, name
+
+    def running(
+        self, settings: S, broker: BrokerSettings
+    ) -> contextlib.AbstractAsyncContextManager[SubscriberService]:
+        return running(self._build, settings, broker)
+
+    def receipts(self, seen: list[Seen], prefix: str) -> list[Receipt]:
+        return receipts(seen, prefix, self.name)
+
+    def dead_letters(self, seen: list[Seen], prefix: str) -> list[DeadLetter]:
+        return dead_letters(seen, prefix, self.name)
