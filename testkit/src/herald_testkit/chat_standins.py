@@ -25,7 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
-from herald_testkit.ports import free_port
+from herald_testkit.http import LoopbackServer
 
 TEAMS_SIZE_LIMIT = 28 * 1024
 
@@ -246,16 +246,15 @@ def validate_message_card(payload: Any) -> None:
 # --- the server ------------------------------------------------------------------------------
 
 
-class ChatStandins:
+class ChatStandins(LoopbackServer):
     """Slack and Teams on one loopback port; URLs by path."""
 
+    client_max_size = 4 * 1024 * 1024  # room for any payload: the stand-in's checks decide
+
     def __init__(self, host: str = "127.0.0.1") -> None:
-        self.host = host
-        self.port = free_port(host)
+        super().__init__(host)
         self.received: list[Received] = []
         self._scripts: dict[str, deque[Answer]] = {}
-        self._changed = asyncio.Event()
-        self._runner: web.AppRunner | None = None
 
     def slack_url(self, token: str) -> str:
         return f"http://{self.host}:{self.port}/slack/services/T000/B000/{token}"
@@ -284,14 +283,6 @@ class ChatStandins:
 
     def to(self, token: str) -> list[Received]:
         return [r for r in self.received if token in r.path]
-
-    async def wait_for(self, predicate: Any, within: float = 20.0) -> None:
-        async def until() -> None:
-            while not predicate(self):
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(until(), within)
 
     async def _handle(self, request: web.Request) -> web.Response:
         platform = request.match_info["platform"]
@@ -330,15 +321,6 @@ class ChatStandins:
         self._changed.set()
         return web.Response(status=status, text=text, headers=headers)
 
-    async def __aenter__(self) -> ChatStandins:
-        app = web.Application(client_max_size=4 * 1024 * 1024)
+    def _routes(self, app: web.Application) -> None:
         app.router.add_post("/{platform:slack}/services/{tail:.*}", self._handle)
         app.router.add_post("/teams/{platform:workflows|connector}/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Self
 
 from aiohttp import web
 
@@ -35,15 +36,50 @@ class Answer:
     hang: bool = False
 
 
-class HttpReceiver:
+class LoopbackServer:
+    """A real aiohttp server on a free loopback port; subclasses add their routes in
+    :meth:`_routes` and call ``self._changed.set()`` when what they recorded changed."""
+
+    client_max_size = 1024**2  # aiohttp's default largest request body
+
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.host = host
         self.port = free_port(host)
+        self._changed = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+
+    def _routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    async def wait_for(self, predicate: Callable[[Self], bool], within: float = 20.0) -> None:
+        """Until ``predicate(server)`` holds; TimeoutError after ``within`` seconds."""
+
+        async def until() -> None:
+            while not predicate(self):
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(until(), within)
+
+    async def __aenter__(self) -> Self:
+        app = web.Application(client_max_size=self.client_max_size)
+        self._routes(app)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self.port).start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+
+class HttpReceiver(LoopbackServer):
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        super().__init__(host)
         self.requests: list[Request] = []
         self._script: deque[Answer] = deque()
         self.default = Answer()
-        self._changed = asyncio.Event()
-        self._runner: web.AppRunner | None = None
         self._release = asyncio.Event()
 
     @property
@@ -61,14 +97,6 @@ class HttpReceiver:
     @property
     def accepted(self) -> list[Request]:
         return [request for request in self.requests if 200 <= request.status < 300]
-
-    async def wait_for(self, predicate: Any, within: float = 20.0) -> None:
-        async def until() -> None:
-            while not predicate(self):
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(until(), within)
 
     async def _handle(self, http_request: web.Request) -> web.Response:
         request = Request(
@@ -90,15 +118,9 @@ class HttpReceiver:
         self._changed.set()
         return web.Response(status=answer.status, text=answer.body, headers=answer.headers)
 
-    async def __aenter__(self) -> HttpReceiver:
-        app = web.Application()
+    def _routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
-        return self
 
     async def __aexit__(self, *_: object) -> None:
         self._release.set()
-        assert self._runner is not None
-        await self._runner.cleanup()
+        await super().__aexit__()

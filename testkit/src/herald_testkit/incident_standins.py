@@ -15,18 +15,17 @@ statuses on request (``respond_with``), so tests see retries and dead letters as
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
 
-from herald_testkit.ports import free_port
+from herald_testkit.http import LoopbackServer
 
 MAX_ATTRIBUTES = 254
 MAX_VALUE_LENGTH = 4096
@@ -49,17 +48,14 @@ class _Bad(Exception):
         self.message = message
 
 
-class _StandIn:
-    """The server, the scripted answers and the waiting; subclasses add routes."""
+class _StandIn(LoopbackServer):
+    """The scripted answers and the JSON checks; subclasses add routes."""
 
     def __init__(self, host: str = "127.0.0.1") -> None:
-        self.host = host
-        self.port = free_port(host)
+        super().__init__(host)
         self.requests = 0  # every request, whatever it was answered
         self.rejected: list[tuple[int, str]] = []  # (status, why) of refused requests
         self._script: deque[Scripted] = deque()
-        self._changed = asyncio.Event()
-        self._runner: web.AppRunner | None = None
 
     @property
     def base_url(self) -> str:
@@ -68,9 +64,6 @@ class _StandIn:
     def respond_with(self, *answers: Scripted) -> None:
         """Answer the next requests with these, in order; then normally again."""
         self._script.extend(answers)
-
-    def _routes(self, app: web.Application) -> None:
-        raise NotImplementedError
 
     async def _answer(
         self, request: web.Request, accept: Callable[[Any], web.Response]
@@ -97,26 +90,6 @@ class _StandIn:
             return web.json_response({"error": bad.message}, status=bad.status)
         self._changed.set()
         return response
-
-    async def wait_for(self, predicate: Callable[[Self], bool], within: float = 20.0) -> None:
-        async def until() -> None:
-            while not predicate(self):
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(until(), within)
-
-    async def __aenter__(self) -> Self:
-        app = web.Application()
-        self._routes(app)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
 
 
 # --- New Relic -------------------------------------------------------------------------------
