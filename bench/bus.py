@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import socket
 import statistics
 import sys
 import tempfile
@@ -27,7 +26,7 @@ import aiomqtt
 import msgspec
 
 from herald_shared import events, samples, topics
-from herald_testkit.bench import RssSampler, megabytes, run
+from herald_testkit.bench import RssSampler, fast_client, megabytes, run
 from herald_testkit.mosquitto import Mosquitto
 from herald_testkit.ports import wait_for_port
 
@@ -91,14 +90,7 @@ async def main(arguments: argparse.Namespace) -> dict[str, float]:
         )
         receipts = Receipts()
         try:
-            async with aiomqtt.Client(
-                broker.host,
-                broker.port,
-                protocol=aiomqtt.ProtocolVersion.V5,
-                max_inflight_messages=1000,
-                socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-            ) as client:
-                client.pending_calls_threshold = 1_000_000
+            async with fast_client(broker.host, broker.port) as client:
                 await client.subscribe(topics.deliveries_topic(PREFIX, "log-archiver"), qos=1)
                 listener = asyncio.create_task(receipts.listen(client))
                 await _wait_online(broker, work)

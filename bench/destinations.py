@@ -15,21 +15,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import socket
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-import aiomqtt
 import msgspec
 
 from herald_shared import events, samples, topics
-from herald_testkit.bench import Figures, RssSampler, megabytes, run
+from herald_testkit.bench import Figures, RssSampler, fast_client, megabytes, run
 from herald_testkit.chat_standins import ChatStandins
 from herald_testkit.incident_standins import NewRelicStandIn, Signl4StandIn
 from herald_testkit.mosquitto import Mosquitto
@@ -102,19 +99,6 @@ SERVICES: dict[str, Callable[[AsyncExitStack, Path], object]] = {
 }
 
 
-@contextlib.asynccontextmanager
-async def receipts_client(broker: Mosquitto) -> AsyncIterator[aiomqtt.Client]:
-    async with aiomqtt.Client(
-        broker.host,
-        broker.port,
-        protocol=aiomqtt.ProtocolVersion.V5,
-        max_inflight_messages=1000,
-        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-    ) as client:
-        client.pending_calls_threshold = 1_000_000
-        yield client
-
-
 async def bench_service(service: str, burst: int) -> Figures:
     work = Path(tempfile.mkdtemp(prefix=f"herald-bench-{service}-"))
     async with AsyncExitStack() as stack:
@@ -129,7 +113,7 @@ async def bench_service(service: str, burst: int) -> Figures:
             sys.executable, "-m", "herald_shared.cli", "run", service, "--config", str(config)
         )
         try:
-            async with receipts_client(broker) as client:
+            async with fast_client(broker.host, broker.port) as client:
                 await client.subscribe(topics.status_topic(PREFIX, service, "bench"), qos=1)
                 await client.subscribe(topics.deliveries_topic(PREFIX, service), qos=1)
                 delivered: Counter[str] = Counter()
