@@ -58,7 +58,7 @@ BUTLER_WEBHOOK_KEYS = [
 ]
 
 # Butler's payload on qliksense/task_failure_full for samples.sample_failed(), written out by
-# hand from butler-spec §4e: compact JSON, keys in Butler's order, no qs_appMetadata for failed.
+# hand from docs/butler-compatibility.md §4e: compact JSON, keys in Butler's order, no qs_appMetadata for failed.
 FAILED_FULL = (
     b'{"hostName":"pro2-win1","user":"LAB\\\\goran",'
     b'"taskName":"Manually triggered reload of Test failing reloads 2",'

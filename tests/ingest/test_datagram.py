@@ -21,7 +21,7 @@ from herald_ingest.datagram import (
 )
 from herald_shared.events import event_id_for
 
-# --- butler-spec §1.4, copied literally -------------------------------------------------------
+# --- docs/butler-compatibility.md §1.4, copied literally ---------------------------------
 
 FAILED = r"/scheduler-task-failed/;pro2-win1;Manually triggered reload of Test failing reloads 2;Test failing reloads 2;LAB\goran;dec2a02a-1680-44ef-8dc2-e2bfb180af87;e7af59a0-c243-480d-9571-08727551a66f;2021-02-16 09:24:59,099;INFO;14a81bf5-f81c-4047-b1a1-193b0920de28;Max retries reached"
 ABORTED = r"/scheduler-task-aborted/;sense-node-2;Reload Sales dashboard;Sales dashboard;CORP\anna;3f1c9a52-7d0e-4d2b-9a8e-0b7c1e2d4f60;8a2b6c1d-4e3f-4a5b-9c7d-1e2f3a4b5c6d;2024-10-10 15:35:25,412;INFO;5d0e7c11-2b6a-4f3e-9d1c-0a1b2c3d4e5f;Execution State Change to Aborting"

@@ -1,4 +1,4 @@
-"""The archive's pure functions: Butler's path and content (butler-spec §4i), the atomic write,
+"""The archive's pure functions: Butler's path and content (docs/butler-compatibility.md §4i), the atomic write,
 and the retention that removes old day folders and nothing else."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Tests use them, and services render every template against them at start-up so that a broken
 template is found before the first real alert needs it. The values follow the reference
-datagrams and QRS shapes (butler-spec §1.4, §2).
+datagrams and QRS shapes (docs/butler-compatibility.md §1.4, §2).
 """
 
 from __future__ import annotations

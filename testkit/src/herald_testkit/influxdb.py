@@ -1,6 +1,6 @@
 """A real InfluxDB 1.x (Debian's 1.6) on free loopback ports, started and stopped by the test.
 
-Configured as ../shared/reference/infra.md §3 found necessary: every directory in a temp folder,
+Configured as docs/testing.md found necessary: every directory in a temp folder,
 reporting and the internal monitor off, and the RPC ``bind-address`` moved off its fixed default
 (127.0.0.1:8088), which two instances (or two test runs) would otherwise fight over. Data
 survives :meth:`stop`/:meth:`start`, so a test can take it down and bring it back.

@@ -1,6 +1,6 @@
 """A real Mosquitto broker on a free loopback port, started and stopped by the test itself.
 
-Configured as ../shared/reference/infra.md found necessary: ``user root`` when run as root
+Configured as docs/testing.md found necessary: ``user root`` when run as root
 (otherwise it drops to ``mosquitto`` and cannot write its persistence folder), a raised
 ``max_queued_messages`` (the default 1000 silently drops QoS 1 messages to slow subscribers),
 persistence on with a one-second autosave, and logging to a file (stdout is block-buffered).

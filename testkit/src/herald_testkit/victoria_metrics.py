@@ -1,7 +1,7 @@
 """A real VictoriaMetrics on a free loopback port: it accepts InfluxDB line protocol on
 ``/api/v2/write`` (the InfluxDB v2 write path), so it stands in for InfluxDB 2.
 
-As ../shared/reference/infra.md §4 found: keep ``-search.latencyOffset=0s`` (otherwise queries
+As docs/testing.md found: keep ``-search.latencyOffset=0s`` (otherwise queries
 hide the last 30 s), ``POST /internal/force_flush`` before reading, and read back with PromQL:
 each field becomes a metric ``<measurement>_<field>``, and string fields are stored as 0.
 """

@@ -1,4 +1,4 @@
-"""The fields an e-mail template sees, built from the event (butler-spec §3.2, in snake_case).
+"""The fields an e-mail template sees, built from the event (docs/butler-compatibility.md §3.2, in snake_case).
 
 Every template (subject, HTML and text, built-in or an operator's) gets these names. A value
 that the event does not carry (a partial event, a task without an app) is ``None`` or an empty

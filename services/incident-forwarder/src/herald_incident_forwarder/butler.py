@@ -1,4 +1,4 @@
-"""Herald's event as Butler's fields (butler-spec §3.1), for payloads that must match Butler's.
+"""Herald's event as Butler's fields (docs/butler-compatibility.md §3.1), for payloads that must match Butler's.
 
 Where this normalizes, and why:
 
@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from herald_shared.events import Event, TaskAborted, TaskFailed, TaskSucceeded
 
-#: QRS ``taskType`` numbers (butler-spec §1.8).
+#: QRS ``taskType`` numbers (docs/butler-compatibility.md §1.8).
 TASK_TYPE_NUMBERS: Final = {
     "reload": 0,
     "external_program": 1,
@@ -27,7 +27,7 @@ TASK_TYPE_NUMBERS: Final = {
     "distribute": 3,
     "preload": 4,
 }
-#: What the QRS writes for "never" (butler-spec §2.4).
+#: What the QRS writes for "never" (docs/butler-compatibility.md §2.4).
 QRS_NEVER: Final = "1753-01-01T00:00:00.000Z"
 
 
@@ -136,7 +136,7 @@ def app_metadata(event: Event) -> dict[str, Any]:
 
 
 def execution_details_concatenated(event: Event) -> str:
-    """``<UTC ISO>\\t<message>\\n`` per state-history row, sorted by time (butler-spec §2.4)."""
+    """``<UTC ISO>\\t<message>\\n`` per state-history row, sorted by time (docs/butler-compatibility.md §2.4)."""
     rows = sorted(
         ((qrs_time(detail.at) or "", detail.message) for detail in event.execution.details),
         key=lambda row: row[0],

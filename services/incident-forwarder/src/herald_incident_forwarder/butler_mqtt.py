@@ -1,4 +1,4 @@
-"""Butler's MQTT topics, for the IoT consumers that listen to Butler today (butler-spec §4e).
+"""Butler's MQTT topics, for the IoT consumers that listen to Butler today (docs/butler-compatibility.md §4e).
 
 A failed reload publishes the task name as plain text on ``qliksense/task_failure`` and, with
 ``task_failure_send_full``, Butler's JSON on ``qliksense/task_failure_full``; an abort does the

@@ -5,7 +5,7 @@ A task goes to the accounts its custom property names (Butler's
 ``Butler_FailedTask_Event_NewRelicAccount`` and friends) plus the ``always_accounts``, each once.
 A name that is not a configured account is logged and skipped, as Butler does.
 
-Attributes keep Butler's names (butler-spec §4f), including the misspelt
+Attributes keep Butler's names (docs/butler-compatibility.md §4f), including the misspelt
 ``qs_exeuctionStatusText`` that existing dashboards query, next to the correct spelling. New
 Relic stores only strings and numbers, so nested values are flattened into dotted names
 (``qs_taskMetadata.operational.nextExecution``, ``qs_appCustomProperties.0.value``), booleans
@@ -241,7 +241,7 @@ class NewRelicLogDestination(_NewRelicDestination):
             if execution.status_code is not None
             else -1,
             "qs_executionStatusText": execution.status or "",
-            # sic: Butler's misspelling, on the wire and in dashboards (butler-spec §4f, §8 #23)
+            # sic: Butler's misspelling, on the wire and in dashboards (docs/butler-compatibility.md §4f, §8 #23)
             "qs_exeuctionStatusText": execution.status or "",
             "qs_scriptLogSize": script_log.size_bytes if script_log is not None else 0,
             "qs_scriptLogTailCount": len(tail),

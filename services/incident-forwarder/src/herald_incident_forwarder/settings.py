@@ -1,6 +1,6 @@
 """``incident_forwarder:`` in herald.yaml.
 
-Defaults follow Butler's production template (butler-spec §4d–§4g, §6) where Butler has one, so
+Defaults follow Butler's production template (docs/butler-compatibility.md §4d–§4g, §6) where Butler has one, so
 a site moving from Butler gets the same payloads, accounts and rate limits without tuning.
 """
 
@@ -31,7 +31,7 @@ def _problem_kinds() -> list[Kind]:
 
 
 def _upper(value: object) -> object:
-    # Butler accepts the method in any case (butler-spec §4d).
+    # Butler accepts the method in any case (docs/butler-compatibility.md §4d).
     return value.upper() if isinstance(value, str) else value
 
 

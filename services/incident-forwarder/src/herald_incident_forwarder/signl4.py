@@ -1,6 +1,6 @@
 """Signl4: a new alert when a task fails or is aborted, resolved when it succeeds again.
 
-Butler's body (butler-spec §4g): ``Title``, ``Message``, ``Severity``, ``X-S4-Service``,
+Butler's body (docs/butler-compatibility.md §4g): ``Title``, ``Message``, ``Severity``, ``X-S4-Service``,
 ``X-S4-ExternalID`` (the task id) and ``X-S4-Status``. Butler only ever sends ``new``; Herald
 also sends ``resolved`` with the same external id when a success carries ``recovers`` (Butler's
 issue #283), so the alert the failure opened is the one that closes. The team webhook URL holds

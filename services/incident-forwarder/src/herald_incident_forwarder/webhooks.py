@@ -1,4 +1,4 @@
-"""Outgoing webhooks: Butler's keys (butler-spec §4d), plus the whole Herald event.
+"""Outgoing webhooks: Butler's keys (docs/butler-compatibility.md §4d), plus the whole Herald event.
 
 One destination per configured webhook, ``webhook:<name>``. POST and PUT send a JSON body with
 Butler's keys in Butler's order and the Herald event under ``herald_event``; GET sends Butler's

@@ -4,7 +4,7 @@
 :class:`Rejection`. It never raises for any input bytes (only for a nonsensical limit argument),
 so the receive loop can call it without a ``try``.
 
-Wire format (butler-spec §1.2): UTF-8 text, 11 fields separated by ``;`` with no quoting::
+Wire format (docs/butler-compatibility.md §1.2): UTF-8 text, 11 fields separated by ``;`` with no quoting::
 
     type;host;taskName;appName;user;taskId;appId;timestamp;level;executionId;message
 
@@ -115,7 +115,7 @@ REJECTION_REASONS: Final[tuple[RejectionReason, ...]] = get_args(RejectionReason
 MAX_FIELD_LENGTH: Final = 500
 MAX_DATAGRAM_BYTES: Final = 65507
 
-# Normalized identifier (lower case, one trailing slash) -> outcome (butler-spec §1.3).
+# Normalized identifier (lower case, one trailing slash) -> outcome (docs/butler-compatibility.md §1.3).
 MESSAGE_TYPES: Final[dict[str, Outcome]] = {
     "/scheduler-task-failed/": "failed",
     "/scheduler-reload-failed/": "failed",

@@ -1,4 +1,4 @@
-"""From a datagram to a complete event: the QRS calls of butler-spec §2, once per event.
+"""From a datagram to a complete event: the QRS calls of docs/butler-compatibility.md §2, once per event.
 
 Enrichment never holds an alert back. Each call that fails adds a reason; when the deadline
 (``ingest.enrichment_deadline``) passes, whatever was gathered is published, marked ``partial``,
@@ -38,7 +38,7 @@ from herald_shared.events import (
 
 log = logging.getLogger(__name__)
 
-# QRS taskType numbers (butler-spec §1.11).
+# QRS taskType numbers (docs/butler-compatibility.md §1.11).
 TASK_TYPES: Final[dict[int, TaskType]] = {
     0: "reload",
     1: "external_program",
@@ -46,7 +46,7 @@ TASK_TYPES: Final[dict[int, TaskType]] = {
     3: "distribute",
     4: "preload",
 }
-# lastExecutionResult.status numbers (butler-spec §2.4).
+# lastExecutionResult.status numbers (docs/butler-compatibility.md §2.4).
 STATUS_TEXT: Final[dict[int, str]] = {
     0: "NeverStarted",
     1: "Triggered",
@@ -143,7 +143,7 @@ class Enricher:
                 problem = "the execution has no script log (yet)"
             if attempt < settings.script_log_attempts:
                 # The log is often not downloadable for a moment after the failure, and the
-                # execution result not yet pointing at it: ask again (butler-spec §2.5).
+                # execution result not yet pointing at it: ask again (docs/butler-compatibility.md §2.5).
                 await asyncio.sleep(settings.script_log_retry_delay)
                 try:
                     refreshed = await self._qrs.reload_task(datagram.task_id)

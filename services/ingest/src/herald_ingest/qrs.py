@@ -1,4 +1,4 @@
-"""The Qlik Repository Service (QRS) client: the calls of butler-spec §2, made once per event.
+"""The Qlik Repository Service (QRS) client: the calls of docs/butler-compatibility.md §2, made once per event.
 
 HTTPS with the client certificate exported from the QMC, the ``X-Qlik-User`` header, and the
 cross-site request forgery key both as the ``X-Qlik-Xrfkey`` header and the ``xrfkey`` query
@@ -60,7 +60,7 @@ class QrsClient:
     async def close(self) -> None:
         await self._client.close()
 
-    # --- the calls (butler-spec §2.2) ----------------------------------------------------
+    # --- the calls (docs/butler-compatibility.md §2.2) ------------------------------
 
     async def task(self, task_id: str) -> dict[str, Any] | None:
         """Q2 ``task/full``: the task with type, tags, custom properties; None if it is gone."""
@@ -141,7 +141,7 @@ class QrsClient:
     async def _download(self, path: str) -> str:
         answer = await self._request(path, {})
         if answer.status == 404:
-            # Asked too soon after the failure: the file is not there yet (butler-spec §2.5).
+            # Asked too soon after the failure: the file is not there yet (docs/butler-compatibility.md §2.5).
             raise QrsError(f"{path}: not available yet")
         return answer.text
 

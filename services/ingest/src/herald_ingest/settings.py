@@ -60,7 +60,7 @@ class QrsSettings(Section):
     attempts: int = Field(default=3, ge=1, le=10)  # per call, within the enrichment deadline
     concurrency: int = Field(default=8, ge=1, le=64)  # calls in flight at once
     cache_ttl: Duration = 30.0  # task, app and user metadata
-    # The script log is often not downloadable for a moment after the failure (butler-spec §2.5).
+    # The script log is often not downloadable for a moment after the failure (docs/butler-compatibility.md §2.5).
     script_log_attempts: int = Field(default=3, ge=1, le=10)
     script_log_retry_delay: Duration = 2.0
 

@@ -1,4 +1,4 @@
-"""Script logs on disk in Butler's layout (butler-spec §4i), written atomically, with retention.
+"""Script logs on disk in Butler's layout (docs/butler-compatibility.md §4i), written atomically, with retention.
 
 ``<directory>/<YYYY-MM-DD>/<YYYY-MM-DD_HH-MM-SS>_appId=<appId>_taskId=<taskId>.log``: the date and
 time are the scheduler's own timestamp (the Sense node's local time), so the files line up with

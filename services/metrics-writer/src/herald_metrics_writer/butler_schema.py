@@ -1,4 +1,4 @@
-"""Butler's InfluxDB measurements, built from Herald's event (butler-spec §4h).
+"""Butler's InfluxDB measurements, built from Herald's event (docs/butler-compatibility.md §4h).
 
 Grafana dashboards written for Butler query these names, so they are reproduced exactly,
 including the misspelt ``task_exeuctionStatusText`` tag. Two deliberate differences: the point's

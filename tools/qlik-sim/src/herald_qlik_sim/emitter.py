@@ -1,4 +1,4 @@
-"""Scheduler datagrams: what the log4net UdpAppender of a Sense node sends (butler-spec §1.2–1.4).
+"""Scheduler datagrams: what the log4net UdpAppender of a Sense node sends (docs/butler-compatibility.md §1.2–1.4).
 
 One UTF-8 datagram per event, 11 fields joined by ``;`` with no quoting::
 

@@ -7,7 +7,7 @@ and so do property names. A path that crosses a list (``tags.name``,
 ``customProperties.definition.name``) matches when some element matches; clauses of one ``and``
 that cross the same list must match the *same* element, so
 ``customProperties.definition.name eq 'X' and customProperties.value eq 'Y'`` means "X is set to
-Y" (butler-spec §2.2 Q10).
+Y" (docs/butler-compatibility.md §2.2 Q10).
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ class TaskType(IntEnum):
 
 
 class Status(IntEnum):
-    """``operational.lastExecutionResult.status`` (butler-spec §2.4)."""
+    """``operational.lastExecutionResult.status`` (docs/butler-compatibility.md §2.4)."""
 
     NEVER_STARTED = 0
     TRIGGERED = 1

@@ -1,4 +1,4 @@
-"""The QRS API (butler-spec §2.2, Q1–Q13) as an aiohttp application, plus ``/control``.
+"""The QRS API (docs/butler-compatibility.md §2.2, Q1–Q13) as an aiohttp application, plus ``/control``.
 
 Every ``/qrs/…`` call is counted, then meets the faults (latency, hang, forced failure), then
 the QRS's own checks: an ``X-Qlik-Xrfkey`` header of 16 letters and digits equal to the

@@ -1,7 +1,7 @@
 """QRS JSON: the site's records as the Repository Service returns them (camelCase, ISO UTC dates).
 
 Condensed forms (``task``) carry little; full forms (``task/full``, ``reloadtask/{id}``,
-``app/full``, ``app/{id}``, ``user/{id}``) carry what butler-spec §2.2 lists, plus the usual
+``app/full``, ``app/{id}``, ``user/{id}``) carry what docs/butler-compatibility.md §2.2 lists, plus the usual
 bookkeeping fields (``createdDate``, ``privileges``, ``schemaPath``) a real QRS adds.
 """
 
