@@ -5,7 +5,7 @@ What a test can script: recipients the server refuses (``refuse``), a slow answe
 (``stop()``/``start()`` on the same port), and dropping every open connection
 (``drop_connections()``), as a server does with idle clients.
 
-aiosmtpd traps (infra.md §6): a failed login must return ``AuthResult(success=False,
+aiosmtpd traps (docs/testing.md, "SMTP: aiosmtpd"): a failed login must return ``AuthResult(success=False,
 handled=False)`` or the client hangs without a reply; ``Controller`` cannot use port 0, so the
 server is made with ``loop.create_server`` on a free port.
 """
