@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from herald_shared.db import Database
+from herald_shared.delivery import policy
 
 State = Literal["pending", "delivered", "dead_lettered", "suppressed", "skipped"]
 FINISHED: Final[tuple[State, ...]] = ("delivered", "dead_lettered", "suppressed", "skipped")
@@ -76,14 +77,15 @@ class Ledger:
         row = self._sql.execute(
             "SELECT expires_at FROM rate_limits WHERE key = ?", (key,)
         ).fetchone()
-        if row is not None and row[0] > now:
-            return False
-        self._sql.execute(
-            "INSERT INTO rate_limits (key, expires_at) VALUES (?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at",
-            (key, now + window),
-        )
-        return True
+        stored = None if row is None else float(row[0])
+        allowed, expires_at = policy.rate_window(stored, window, now)
+        if expires_at != stored:
+            self._sql.execute(
+                "INSERT INTO rate_limits (key, expires_at) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at",
+                (key, expires_at),
+            )
+        return allowed
 
     def store_event(self, event_id: str, payload: bytes) -> None:
         self._sql.execute(
