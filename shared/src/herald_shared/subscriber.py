@@ -41,17 +41,17 @@ class SubscriberService:
     ) -> None:
         self.name = name
         self._delivery = delivery
-        self._db = database_for(state_dir, name)
+        self.db = database_for(state_dir, name)
         subscription = topics.events_subscription(
             broker.topic_prefix, name, shared=broker.effective_shared_subscriptions
         )
         self.bus = Bus(broker, name, subscriptions=[subscription], handler=self._handle)
-        self.outbox = Outbox(self._db, self.bus)
+        self.outbox = Outbox(self.db, self.bus)
         self._supervisor = Supervisor(name)
         self.runner = Runner(
             service=name,
             destinations=destinations,
-            db=self._db,
+            db=self.db,
             outbox=self.outbox,
             settings=delivery,
             topic_prefix=broker.topic_prefix,
@@ -80,7 +80,7 @@ class SubscriberService:
                 await self._publishing
         await self.bus.close()
         await self._supervisor.stop()
-        self._db.close()
+        self.db.close()
 
     def readiness(self) -> tuple[bool, str]:
         healthy, why = self.runner.health()  # a dead task or a full disk is said first

@@ -104,6 +104,7 @@ class Intake:
         self._writes: list[_Write] = []
         self._flush_scheduled = False
         self._failing: str | None = None
+        self._retrying: asyncio.TimerHandle | None = None
 
     @property
     def ledger(self) -> Ledger:
@@ -165,6 +166,18 @@ class Intake:
             return
         self._written(arrived, batch)
 
+    def close(self) -> None:
+        """Write what is waiting one last time (the database closes next) and stop retrying."""
+        self.flush()
+        if self._retrying is not None:
+            self._retrying.cancel()
+        if self._writes:
+            log.warning(
+                "%d delivery records could not be written to the ledger; those deliveries are"
+                " pending there and resume at the next start",
+                len(self._writes),
+            )
+
     def _flush_soon(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -186,7 +199,8 @@ class Intake:
         for _, _, stored in arrived:
             stored.set_exception(error)
         self._writes[:0] = writes
-        asyncio.get_running_loop().call_later(RETRY_WRITE_AFTER, self._flush_soon)
+        loop = asyncio.get_running_loop()
+        self._retrying = loop.call_later(RETRY_WRITE_AFTER, self._flush_soon)
 
     def _written(
         self, arrived: list[tuple[Event, bytes, asyncio.Future[None]]], batch: _Batch

@@ -8,8 +8,9 @@ rate-limit memory, all in the service's SQLite database so that one commit cover
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from herald_shared.db import Database
@@ -55,6 +56,13 @@ class Job:
     attempts: int = 0
     first_attempt_at: float | None = None
     next_attempt_at: float = 0.0
+    # When it was received on the monotonic clock, so that its age in this process does not
+    # follow the wall clock's steps. Not stored: a resumed job's is derived from received_at.
+    received_monotonic: float = field(default_factory=time.monotonic)
+
+    def age(self) -> float:
+        """Seconds since the job was received."""
+        return time.monotonic() - self.received_monotonic
 
 
 class Ledger:

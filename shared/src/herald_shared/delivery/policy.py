@@ -5,9 +5,9 @@ Pure functions of a job, the :class:`DeliverySettings` and the time they are giv
 sleeping and no clock of their own, and the jitter's random draw is an argument, so every
 decision is tested on its own. The runner carries them out.
 
-Clock steps: the runner waits in-process with the event loop's monotonic timer; only what must
-survive a restart is wall-clock time, and these functions cap it so that a wall clock stepped
-back never makes a wait or a rate window longer than the settings allow.
+Clock steps: in-process waits and ages are monotonic time (the event loop's timer, a job's
+age); only what must survive a restart is wall-clock time, and these functions cap it so that a
+wall clock stepped back never makes a wait or a rate window longer than the settings allow.
 """
 
 from __future__ import annotations
@@ -47,16 +47,18 @@ def backoff(attempts: int, settings: DeliverySettings, uniform: Uniform = random
 def after_failure(
     job: Job,
     settings: DeliverySettings,
-    now: float,
+    age: float,
     reason: str,
     retry_after: float | None,
     uniform: Uniform = random.uniform,
 ) -> Retry | GiveUp:
-    """Retry after the destination's Retry-After or the backoff, unless that passes the deadline."""
+    """Retry after the destination's Retry-After or the backoff, unless that passes the deadline.
+
+    ``age``: seconds since the job was received (monotonic time, immune to clock steps).
+    """
     delay = retry_after if retry_after is not None else backoff(job.attempts, settings, uniform)
-    if now + delay > job.received_at + settings.deadline:
-        spent = now - job.received_at
-        return GiveUp(f"gave up after {job.attempts} attempts in {spent:.0f} s: {reason}")
+    if age + delay > settings.deadline:
+        return GiveUp(f"gave up after {job.attempts} attempts in {age:.0f} s: {reason}")
     return Retry(delay)
 
 

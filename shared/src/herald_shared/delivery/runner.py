@@ -120,7 +120,7 @@ class Runner:
         if self._purging is not None:
             self._purging.cancel()
         await stop_pools((lane.pool for lane in self._lanes.values()), grace, what="deliveries")
-        self._intake.flush()  # what ended last is written before the database closes
+        self._intake.close()  # what ended last is written before the database closes
         for lane in self._lanes.values():
             try:
                 await lane.destination.close()
@@ -138,6 +138,7 @@ class Runner:
                     job.destination,
                 )
                 continue
+            job.received_monotonic -= max(0.0, now - job.received_at)  # its age so far
             lane.schedule(job, policy.resume_delay(job, self._settings, now))
             resumed += 1
         if resumed:
@@ -170,14 +171,13 @@ class Runner:
             self._finish(lane, job, event, result.state, result.detail)
 
     def _retry(self, lane: Lane, job: Job, event: Event, failed: Failed) -> None:
-        now = self._clock()
         decision = policy.after_failure(
-            job, self._settings, now, failed.reason, failed.retry_after, self._uniform
+            job, self._settings, job.age(), failed.reason, failed.retry_after, self._uniform
         )
         if isinstance(decision, policy.GiveUp):
             self._finish(lane, job, event, "dead_lettered", decision.reason)
             return
-        job.next_attempt_at = now + decision.delay
+        job.next_attempt_at = self._clock() + decision.delay
         self._intake.reschedule(job, failed.reason)
         log.warning(
             "delivery of %s %s to %s failed (attempt %d), retrying in %.1f s: %s",
@@ -198,7 +198,7 @@ class Runner:
         self._intake.finish(job, event, state, detail, now)
         lane.done(job)
         if state == "delivered":
-            lane.metrics.seconds.observe(now - job.received_at)
+            lane.metrics.seconds.observe(job.age())
 
     def _purge(self) -> None:
         now = self._clock()
