@@ -1,4 +1,5 @@
-"""The delivery runner inside a real subscriber service, against a real Mosquitto.
+"""The delivery runner: routing, retries and payloads driven by an in-memory bus; redelivery,
+restarts and faults inside a real subscriber service against a real Mosquitto.
 
 The destinations here are small scripted ones: the runner's behaviour is what is under test.
 """
@@ -7,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import msgspec
+import pytest
 from prometheus_client import REGISTRY
 
 from herald_shared import events, samples, topics
@@ -24,6 +28,7 @@ from herald_shared.delivery.destination import (
 from herald_shared.events import Event
 from herald_shared.settings import BrokerSettings, DeliverySettings
 from herald_shared.subscriber import SubscriberService
+from herald_testkit.memory_bus import memory_runner
 from herald_testkit.mosquitto import Mosquitto
 from herald_testkit.mqtt import Observer, Seen, publisher
 from herald_testkit.services import started
@@ -42,12 +47,14 @@ class Scripted(Destination):
         always: Exception | None = None,
         rate_limit: float | None = None,
         targets: Callable[[Event], Sequence[Target]] | None = None,
+        on_attempt: Callable[[int], None] | None = None,
     ) -> None:
         self.name = name
         self._script = list(script)
         self._always = always
         self.rate_limit = rate_limit
         self._targets = targets
+        self._on_attempt = on_attempt
         self.attempts: list[tuple[str, str, float]] = []
         self.delivered: list[tuple[str, str]] = []
 
@@ -56,6 +63,8 @@ class Scripted(Destination):
 
     async def deliver(self, event: Event, target: str) -> str | None:
         self.attempts.append((event.event_id, target, time.monotonic()))
+        if self._on_attempt is not None:
+            self._on_attempt(len(self.attempts))
         if self._always is not None:
             raise self._always
         if self._script:
@@ -114,15 +123,11 @@ def metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, {"service": "runner-test", **labels}) or 0.0
 
 
-async def test_a_transient_failure_is_retried_until_it_succeeds(
-    mosquitto: Mosquitto, topic_prefix: str, broker_settings: BrokerSettings, tmp_path: Path
-) -> None:
+async def test_a_transient_failure_is_retried_until_it_succeeds(tmp_path: Path) -> None:
     flaky = Scripted("flaky", [TransientError("503 busy"), TransientError("timeout")])
-    async with (
-        Observer(mosquitto.host, mosquitto.port, f"{topic_prefix}/v1/#") as seen,
-        running(broker_settings, tmp_path, flaky),
-    ):
-        await publish(mosquitto, topic_prefix, samples.sample_failed())
+    async with memory_runner(tmp_path, [flaky], delivery=FAST) as runner:
+        await runner.publish(samples.sample_failed())
+        seen = runner.bus
         await seen.wait_for(lambda s: bool(receipts(s)))
     assert flaky.delivered == [(samples.sample_failed().event_id, "")]
     [receipt] = receipts(seen.seen)
@@ -132,30 +137,21 @@ async def test_a_transient_failure_is_retried_until_it_succeeds(
     assert not dead_letters(seen.seen)
 
 
-async def test_retry_after_is_honoured(
-    mosquitto: Mosquitto, topic_prefix: str, broker_settings: BrokerSettings, tmp_path: Path
-) -> None:
+async def test_retry_after_is_honoured(tmp_path: Path) -> None:
     throttled = Scripted("throttled", [TransientError("429 slow down", retry_after=1.5)])
-    async with (
-        Observer(mosquitto.host, mosquitto.port, f"{topic_prefix}/v1/#") as seen,
-        running(broker_settings, tmp_path, throttled),
-    ):
-        await publish(mosquitto, topic_prefix, samples.sample_failed())
-        await seen.wait_for(lambda s: bool(receipts(s)))
+    async with memory_runner(tmp_path, [throttled], delivery=FAST) as runner:
+        await runner.publish(samples.sample_failed())
+        await runner.bus.wait_for(lambda s: bool(receipts(s)))
     first, second = throttled.attempts
     # The backoff alone would retry after at most 0.05 s.
     assert second[2] - first[2] >= 1.5
 
 
-async def test_a_permanent_error_is_dead_lettered_with_its_reason(
-    mosquitto: Mosquitto, topic_prefix: str, broker_settings: BrokerSettings, tmp_path: Path
-) -> None:
+async def test_a_permanent_error_is_dead_lettered_with_its_reason(tmp_path: Path) -> None:
     refused = Scripted("refused", always=PermanentError("HTTP 404: no such channel"))
-    async with (
-        Observer(mosquitto.host, mosquitto.port, f"{topic_prefix}/v1/#") as seen,
-        running(broker_settings, tmp_path, refused),
-    ):
-        await publish(mosquitto, topic_prefix, samples.sample_failed())
+    async with memory_runner(tmp_path, [refused], delivery=FAST) as runner:
+        await runner.publish(samples.sample_failed())
+        seen = runner.bus
         await seen.wait_for(lambda s: bool(dead_letters(s)) and bool(receipts(s)))
     assert len(refused.attempts) == 1  # never retried
     [letter] = dead_letters(seen.seen)
@@ -165,16 +161,12 @@ async def test_a_permanent_error_is_dead_lettered_with_its_reason(
     assert receipts(seen.seen)[0]["outcome"] == "dead_lettered"
 
 
-async def test_retries_stop_at_the_deadline_with_a_dead_letter(
-    mosquitto: Mosquitto, topic_prefix: str, broker_settings: BrokerSettings, tmp_path: Path
-) -> None:
+async def test_retries_stop_at_the_deadline_with_a_dead_letter(tmp_path: Path) -> None:
     down = Scripted("down", always=TransientError("connection refused"))
     delivery = DeliverySettings(initial_backoff=0.05, max_backoff=0.1, deadline=1.0)
-    async with (
-        Observer(mosquitto.host, mosquitto.port, f"{topic_prefix}/v1/#") as seen,
-        running(broker_settings, tmp_path, down, delivery=delivery),
-    ):
-        await publish(mosquitto, topic_prefix, samples.sample_failed())
+    async with memory_runner(tmp_path, [down], delivery=delivery) as runner:
+        await runner.publish(samples.sample_failed())
+        seen = runner.bus
         await seen.wait_for(lambda s: bool(dead_letters(s)))
     [letter] = dead_letters(seen.seen)
     assert str(letter["reason"]).startswith("gave up after")
@@ -182,18 +174,14 @@ async def test_retries_stop_at_the_deadline_with_a_dead_letter(
     assert len(down.attempts) > 2
 
 
-async def test_the_rate_limit_suppresses_and_counts(
-    mosquitto: Mosquitto, topic_prefix: str, broker_settings: BrokerSettings, tmp_path: Path
-) -> None:
+async def test_the_rate_limit_suppresses_and_counts(tmp_path: Path) -> None:
     limited = Scripted("limited", rate_limit=600, targets=lambda e: [Target(rate_key=e.task.id)])
     before = metric("herald_deliveries_total", destination="limited", outcome="suppressed")
     same_task = [failure(n) for n in range(3)]
     other_task = failure(9, task_id="11111111-2222-4333-8444-555555555555")
-    async with (
-        Observer(mosquitto.host, mosquitto.port, f"{topic_prefix}/v1/#") as seen,
-        running(broker_settings, tmp_path, limited),
-    ):
-        await publish(mosquitto, topic_prefix, *same_task, other_task)
+    async with memory_runner(tmp_path, [limited], delivery=FAST) as runner:
+        await runner.publish(*same_task, other_task)
+        seen = runner.bus
         await seen.wait_for(lambda s: len(receipts(s)) == 4)
     assert sorted(limited.delivered) == sorted(
         [(same_task[0].event_id, ""), (other_task.event_id, "")]
@@ -262,34 +250,24 @@ async def test_a_bug_in_a_destination_is_retried_not_lost(
     assert receipts(seen.seen)[0]["attempts"] == 2
 
 
-async def test_each_target_is_delivered_and_receipted_separately(
-    mosquitto: Mosquitto, topic_prefix: str, broker_settings: BrokerSettings, tmp_path: Path
-) -> None:
+async def test_each_target_is_delivered_and_receipted_separately(tmp_path: Path) -> None:
     mail = Scripted(
         "mail", targets=lambda e: [Target(id="a@example.com"), Target(id="b@example.com")]
     )
-    async with (
-        Observer(mosquitto.host, mosquitto.port, f"{topic_prefix}/v1/#") as seen,
-        running(broker_settings, tmp_path, mail),
-    ):
-        await publish(mosquitto, topic_prefix, samples.sample_failed())
-        await seen.wait_for(lambda s: len(receipts(s)) == 2)
+    async with memory_runner(tmp_path, [mail], delivery=FAST) as runner:
+        await runner.publish(samples.sample_failed())
+        await runner.bus.wait_for(lambda s: len(receipts(s)) == 2)
     assert sorted(target for _, target in mail.delivered) == ["a@example.com", "b@example.com"]
 
 
 async def test_a_message_that_is_not_an_event_is_dead_lettered_and_the_service_goes_on(
-    mosquitto: Mosquitto, topic_prefix: str, broker_settings: BrokerSettings, tmp_path: Path
+    tmp_path: Path,
 ) -> None:
     archive = Scripted("archive")
-    async with (
-        Observer(mosquitto.host, mosquitto.port, f"{topic_prefix}/v1/#") as seen,
-        running(broker_settings, tmp_path, archive),
-    ):
-        async with publisher(mosquitto.host, mosquitto.port) as client:
-            await client.publish(
-                f"{topic_prefix}/v1/events/task_failed/reload/x", b"{not json", qos=1
-            )
-        await publish(mosquitto, topic_prefix, samples.sample_failed())
+    async with memory_runner(tmp_path, [archive], delivery=FAST) as runner:
+        await runner.send("herald/v1/events/task_failed/reload/x", b"{not json")
+        await runner.publish(samples.sample_failed())
+        seen = runner.bus
         await seen.wait_for(lambda s: bool(dead_letters(s)) and bool(receipts(s)))
     [letter] = dead_letters(seen.seen)
     assert letter["payload"] == "{not json"
@@ -315,3 +293,190 @@ async def test_pending_deliveries_survive_a_restart_of_the_service(
         await seen.wait_for(lambda s: bool(receipts(s)))
     assert back.delivered == [(samples.sample_failed().event_id, "")]
     assert receipts(seen.seen)[0]["attempts"] >= 2  # type: ignore[operator]
+
+
+# --- the wall clock stepping (the runner's clock is the test's) ------------------------------
+
+
+class SteppedClock:
+    """A wall clock the test steps; it runs on with real time in between."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+async def test_a_clock_stepped_back_does_not_extend_a_rate_limit(tmp_path: Path) -> None:
+    clock = SteppedClock()
+    limited = Scripted("limited", rate_limit=600, targets=lambda e: [Target(rate_key=e.task.id)])
+    first, held, after_the_window = failure(1), failure(2), failure(3)
+    async with memory_runner(tmp_path, [limited], delivery=FAST, clock=clock) as runner:
+        await runner.publish(first)
+        clock.offset = -3600  # an hour back, a few milliseconds after the first alert went out
+        await runner.publish(held)
+        clock.offset += 601  # one window later by the clock as it reads now
+        await runner.publish(after_the_window)
+        await runner.bus.wait_for(lambda s: len(receipts(s)) == 3)
+    assert sorted(limited.delivered) == sorted(
+        [(first.event_id, ""), (after_the_window.event_id, "")]
+    )
+    [suppressed] = receipts(runner.bus.seen, "suppressed")
+    assert suppressed["event_id"] == held.event_id
+
+
+async def test_retries_keep_their_pace_when_the_clock_steps_either_way(tmp_path: Path) -> None:
+    clock = SteppedClock()
+
+    def step(attempt: int) -> None:
+        clock.offset += {1: 3600.0, 2: -7200.0}.get(attempt, 0.0)  # an hour on, two back
+
+    flaky = Scripted(
+        "flaky", [TransientError("503 busy"), TransientError("timeout")], on_attempt=step
+    )
+    async with memory_runner(tmp_path, [flaky], delivery=FAST, clock=clock) as runner:
+        await runner.publish(samples.sample_failed())
+        await runner.bus.wait_for(lambda s: bool(receipts(s)))
+    [receipt] = receipts(runner.bus.seen)
+    assert receipt["outcome"] == "delivered"  # not given up: an hour did not pass
+    assert receipt["attempts"] == 3
+    first, _, third = flaky.attempts
+    assert third[2] - first[2] < 10  # backoff of at most 0.2 s each, not an hour
+
+
+async def test_a_pending_delivery_is_resumed_on_time_after_the_clock_stepped_back(
+    tmp_path: Path,
+) -> None:
+    down = Scripted("relay", always=TransientError("connection refused"))
+    async with memory_runner(tmp_path, [down], delivery=FAST) as runner:
+        await runner.publish(samples.sample_failed())
+        async with asyncio.timeout(10):
+            while not down.attempts:
+                await asyncio.sleep(0.02)
+    clock = SteppedClock()
+    clock.offset = -3600
+    back = Scripted("relay")
+    async with memory_runner(tmp_path, [back], delivery=FAST, clock=clock) as runner:
+        await runner.bus.wait_for(lambda s: bool(receipts(s)))
+    assert back.delivered == [(samples.sample_failed().event_id, "")]
+
+
+# --- faults: the ledger's disk, a lost event ---------------------------------------------------
+
+
+class Unreachable(Destination):
+    """Down (with the long, varying error text of a real proxy page) until ``up`` is set."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.up = False
+        self.attempted: set[str] = set()
+        self.delivered: set[str] = set()
+        self._attempts: dict[str, int] = {}
+
+    async def deliver(self, event: Event, target: str) -> str | None:
+        self.attempted.add(event.event_id)
+        if not self.up:
+            n = self._attempts[event.event_id] = self._attempts.get(event.event_id, 0) + 1
+            raise TransientError(f"HTTP 502 from the proxy: {'upstream busy; ' * min(5 * n, 400)}")
+        self.delivered.add(event.event_id)
+        return "ok"
+
+
+def fill_the_disk(service: SubscriberService) -> None:
+    """A real "database or disk is full": the database may not grow past its current size."""
+    connection = service.db.connection
+    [(pages,)] = connection.execute("PRAGMA page_count").fetchall()
+    connection.execute(f"PRAGMA max_page_count = {pages}")
+
+
+def make_room(service: SubscriberService) -> None:
+    service.db.connection.execute("PRAGMA max_page_count = 1073741823")
+
+
+async def wait_until(condition: Callable[[], bool], within: float = 60.0) -> None:
+    async with asyncio.timeout(within):
+        while not condition():
+            await asyncio.sleep(0.05)
+
+
+def ledger_errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [
+        r
+        for r in caplog.records
+        if r.levelno == logging.ERROR and "cannot write to the ledger" in r.getMessage()
+    ]
+
+
+async def test_a_full_disk_ends_no_worker_and_everything_is_delivered_once_it_has_room(
+    mosquitto: Mosquitto,
+    topic_prefix: str,
+    broker_settings: BrokerSettings,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    relay = Unreachable("relay")
+    pending = [failure(n) for n in range(20)]
+    new = [failure(n) for n in range(100, 120)]
+    async with running(broker_settings, tmp_path, relay) as service:
+        await publish(mosquitto, topic_prefix, *pending)
+        await wait_until(lambda: relay.attempted >= {e.event_id for e in pending})
+        fill_the_disk(service)
+        await publish(mosquitto, topic_prefix, *new)
+        await wait_until(lambda: "database or disk is full" in service.readiness()[1])
+        assert not service.readiness()[0]
+        assert ledger_errors(caplog)
+        relay.up = True
+        make_room(service)
+        everything = {e.event_id for e in pending + new}
+        await wait_until(lambda: relay.delivered == everything)
+        await wait_until(lambda: service.readiness()[0])
+
+
+async def test_events_are_counted_as_stored_once_though_writing_them_failed(
+    mosquitto: Mosquitto,
+    topic_prefix: str,
+    broker_settings: BrokerSettings,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    relay = Unreachable("relay")
+    relay.up = True
+    burst = [failure(n) for n in range(30)]
+    before = metric("herald_events_received_total", outcome="stored")
+    async with running(broker_settings, tmp_path, relay) as service:
+        fill_the_disk(service)
+        await publish(mosquitto, topic_prefix, *burst)
+        await wait_until(lambda: len(ledger_errors(caplog)) >= 3)
+        make_room(service)
+        await wait_until(lambda: relay.delivered == {e.event_id for e in burst})
+    assert metric("herald_events_received_total", outcome="stored") - before == len(burst)
+
+
+async def test_a_pending_delivery_whose_event_was_lost_is_dead_lettered_and_work_goes_on(
+    mosquitto: Mosquitto, topic_prefix: str, broker_settings: BrokerSettings, tmp_path: Path
+) -> None:
+    one_worker = DeliverySettings(initial_backoff=0.05, max_backoff=0.2, concurrency=1)
+    down = Scripted("relay", always=TransientError("connection refused"))
+    lost = samples.sample_failed()
+    async with running(broker_settings, tmp_path, down, delivery=one_worker):
+        await publish(mosquitto, topic_prefix, lost)
+        await wait_until(lambda: bool(down.attempts))
+    with sqlite3.connect(tmp_path / "runner-test.sqlite3") as sql:
+        sql.execute("DELETE FROM events WHERE event_id = ?", (lost.event_id,))
+    back = Scripted("relay")
+    async with (
+        Observer(mosquitto.host, mosquitto.port, f"{topic_prefix}/v1/#") as seen,
+        running(broker_settings, tmp_path, back, delivery=one_worker),
+    ):
+        await seen.wait_for(lambda s: bool(dead_letters(s)))
+        await publish(mosquitto, topic_prefix, failure(1))
+        await seen.wait_for(lambda s: bool(receipts(s, "delivered")))
+    [letter] = dead_letters(seen.seen)
+    assert letter["event"] is None
+    assert "missing from the ledger" in str(letter["reason"])
+    [receipt] = receipts(seen.seen, "dead_lettered")
+    assert receipt["event_id"] == lost.event_id
+    assert back.delivered == [(failure(1).event_id, "")]

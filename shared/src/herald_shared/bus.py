@@ -108,10 +108,11 @@ class Bus:
 
     # --- lifecycle -----------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self) -> asyncio.Task[None]:
         """Connect in the background; :meth:`wait_connected` waits for the first connection."""
         if self._runner is None:
             self._runner = asyncio.create_task(self._run(), name=f"bus-{self.service}")
+        return self._runner  # the caller supervises the connection loop
 
     @property
     def connected(self) -> bool:

@@ -33,7 +33,9 @@ class Database:
         try:
             yield self.connection
         except BaseException:
-            self.connection.execute("ROLLBACK")
+            # SQLite has already rolled back on some errors ("database or disk is full").
+            if self.connection.in_transaction:
+                self.connection.execute("ROLLBACK")
             raise
         self.connection.execute("COMMIT")
 

@@ -2,7 +2,8 @@
 
 The server runs on its own thread, so ``/livez`` can tell that the event loop has stopped
 making progress (a heartbeat older than ``health.stall_after``) and Kubernetes restarts a hung
-process; an HTTP server on the loop itself would hang with it and say nothing.
+process; an HTTP server on the loop itself would hang with it and say nothing. ``/livez`` also
+fails when a service's vital task has ended (``herald_shared.supervision``).
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import make_wsgi_app
 
 from herald_shared.settings import HealthSettings
+from herald_shared.supervision import every
 
 log = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], tuple[bool, str]]
+LivenessCheck = ReadinessCheck
 
 
 class _Server(ThreadingMixIn, WSGIServer):
@@ -38,6 +41,7 @@ class HealthServer:
     def __init__(self, settings: HealthSettings) -> None:
         self._settings = settings
         self._checks: dict[str, ReadinessCheck] = {}
+        self._liveness: dict[str, LivenessCheck] = {}
         self._heartbeat = time.monotonic()
         self._metrics_app = make_wsgi_app()
         self._server: _Server | None = None
@@ -51,9 +55,16 @@ class HealthServer:
         assert self._server is not None
         return int(self._server.server_address[1])
 
-    def add_check(self, name: str, check: ReadinessCheck) -> None:
-        """``check`` returns (ready, explanation); /readyz is 200 only when every check is ready."""
+    def add_check(
+        self, name: str, check: ReadinessCheck, liveness: LivenessCheck | None = None
+    ) -> None:
+        """``check`` returns (ready, explanation); /readyz is 200 only when every check is ready.
+
+        ``liveness`` likewise for /livez, beside the event loop's heartbeat.
+        """
         self._checks[name] = check
+        if liveness is not None:
+            self._liveness[name] = liveness
 
     def mark_started(self) -> None:
         self._started = True
@@ -67,7 +78,7 @@ class HealthServer:
             handler_class=_QuietHandler,
         )
         threading.Thread(target=self._server.serve_forever, name="health", daemon=True).start()
-        self._beating = asyncio.create_task(self._beat())
+        self._beating = asyncio.create_task(every(1, self._beat, what="the health heartbeat"))
         log.info(
             "health endpoints on http://%s:%d/ (livez, readyz, metrics)",
             self._settings.host,
@@ -81,30 +92,40 @@ class HealthServer:
             self._server.shutdown()
             self._server.server_close()
 
-    async def _beat(self) -> None:
-        while True:
-            self._heartbeat = time.monotonic()
-            await asyncio.sleep(1)
+    def _beat(self) -> None:
+        self._heartbeat = time.monotonic()
 
     def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == "/metrics":
             return self._metrics_app(environ, start_response)  # type: ignore[no-any-return]
         if path == "/livez":
-            stalled = time.monotonic() - self._heartbeat
-            if stalled > self._settings.stall_after:
-                return _text(start_response, 503, f"event loop stalled for {stalled:.0f} s\n")
-            return _text(start_response, 200, "ok\n")
+            return self._livez(start_response)
         if path == "/readyz":
             if not self._started:
                 return _text(start_response, 503, "not ready: starting\n")
-            lines, ready = [], True
-            for name, check in self._checks.items():
-                ok, why = check()
-                ready &= ok
-                lines.append(f"{'ok' if ok else 'not ready'}: {name}: {why}")
-            return _text(start_response, 200 if ready else 503, "\n".join(lines) + "\n")
+            return _report(start_response, self._checks, "not ready")
         return _text(start_response, 404, "not found: try /livez, /readyz or /metrics\n")
+
+    def _livez(self, start_response: Callable[..., Any]) -> list[bytes]:
+        stalled = time.monotonic() - self._heartbeat
+        if stalled > self._settings.stall_after:
+            return _text(start_response, 503, f"event loop stalled for {stalled:.0f} s\n")
+        if not self._liveness:
+            return _text(start_response, 200, "ok\n")
+        return _report(start_response, self._liveness, "not alive")
+
+
+def _report(
+    start_response: Callable[..., Any], checks: dict[str, ReadinessCheck], failing: str
+) -> list[bytes]:
+    """200 with every check's line if all pass; 503 with them if one fails."""
+    lines, passed = [], True
+    for name, check in checks.items():
+        ok, why = check()
+        passed &= ok
+        lines.append(f"{'ok' if ok else failing}: {name}: {why}")
+    return _text(start_response, 200 if passed else 503, "\n".join(lines) + "\n")
 
 
 def _text(start_response: Callable[..., Any], status: int, body: str) -> list[bytes]:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Final
+from typing import Final, Protocol
 
 from herald_shared import metrics
-from herald_shared.bus import Bus, BusError
+from herald_shared.bus import BusError
 from herald_shared.db import Database
 
 log = logging.getLogger(__name__)
@@ -27,8 +27,19 @@ CREATE TABLE IF NOT EXISTS outbox (
 """
 
 
+class Publisher(Protocol):
+    """What the outbox needs of a bus (``herald_shared.bus.Bus``, or a test's in-memory one)."""
+
+    @property
+    def service(self) -> str: ...
+
+    async def wait_connected(self) -> None: ...
+
+    async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None: ...
+
+
 class Outbox:
-    def __init__(self, db: Database, bus: Bus, *, batch: int = 200) -> None:
+    def __init__(self, db: Database, bus: Publisher, *, batch: int = 200) -> None:
         self._db = db
         self._bus = bus
         self._batch = batch

@@ -44,6 +44,10 @@ class Service(Protocol):
 
     def readiness(self) -> tuple[bool, str]: ...
 
+    def liveness(self) -> tuple[bool, str]:
+        """False once a vital task ended: /livez fails and Kubernetes restarts the pod."""
+        ...
+
 
 @dataclass(frozen=True)
 class Context:
@@ -162,7 +166,7 @@ async def serve(document: ConfigDocument, process: ProcessSettings) -> int:
             service = spec.build(settings, context)
             await service.start()
             running.append(service)
-            health.add_check(service.name, service.readiness)
+            health.add_check(service.name, service.readiness, service.liveness)
             log.info("started %s", service.name)
         health.mark_started()
         await stop.wait()

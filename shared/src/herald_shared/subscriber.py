@@ -1,7 +1,9 @@
 """A subscriber service: the bus, the runner and the outbox around a list of destinations.
 
 Every destination service (emailer, chat-notifier, …, log-archiver) is one of these; the service
-package only builds its destinations from its settings.
+package only builds its destinations from its settings. The bus connection, the outbox loop and
+the runner's workers are vital tasks of one :class:`Supervisor`: if one ends, ``/readyz`` and
+``/livez`` say which and why.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from herald_shared.delivery.destination import Destination
 from herald_shared.delivery.runner import Runner
 from herald_shared.outbox import Outbox
 from herald_shared.settings import BrokerSettings, DeliverySettings
+from herald_shared.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -38,29 +41,31 @@ class SubscriberService:
     ) -> None:
         self.name = name
         self._delivery = delivery
-        self._db = database_for(state_dir, name)
+        self.db = database_for(state_dir, name)
         subscription = topics.events_subscription(
             broker.topic_prefix, name, shared=broker.effective_shared_subscriptions
         )
         self.bus = Bus(broker, name, subscriptions=[subscription], handler=self._handle)
-        self.outbox = Outbox(self._db, self.bus)
+        self.outbox = Outbox(self.db, self.bus)
+        self._supervisor = Supervisor(name)
         self.runner = Runner(
             service=name,
             destinations=destinations,
-            db=self._db,
+            db=self.db,
             outbox=self.outbox,
             settings=delivery,
             topic_prefix=broker.topic_prefix,
+            supervisor=self._supervisor,
         )
         self._publishing: asyncio.Task[None] | None = None
 
     async def _handle(self, message: Message) -> None:
-        await self.runner.handle(message)
+        await self.runner.handle(message.topic, message.payload)
 
     async def start(self) -> None:
         await self.runner.start()  # resume what a previous run left pending first
-        self._publishing = asyncio.create_task(self.outbox.run(), name=f"{self.name}-outbox")
-        self.bus.start()
+        self._publishing = self._supervisor.spawn(self.outbox.run(), "the outbox loop")
+        self._supervisor.watch(self.bus.start(), "the broker connection loop")
 
     async def stop(self) -> None:
         self.bus.stop_consuming()
@@ -74,11 +79,19 @@ class SubscriberService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._publishing
         await self.bus.close()
-        self._db.close()
+        await self._supervisor.stop()
+        self.db.close()
 
     def readiness(self) -> tuple[bool, str]:
+        healthy, why = self.runner.health()  # a dead task or a full disk is said first
+        if not healthy:
+            return False, why
         if not self.bus.connected:
             return False, "not connected to the broker"
         if not self.runner.ready:
             return False, "destinations not ready"
         return True, "connected, destinations ready"
+
+    def liveness(self) -> tuple[bool, str]:
+        """Alive while every vital task runs: Kubernetes restarts the pod when one ended."""
+        return self._supervisor.health()

@@ -5,6 +5,8 @@ callback, so reading never waits. Workers enrich stored datagrams from the QRS (
 events in arrival order, so a recovery is decided on the right history) and move each, as an
 event, from the inbox to the outbox in one commit; the outbox publishes at QoS 1 and forgets an
 event on PUBACK. A crash at any point leaves the datagram in the inbox or the event in the outbox.
+The enrichers, the outbox loop and the broker connection are vital tasks: if one ends,
+``/readyz`` and ``/livez`` say which and why (``herald_shared.supervision``).
 """
 
 from __future__ import annotations
@@ -31,12 +33,14 @@ from herald_shared.db import database_for
 from herald_shared.outbox import Outbox
 from herald_shared.runtime import Context, ServiceSpec
 from herald_shared.settings import BrokerSettings
+from herald_shared.supervision import Supervisor, WorkerPool, every
 
 log = logging.getLogger(__name__)
 
 NAME = "ingest"
 REJECTION_LOG_INTERVAL = 60.0
 STOP_GRACE = 10.0
+FORGET_INTERVAL = 600.0
 
 
 class IngestConfig(Section):
@@ -60,11 +64,15 @@ class IngestService:
         self._qrs = QrsClient(config.qlik.qrs)
         self._enricher = Enricher(self._qrs, config.qlik, config.ingest.enrichment_deadline)
         self._sources = SourceFilter(config.ingest.allowed_sources)
-        self._queue: asyncio.Queue[tuple[Stored, Datagram]] = asyncio.Queue()
+        self._supervisor = Supervisor(NAME)
+        self._enrichers: WorkerPool[tuple[Stored, Datagram]] = WorkerPool(
+            "enrichment",
+            self._enrich,
+            size=config.ingest.enrichment_concurrency,
+            supervisor=self._supervisor,
+        )
+        self._queue = self._enrichers.queue
         self._task_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._workers: list[asyncio.Task[None]] = []
-        self._busy: set[asyncio.Task[None]] = set()
-        self._background: list[asyncio.Task[None]] = []
         self._listener: Listener | None = None
         self._rejections: dict[str, tuple[float, int]] = {}
         self._datagrams = {
@@ -86,15 +94,11 @@ class IngestService:
         if self._queue.qsize():
             log.info("resuming %d accepted datagrams from the inbox", self._queue.qsize())
         self._inbox_gauge.set(self._queue.qsize())
-        self._workers = [
-            asyncio.create_task(self._work(), name=f"ingest-enrich-{n}")
-            for n in range(self._settings.enrichment_concurrency)
-        ]
-        self._background = [
-            asyncio.create_task(self.outbox.run(), name="ingest-outbox"),
-            asyncio.create_task(self._forget_old_datagrams(), name="ingest-housekeeping"),
-        ]
-        self.bus.start()
+        self._enrichers.start()
+        self._supervisor.spawn(self.outbox.run(), "the outbox loop")
+        forget = every(FORGET_INTERVAL, self._forget_old_datagrams, what="forgetting old datagrams")
+        self._supervisor.spawn(forget, "forgetting old datagrams")
+        self._supervisor.watch(self.bus.start(), "the broker connection loop")
         udp = self._settings.udp
         self._listener = listen(udp.host, udp.port, udp.receive_buffer_bytes, self._on_datagrams)
 
@@ -106,30 +110,28 @@ class IngestService:
     async def stop(self) -> None:
         if self._listener is not None:
             self._listener.close()
-        for worker in self._workers:
-            if worker not in self._busy:
-                worker.cancel()
-        if self._busy:
-            _, unfinished = await asyncio.wait(self._busy, timeout=STOP_GRACE)
-            for task in unfinished:
-                task.cancel()  # still in the inbox: enriched again at the next start
-        await asyncio.gather(*self._workers, return_exceptions=True)
+        # What is cancelled is still in the inbox: enriched again at the next start.
+        await self._enrichers.stop(STOP_GRACE, what="datagrams")
         if self.bus.connected:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.outbox.wait_empty(), 3.0)
-        for task in self._background:
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
         await self.bus.close()
+        await self._supervisor.stop()
         await self._qrs.close()
         self._db.close()
 
     def readiness(self) -> tuple[bool, str]:
+        alive, why = self._supervisor.health()
+        if not alive:
+            return False, why
         if self._listener is None:
             return False, "not listening yet"
         if not self.bus.connected:
             return False, f"not connected to the broker ({self.outbox.depth()} events waiting)"
         return True, "listening, connected"
+
+    def liveness(self) -> tuple[bool, str]:
+        return self._supervisor.health()
 
     # --- receiving -----------------------------------------------------------------------
 
@@ -191,27 +193,19 @@ class IngestService:
 
     # --- enriching -----------------------------------------------------------------------
 
-    async def _work(self) -> None:
-        me = asyncio.current_task()
-        assert me is not None
-        while True:
-            stored, parsed = await self._queue.get()
-            self._busy.add(me)
-            try:
-                # One task's events in arrival order: queue.get and Lock are both first come,
-                # first served, and nothing awaits between them.
-                async with self._task_locks[parsed.task_id]:
-                    await self._publish(stored, parsed)
-            except Exception:
-                log.exception(
-                    "enriching the datagram for task %r failed; retrying", parsed.task_name
-                )
-                await asyncio.sleep(1.0)
-                self._queue.put_nowait((stored, parsed))
-                continue
-            finally:
-                self._busy.discard(me)
-            self._inbox_gauge.dec()
+    async def _enrich(self, item: tuple[Stored, Datagram]) -> None:
+        stored, parsed = item
+        try:
+            # One task's events in arrival order: queue.get and Lock are both first come,
+            # first served, and nothing awaits between them.
+            async with self._task_locks[parsed.task_id]:
+                await self._publish(stored, parsed)
+        except Exception:
+            log.exception("enriching the datagram for task %r failed; retrying", parsed.task_name)
+            await asyncio.sleep(1.0)
+            self._queue.put_nowait(item)
+            return
+        self._inbox_gauge.dec()
 
     async def _publish(self, stored: Stored, parsed: Datagram) -> None:
         try:
@@ -265,10 +259,8 @@ class IngestService:
         )
         self._inbox_gauge.inc()  # _work decrements once this attempt returns
 
-    async def _forget_old_datagrams(self) -> None:
-        while True:
-            self._state.forget_seen_before(time.time() - self._settings.duplicate_window)
-            await asyncio.sleep(600)
+    def _forget_old_datagrams(self) -> None:
+        self._state.forget_seen_before(time.time() - self._settings.duplicate_window)
 
 
 def configure(document: ConfigDocument) -> IngestConfig:

@@ -8,11 +8,13 @@ rate-limit memory, all in the service's SQLite database so that one commit cover
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from herald_shared.db import Database
+from herald_shared.delivery import policy
 
 State = Literal["pending", "delivered", "dead_lettered", "suppressed", "skipped"]
 FINISHED: Final[tuple[State, ...]] = ("delivered", "dead_lettered", "suppressed", "skipped")
@@ -54,6 +56,13 @@ class Job:
     attempts: int = 0
     first_attempt_at: float | None = None
     next_attempt_at: float = 0.0
+    # When it was received on the monotonic clock, so that its age in this process does not
+    # follow the wall clock's steps. Not stored: a resumed job's is derived from received_at.
+    received_monotonic: float = field(default_factory=time.monotonic)
+
+    def age(self) -> float:
+        """Seconds since the job was received."""
+        return time.monotonic() - self.received_monotonic
 
 
 class Ledger:
@@ -76,14 +85,15 @@ class Ledger:
         row = self._sql.execute(
             "SELECT expires_at FROM rate_limits WHERE key = ?", (key,)
         ).fetchone()
-        if row is not None and row[0] > now:
-            return False
-        self._sql.execute(
-            "INSERT INTO rate_limits (key, expires_at) VALUES (?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at",
-            (key, now + window),
-        )
-        return True
+        stored = None if row is None else float(row[0])
+        allowed, expires_at = policy.rate_window(stored, window, now)
+        if expires_at != stored:
+            self._sql.execute(
+                "INSERT INTO rate_limits (key, expires_at) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at",
+                (key, expires_at),
+            )
+        return allowed
 
     def store_event(self, event_id: str, payload: bytes) -> None:
         self._sql.execute(

@@ -1,0 +1,117 @@
+"""An in-memory bus that drives the delivery runner without a broker.
+
+For the runner's routing, rate-limit, retry and payload behaviour only: it has no sessions, no
+redelivery and no faults, so the bus itself, faults and redelivery are tested against a real
+Mosquitto. Without a broker process the test owns every input, including the runner's clock.
+
+:func:`memory_runner` runs a :class:`~herald_shared.delivery.runner.Runner` with its real
+ledger and outbox in ``state_dir``; what the outbox publishes (receipts, dead letters) is in
+``seen``, with the same ``wait_for`` as :class:`herald_testkit.mqtt.Observer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+
+from herald_shared import events, topics
+from herald_shared.db import database_for
+from herald_shared.delivery.destination import Destination
+from herald_shared.delivery.runner import Runner
+from herald_shared.events import Event
+from herald_shared.outbox import Outbox
+from herald_shared.settings import DeliverySettings
+from herald_testkit.mqtt import Seen
+
+
+class MemoryBus:
+    """Publishes into :attr:`seen`; always connected."""
+
+    def __init__(self, service: str) -> None:
+        self._service = service
+        self.seen: list[Seen] = []
+        self._changed = asyncio.Event()
+
+    @property
+    def service(self) -> str:
+        return self._service
+
+    async def wait_connected(self) -> None:
+        return None
+
+    async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        self.seen.append(Seen(topic, payload, retain))
+        self._changed.set()
+
+    async def wait_for(
+        self, predicate: Callable[[list[Seen]], bool], within: float = 20.0
+    ) -> list[Seen]:
+        """Wait until ``predicate(self.seen)`` holds; raises TimeoutError with what was seen."""
+
+        async def until() -> None:
+            while not predicate(self.seen):
+                self._changed.clear()
+                await self._changed.wait()
+
+        try:
+            await asyncio.wait_for(until(), within)
+        except TimeoutError:
+            last = [seen.topic for seen in self.seen[-20:]]
+            raise TimeoutError(
+                f"condition not met within {within} s; last topics: {last}"
+            ) from None
+        return self.seen
+
+
+class MemoryRunner:
+    """A runner fed by the test: :meth:`publish` hands it events as the bus would."""
+
+    def __init__(self, runner: Runner, bus: MemoryBus, topic_prefix: str) -> None:
+        self.runner = runner
+        self.bus = bus
+        self._prefix = topic_prefix
+
+    async def publish(self, *items: Event) -> None:
+        """Each event in turn, returning once the runner has stored its deliveries."""
+        for event in items:
+            await self.runner.handle(topics.topic_of(self._prefix, event), events.encode(event))
+
+    async def send(self, topic: str, payload: bytes) -> None:
+        await self.runner.handle(topic, payload)
+
+
+@contextlib.asynccontextmanager
+async def memory_runner(
+    state_dir: Path,
+    destinations: Sequence[Destination],
+    *,
+    delivery: DeliverySettings,
+    service: str = "runner-test",
+    topic_prefix: str = "herald",
+    clock: Callable[[], float] = time.time,
+) -> AsyncIterator[MemoryRunner]:
+    db = database_for(state_dir, service)
+    bus = MemoryBus(service)
+    outbox = Outbox(db, bus)
+    runner = Runner(
+        service=service,
+        destinations=destinations,
+        db=db,
+        outbox=outbox,
+        settings=delivery,
+        topic_prefix=topic_prefix,
+        clock=clock,
+    )
+    await runner.start()
+    publishing = asyncio.create_task(outbox.run(), name=f"{service}-memory-outbox")
+    try:
+        yield MemoryRunner(runner, bus, topic_prefix)
+    finally:
+        await runner.stop(delivery.shutdown_grace)
+        await asyncio.wait_for(outbox.wait_empty(), 10)
+        publishing.cancel()
+        await asyncio.gather(publishing, return_exceptions=True)
+        db.close()
