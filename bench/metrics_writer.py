@@ -14,8 +14,7 @@ from pathlib import Path
 
 import msgspec
 
-from herald_metrics_writer.destinations import InfluxDestination
-from herald_metrics_writer.settings import InfluxDbSettings
+from herald_metrics_writer.destinations.influxdb import InfluxDbSettings, InfluxDestination
 from herald_shared import samples
 from herald_shared.events import event_id_for
 from herald_testkit.influxdb import InfluxDB

@@ -12,10 +12,11 @@ import pytest
 
 import herald_emailer.context
 from herald_emailer.context import build_context
+from herald_emailer.destinations.email import FailedSettings
 from herald_emailer.recipients import recipients
 from herald_emailer.rendering import load_renderer
 from herald_emailer.service import SERVICE
-from herald_emailer.settings import EmailerSettings, FailedSettings
+from herald_emailer.settings import EmailerSettings
 from herald_shared import samples
 from herald_shared.config import ConfigDocument, ConfigError
 

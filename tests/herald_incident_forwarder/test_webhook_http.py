@@ -15,8 +15,7 @@ import msgspec
 import pytest
 from aiohttp import web
 
-from herald_incident_forwarder.settings import WebhookSettings
-from herald_incident_forwarder.webhooks import WebhookDestination
+from herald_incident_forwarder.destinations.webhooks import WebhookDestination, WebhookSettings
 from herald_shared import samples
 from herald_shared.delivery.destination import TransientError
 from herald_testkit.http import Answer, HttpReceiver

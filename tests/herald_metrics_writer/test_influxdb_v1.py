@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 
-from herald_metrics_writer.destinations import InfluxDestination
+from herald_metrics_writer.destinations.influxdb import InfluxDbSettings, InfluxDestination
 from herald_metrics_writer.line_protocol import timestamp_ns
-from herald_metrics_writer.settings import InfluxDbSettings
 from herald_shared import samples
 from herald_shared.delivery.destination import PermanentError, TransientError
 from herald_shared.events import Event

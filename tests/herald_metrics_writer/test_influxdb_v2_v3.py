@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from herald_metrics_writer.destinations import InfluxDestination
+from herald_metrics_writer.destinations.influxdb import InfluxDbSettings, InfluxDestination
 from herald_metrics_writer.line_protocol import timestamp_ns
-from herald_metrics_writer.settings import InfluxDbSettings, MetricsWriterSettings
+from herald_metrics_writer.settings import MetricsWriterSettings
 from herald_shared import samples
 from herald_shared.config import ConfigDocument, ConfigError
 from herald_shared.delivery.destination import PermanentError

@@ -10,8 +10,7 @@ import msgspec
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 
-from herald_metrics_writer.destinations import PrometheusDestination
-from herald_metrics_writer.settings import PrometheusSettings
+from herald_metrics_writer.destinations.prometheus import PrometheusDestination, PrometheusSettings
 from herald_shared import samples
 from herald_shared.events import Task
 

@@ -7,7 +7,16 @@ from datetime import UTC, datetime
 import pytest
 
 from herald_shared.delivery.destination import PermanentError, TransientError
-from herald_shared.delivery.http import failure, retry_after, url_secrets
+from herald_shared.delivery.http import (
+    RESPONSE_TEXT_LIMIT,
+    Request,
+    failure,
+    retry_after,
+    send,
+    url_secrets,
+)
+from herald_shared.http_client import HttpClient
+from herald_testkit.http import Answer, HttpReceiver
 
 
 @pytest.mark.parametrize("status", [408, 425, 429, 500, 502, 503, 504])
@@ -40,3 +49,37 @@ def test_the_token_parts_of_a_secret_url_are_found() -> None:
     assert "B0000AAAA" not in found  # too short to be a token; a word, left readable
     assert "abcdef123456" in found
     assert "1" not in found
+
+
+SECRET = "tok-9f8e7d6c5b4a3921"
+
+
+def _fragments(secret: str, size: int = 6) -> list[str]:
+    return [secret[start : start + size] for start in range(len(secret) - size + 1)]
+
+
+async def test_an_echoed_secret_is_redacted_before_the_servers_text_is_cut() -> None:
+    # The token straddles the cut: cutting first, then redacting, would leave its start behind.
+    text = "x" * (RESPONSE_TEXT_LIMIT - 8) + SECRET
+    async with HttpReceiver() as server:
+        server.default = Answer(status=400, body=text)
+        client = HttpClient(timeout=5.0)
+        with pytest.raises(PermanentError) as refused:
+            await send(client, Request("POST", server.url), what="hook", secrets=[SECRET])
+        await client.close()
+    assert refused.value.reason.startswith("hook answered 400: xxx")
+    assert refused.value.status == 400
+    assert not [part for part in _fragments(SECRET) if part in refused.value.reason]
+
+
+def test_a_requests_repr_shows_neither_its_url_nor_its_header_values() -> None:
+    request = Request(
+        "POST",
+        f"https://hooks.example.com/{SECRET}",
+        headers={"Authorization": f"Bearer {SECRET}", "Content-Type": "application/json"},
+        body=SECRET.encode(),
+    )
+    shown = repr(request)
+    assert "Authorization" in shown
+    assert "POST" in shown
+    assert not [part for part in _fragments(SECRET) if part in shown]

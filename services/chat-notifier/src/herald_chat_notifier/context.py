@@ -9,10 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from herald_chat_notifier.settings import ChatTarget, Outcome
-from herald_shared.events import Event, TaskAborted, TaskFailed, TaskSucceeded
+from herald_shared.events import Event, TaskSucceeded
+from herald_shared.outcomes import Outcome
+
+if TYPE_CHECKING:
+    from herald_chat_notifier.chat import ChatTarget
 
 TITLES: dict[Outcome, str] = {
     "failed": "Qlik Sense reload failed",
@@ -20,18 +23,6 @@ TITLES: dict[Outcome, str] = {
     "succeeded": "Qlik Sense reload succeeded",
     "recovered": "Qlik Sense task is running again",
 }
-
-
-def outcome_of(event: Event, wanted: Sequence[Outcome]) -> Outcome | None:
-    """Which of the target's outcomes ``event`` is; None when the target does not want it."""
-    if isinstance(event, TaskFailed):
-        return "failed" if "failed" in wanted else None
-    if isinstance(event, TaskAborted):
-        return "aborted" if "aborted" in wanted else None
-    assert isinstance(event, TaskSucceeded)
-    if event.recovers is not None and "recovered" in wanted:
-        return "recovered"
-    return "succeeded" if "succeeded" in wanted else None
 
 
 @dataclass(frozen=True)

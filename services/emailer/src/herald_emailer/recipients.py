@@ -10,11 +10,14 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from email_validator import EmailNotValidError, validate_email
 
-from herald_emailer.settings import AppOwnerSettings, OutcomeSettings, OwnerRef
 from herald_shared.events import Event, Owner
+
+if TYPE_CHECKING:
+    from herald_emailer.destinations.email import AppOwnerSettings, OutcomeSettings, OwnerRef
 
 log = logging.getLogger(__name__)
 

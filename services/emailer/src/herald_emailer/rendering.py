@@ -13,14 +13,16 @@ import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 
 from herald_emailer.context import build_context, outcome_of
-from herald_emailer.settings import OutcomeSettings
 from herald_shared.config import ConfigError
 from herald_shared.events import Event
+
+if TYPE_CHECKING:
+    from herald_emailer.destinations.email import OutcomeSettings
 
 
 @dataclass(frozen=True)

@@ -4,70 +4,36 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from herald_emailer.destination import EmailDestination
+from herald_emailer.destinations import email
 from herald_emailer.message import build_message, envelope_sender
-from herald_emailer.rendering import Rendered, check_renderer, load_renderer
-from herald_emailer.settings import OUTCOMES, EmailerSettings
+from herald_emailer.rendering import Rendered, load_renderer
+from herald_emailer.settings import EmailerSettings
 from herald_emailer.smtp import SmtpTransport
 from herald_shared import samples
-from herald_shared.config import ConfigDocument, ConfigError
+from herald_shared.config import ConfigDocument
+from herald_shared.delivery import destination
 from herald_shared.runtime import Context, ServiceSpec
 from herald_shared.subscriber import SubscriberService
 
 NAME = "emailer"
 SECTION = "emailer"
 
-
-def check_templates(settings: EmailerSettings) -> None:
-    """Render every enabled outcome's templates against the sample events.
-
-    Raises :class:`ConfigError` naming the file and line, before anything connects.
-    """
-    problems: list[str] = []
-    for outcome in OUTCOMES:
-        block = settings.outcome(outcome)
-        if not block.enable:
-            continue
-        try:
-            renderer = load_renderer(outcome, block, settings.template_dir)
-            check_renderer(outcome, renderer, samples.sample_events())
-        except ConfigError as error:
-            problems += error.problems
-    if problems:
-        raise ConfigError(problems)
+#: The destination modules, in the order their destinations are built.
+DESTINATIONS: tuple[destination.DestinationModule, ...] = (email,)
 
 
 def configure(document: ConfigDocument) -> EmailerSettings:
     settings = document.section(SECTION, EmailerSettings)
-    check_templates(settings)
+    email.check_templates(settings)
     return settings
 
 
-def destinations(settings: EmailerSettings, transport: SmtpTransport) -> list[EmailDestination]:
-    check_templates(settings)
-    built = []
-    for outcome in OUTCOMES:
-        block = settings.outcome(outcome)
-        if not block.enable:
-            continue
-        built.append(
-            EmailDestination(
-                outcome,
-                block,
-                renderer=load_renderer(outcome, block, settings.template_dir),
-                transport=transport,
-                default_sender=settings.from_address,
-                takes_recoveries=outcome == "succeeded" and not settings.recovered.enable,
-            )
-        )
-    return built
-
-
 def build(settings: EmailerSettings, context: Context) -> SubscriberService:
-    transport = SmtpTransport(settings.smtp)
     return SubscriberService(
         name=NAME,
-        destinations=destinations(settings, transport),
+        destinations=destination.build(
+            DESTINATIONS, settings, destination.Context(NAME, context.broker)
+        ),
         broker=context.broker,
         delivery=settings.delivery,
         state_dir=Path(settings.state_dir),

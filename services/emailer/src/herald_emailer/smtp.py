@@ -17,15 +17,43 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from pathlib import Path
+from typing import Literal
 
 import aiosmtplib
+from pydantic import Field, SecretStr, model_validator
 
-from herald_emailer.settings import SmtpSettings
-from herald_shared.config import reveal
+from herald_shared.config import Duration, Section, reveal
 from herald_shared.delivery.destination import PermanentError, TransientError
 from herald_shared.tls import client_context
 
 log = logging.getLogger(__name__)
+
+_DEFAULT_PORTS = {"none": 25, "starttls": 587, "tls": 465}
+
+
+class SmtpSettings(Section):
+    host: str = "localhost"
+    port: int | None = Field(default=None, ge=1, le=65535)  # None: 25, 587 or 465 per `tls`
+    # none: plain text; starttls: upgrade after connecting (required); tls: TLS from the start.
+    tls: Literal["none", "starttls", "tls"] = "starttls"
+    username: str | None = None  # AUTH only when set
+    password: SecretStr | None = None
+    ca_file: Path | None = None  # None: the system's trust store
+    verify: bool = True  # certificate and host name verification
+    timeout: Duration = 30.0  # per SMTP command, connecting included
+    # Messages sent in parallel, each over a connection of its own (kept open and reused).
+    connections: int = Field(default=4, ge=1, le=32)
+
+    @property
+    def effective_port(self) -> int:
+        return self.port if self.port is not None else _DEFAULT_PORTS[self.tls]
+
+    @model_validator(mode="after")
+    def _password_needs_username(self) -> SmtpSettings:
+        if self.password is not None and not self.username:
+            raise ValueError("password is set but username is not")
+        return self
 
 
 class SmtpTransport:

@@ -4,7 +4,8 @@ HTTPS with the client certificate exported from the QMC, the ``X-Qlik-User`` hea
 cross-site request forgery key both as the ``X-Qlik-Xrfkey`` header and the ``xrfkey`` query
 parameter (a fresh random key per request). One keep-alive connection pool, a bounded number of
 calls in flight, short caching of task, app and user metadata, and bounded retries of what can
-succeed on a second try (network errors, timeouts, 5xx, 429).
+succeed on a second try (network errors, timeouts, and the statuses every destination retries:
+408, 425, 429, 5xx; :func:`herald_shared.delivery.http.is_transient`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, Final
 
 from herald_ingest.settings import QrsSettings
 from herald_shared.config import reveal
+from herald_shared.delivery.http import is_transient
 from herald_shared.http_client import Answer, HttpClient, Unreachable
 from herald_shared.tls import client_context
 
@@ -174,7 +176,7 @@ class QrsClient:
                 if answer.status < 400 or answer.status == 404:
                     return answer
                 problem = f"HTTP {answer.status}"
-                if answer.status < 500 and answer.status != 429:
+                if not is_transient(answer.status):
                     break  # 401/403/400 will not change on a second try
             if attempt < self._settings.attempts:
                 await asyncio.sleep(delay)

@@ -18,29 +18,24 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from herald_metrics_writer import metrics
 from herald_metrics_writer.influx_api import WriteEndpoint, create_database_query, endpoint
-from herald_metrics_writer.settings import InfluxDbSettings
+from herald_shared.config import secret_values
 from herald_shared.delivery.destination import PermanentError, TransientError
-from herald_shared.delivery.http import is_transient, retry_after
-from herald_shared.http_client import Answer, HttpClient, Unreachable
+from herald_shared.delivery.http import Request, send
+from herald_shared.http_client import HttpClient
 from herald_shared.tls import client_context
+
+if TYPE_CHECKING:
+    from herald_metrics_writer.destinations.influxdb import InfluxDbSettings
 
 log = logging.getLogger(__name__)
 
-ERROR_TEXT_LIMIT = 500
 _SPLIT_STATUSES = frozenset({400, 413})
 
 _Waiter = tuple[str, "asyncio.Future[None]"]
-
-
-class RejectedWrite(PermanentError):
-    """InfluxDB refused the write (a 4xx); ``status`` tells a malformed batch from bad auth."""
-
-    def __init__(self, reason: str, status: int) -> None:
-        super().__init__(reason)
-        self.status = status
 
 
 class BatchWriter:
@@ -51,7 +46,15 @@ class BatchWriter:
         self._in_flight = 0
         self._timer: asyncio.TimerHandle | None = None
         self._sending: set[asyncio.Task[None]] = set()
-        self._client: HttpClient | None = None
+        # What InfluxDB could echo back: tokens, the v1 password, the Authorization header.
+        self._secrets = [*secret_values(settings), *self._endpoint.headers.values()]
+        self._client = HttpClient(
+            timeout=settings.timeout,
+            tls=client_context(ca_file=settings.ca_file, verify=settings.verify),
+            headers=self._endpoint.headers,
+            connections=4,
+            secrets=self._secrets,
+        )
         self._base = str(settings.url).rstrip("/")
         self._database_ready = self._endpoint.create_database is None
         self._writes = {
@@ -66,12 +69,6 @@ class BatchWriter:
         return f"InfluxDB v{self._settings.version} {self._endpoint.describe()}"
 
     async def start(self) -> None:
-        self._client = HttpClient(
-            timeout=self._settings.timeout,
-            tls=client_context(ca_file=self._settings.ca_file, verify=self._settings.verify),
-            headers=self._endpoint.headers,
-            connections=4,
-        )
         if not self._database_ready:
             try:
                 await self._create_database()
@@ -86,8 +83,7 @@ class BatchWriter:
         self._fail_pending(TransientError("the writer is stopping"))
         for task in list(self._sending):
             task.cancel()
-        if self._client is not None:
-            await self._client.close()
+        await self._client.close()
 
     async def write(self, line: str) -> None:
         """Return once ``line`` is stored; TransientError/PermanentError when it is not."""
@@ -135,7 +131,7 @@ class BatchWriter:
     async def _write_resolving(self, batch: Sequence[_Waiter]) -> None:
         try:
             await self._post("\n".join(line for line, _ in batch))
-        except RejectedWrite as error:
+        except PermanentError as error:
             if len(batch) > 1 and error.status in _SPLIT_STATUSES:
                 log.warning(
                     "InfluxDB rejected a batch of %d points (%s); writing them one by one",
@@ -152,47 +148,34 @@ class BatchWriter:
             _resolve(batch, None)
 
     async def _post(self, body: str) -> None:
-        assert self._client is not None, "start() first"
         if not self._database_ready:
             await self._create_database()
-        try:
-            answer = await self._client.request(
-                "POST",
-                self._base + self._endpoint.path,
-                params=self._endpoint.params,
-                body=body.encode(),
-            )
-        except Unreachable as error:
-            self._writes["transient_error"].inc()
-            raise TransientError(f"{self.describe}: {error}") from None
-        self._check(answer)
+        path, params = self._endpoint.path, self._endpoint.params
+        await self._send_counted(
+            Request("POST", self._base + path, body=body.encode(), params=params)
+        )
 
-    def _check(self, answer: Answer) -> None:
-        status = answer.status
-        if 200 <= status < 300:
-            self._writes["ok"].inc()
-            return
-        text = f"{self.describe} answered {status}: {answer.text.strip()[:ERROR_TEXT_LIMIT]}"
-        if is_transient(status):
+    async def _send_counted(self, request: Request) -> None:
+        try:
+            await send(self._client, request, what=self.describe, secrets=self._secrets)
+        except TransientError:
             self._writes["transient_error"].inc()
-            raise TransientError(text, retry_after=retry_after(answer.headers.get("Retry-After")))
-        self._writes["permanent_error"].inc()
-        raise RejectedWrite(text, status)
+            raise
+        except PermanentError:
+            self._writes["permanent_error"].inc()
+            raise
+        self._writes["ok"].inc()
 
     async def _create_database(self) -> None:
-        assert self._client is not None
-        assert self._endpoint.create_database is not None
-        query = create_database_query(self._endpoint.create_database)
+        database = self._endpoint.create_database
+        assert database is not None, "only v1 creates its database"
+        query = {"q": create_database_query(database)}
         try:
-            answer = await self._client.request("POST", self._base + "/query", params={"q": query})
-        except Unreachable as error:
-            self._writes["transient_error"].inc()
-            raise TransientError(
-                f"creating database {self._endpoint.create_database}: {error}"
-            ) from None
-        self._check(answer)
+            await self._send_counted(Request("POST", self._base + "/query", params=query))
+        except TransientError as error:
+            raise TransientError(f"creating database {database}: {error.reason}") from None
         self._database_ready = True
-        log.info("InfluxDB database %s exists", self._endpoint.create_database)
+        log.info("InfluxDB database %s exists", database)
 
     def _fail_pending(self, error: Exception) -> None:
         batch, self._pending = self._pending, []

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from herald_metrics_writer.settings import InfluxDbSettings
 from herald_shared.config import reveal
+
+if TYPE_CHECKING:
+    from herald_metrics_writer.destinations.influxdb import InfluxDbSettings
 
 
 @dataclass(frozen=True)

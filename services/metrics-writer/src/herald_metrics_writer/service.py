@@ -4,28 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from herald_metrics_writer.destinations import InfluxDestination, PrometheusDestination
+from herald_metrics_writer.destinations import influxdb, prometheus
 from herald_metrics_writer.settings import MetricsWriterSettings
-from herald_shared.delivery.destination import Destination
+from herald_shared.delivery import destination
 from herald_shared.runtime import Context, ServiceSpec
 from herald_shared.subscriber import SubscriberService
 
 NAME = "metrics-writer"
 
-
-def destinations(settings: MetricsWriterSettings) -> list[Destination]:
-    found: list[Destination] = []
-    if settings.influxdb.enabled:
-        found.append(InfluxDestination(settings.influxdb, NAME, settings.when))
-    if settings.prometheus.enabled:
-        found.append(PrometheusDestination(settings.prometheus, NAME, settings.when))
-    return found
+#: The destination modules, in the order their destinations are built.
+DESTINATIONS: tuple[destination.DestinationModule, ...] = (influxdb, prometheus)
 
 
 def build(settings: MetricsWriterSettings, context: Context) -> SubscriberService:
     return SubscriberService(
         name=NAME,
-        destinations=destinations(settings),
+        destinations=destination.build(
+            DESTINATIONS, settings, destination.Context(NAME, context.broker)
+        ),
         broker=context.broker,
         delivery=settings.delivery,
         state_dir=Path(settings.state_dir),

@@ -11,16 +11,23 @@ attempt failed by the exception it raises:
 
 Any other exception is a bug in the destination; the runner logs it and treats it as transient,
 so the alert is retried and, if it never succeeds, dead-lettered rather than lost.
+
+A destination is one module: its settings class, its :class:`Destination` class(es) and
+``destinations(settings, context)``, which builds them from the settings under the module's
+``KEY`` in the service's section (``None``: the section itself). A service lists its modules in
+one tuple and builds with :func:`build`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from herald_shared.events import Event
 from herald_shared.matcher import MATCH_ALL, When
+from herald_shared.settings import BrokerSettings
 
 
 class DeliveryError(Exception):
@@ -36,7 +43,9 @@ class TransientError(DeliveryError):
 
 
 class PermanentError(DeliveryError):
-    pass
+    def __init__(self, reason: str, *, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.status = status  # the HTTP status that refused it, when there was one
 
 
 class Skipped(DeliveryError):
@@ -84,3 +93,32 @@ class Destination(ABC):
     def ready(self) -> bool:
         """False while the destination knows it cannot deliver (reported by /readyz)."""
         return True
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a destination module gets besides its own settings."""
+
+    service: str  # the service's name: metric labels, client ids
+    broker: BrokerSettings  # Herald's broker (a destination may publish to it)
+
+
+class DestinationModule(Protocol):
+    """A destination module, as a service's registry tuple lists it."""
+
+    @property
+    def KEY(self) -> str | None:
+        """The key of the module's settings in the service's section; None: the section itself."""
+
+    def destinations(self, settings: Any, context: Context) -> list[Destination]: ...
+
+
+def build(
+    modules: Iterable[DestinationModule], section: Any, context: Context
+) -> list[Destination]:
+    """Every destination the modules' settings in ``section`` enable, in the modules' order."""
+    built: list[Destination] = []
+    for module in modules:
+        settings = section if module.KEY is None else getattr(section, module.KEY)
+        built += module.destinations(settings, context)
+    return built

@@ -13,20 +13,48 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 import msgspec
+from pydantic import Field, SecretStr, model_validator
 
-from herald_incident_forwarder.http import CONNECTIONS, Request, send
-from herald_incident_forwarder.settings import Signl4Settings
-from herald_shared.config import reveal
-from herald_shared.delivery.destination import Destination, Target
-from herald_shared.delivery.http import url_secrets
+from herald_incident_forwarder.butler import Problem, problems
+from herald_shared.config import Duration, Section, reveal
+from herald_shared.delivery.destination import Context, Destination, Target
+from herald_shared.delivery.http import CONNECTIONS, Request, send, url_secrets
 from herald_shared.events import Event, TaskAborted, TaskFailed, TaskSucceeded
 from herald_shared.http_client import HttpClient
+from herald_shared.matcher import MATCH_ALL, When
+
+KEY = "signl4"
 
 TITLES: Final = {
     "task_failed": "Qlik Sense reload task failed",
     "task_aborted": "Qlik Sense task aborted",
 }
 RESOLVED_TITLE: Final = "Qlik Sense reload task succeeded"
+
+
+class Signl4Severity(Section):
+    task_failed: int = 1
+    task_aborted: int = 10
+
+
+class Signl4Settings(Section):
+    enabled: bool = False
+    # The team webhook, https://connect.signl4.com/webhook/<team secret>: a secret (or url_file).
+    url: SecretStr | None = None
+    severity: Signl4Severity = Signl4Severity()
+    service_name: str = "Qlik Sense"  # X-S4-Service
+    # A later success of the task resolves its alert (X-S4-Status: resolved, same external id).
+    resolve_on_recovery: bool = True
+    outcomes: list[Problem] = Field(default_factory=problems, min_length=1)
+    when: When = MATCH_ALL
+    rate_limit: Duration | None = 15.0  # per task and outcome; resolutions are never limited
+    timeout: Duration = 10.0
+
+    @model_validator(mode="after")
+    def _check_url(self) -> Signl4Settings:
+        if self.enabled and self.url is None:
+            raise ValueError("url (or url_file) is required when signl4 is enabled")
+        return self
 
 
 class Signl4Destination(Destination):
@@ -40,7 +68,9 @@ class Signl4Destination(Destination):
         self._kinds = frozenset(settings.outcomes)
         self.when = settings.when
         self.rate_limit = settings.rate_limit
-        self._client: HttpClient | None = None
+        self._client = HttpClient(
+            timeout=settings.timeout, connections=CONNECTIONS, secrets=self._secrets
+        )
 
     def targets(self, event: Event) -> Sequence[Target]:
         if isinstance(event, TaskFailed | TaskAborted) and event.kind in self._kinds:
@@ -72,17 +102,10 @@ class Signl4Destination(Destination):
             "X-S4-Status": status,
         }
 
-    async def start(self) -> None:
-        self._client = HttpClient(
-            timeout=self._settings.timeout, connections=CONNECTIONS, secrets=self._secrets
-        )
-
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
+        await self._client.close()
 
     async def deliver(self, event: Event, target: str) -> str | None:
-        assert self._client is not None, "start() first"
         body = self.payload(event)
         request = Request(
             "POST",
@@ -92,3 +115,7 @@ class Signl4Destination(Destination):
         )
         answer = await send(self._client, request, what="Signl4", secrets=self._secrets)
         return f"Signl4 {body['X-S4-Status']} alert for task {event.task.id} ({answer.status})"
+
+
+def destinations(settings: Signl4Settings, context: Context) -> list[Destination]:
+    return [Signl4Destination(settings)] if settings.enabled else []

@@ -12,10 +12,13 @@ from __future__ import annotations
 from typing import Any, Final
 
 from herald_chat_notifier import templating
+from herald_chat_notifier.chat import ChatDestination, ChatTarget
 from herald_chat_notifier.context import NOTE_ROOM, fit_lines
-from herald_chat_notifier.destination import ChatDestination
-from herald_chat_notifier.settings import Outcome, SlackTarget
 from herald_chat_notifier.templating import mrkdwn
+from herald_shared.delivery.destination import Context, Destination
+from herald_shared.outcomes import Outcome
+
+KEY = "slack"
 
 MAX_BLOCKS: Final = 50
 SECTION_TEXT: Final = 3000
@@ -181,6 +184,12 @@ def fit_limits(payload: dict[str, Any]) -> dict[str, Any]:
     return payload
 
 
+class SlackTarget(ChatTarget):
+    username: str = "Qlik Sense"
+    icon_emoji: str = ":ghost:"
+    channel: str | None = None  # None: the webhook's own channel
+
+
 class SlackDestination(ChatDestination):
     platform = "slack"
     target: SlackTarget
@@ -247,3 +256,8 @@ class SlackDestination(ChatDestination):
             "text": mrkdwn(f"{context['title']}: {context['task']['name']}"),
             "blocks": blocks,
         }
+
+
+def destinations(settings: list[SlackTarget], context: Context) -> list[Destination]:
+    """One destination per configured target, ``slack:<name>``."""
+    return [SlackDestination(target, service=context.service) for target in settings]

@@ -13,19 +13,62 @@ broker is Herald's or another one; either way a connection of its own (client id
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
+from pydantic import BeforeValidator, Field, SecretStr
 
 from herald_incident_forwarder import butler
-from herald_incident_forwarder.settings import ButlerMqttSettings
 from herald_shared.bus import Bus, BusError
-from herald_shared.delivery.destination import Destination, Skipped, Target, TransientError
+from herald_shared.config import Section
+from herald_shared.delivery.destination import (
+    Context,
+    Destination,
+    Skipped,
+    Target,
+    TransientError,
+)
 from herald_shared.events import Event, TaskAborted, TaskFailed
-from herald_shared.settings import BrokerSettings
+from herald_shared.matcher import When
+from herald_shared.settings import BrokerSettings, TlsSettings
 
+KEY = "butler_mqtt"
 CLIENT_NAME = "incident-forwarder-butler-mqtt"
 BASIC, FULL = "basic", "full"
+
+
+def _protocol_text(value: object) -> object:
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class ButlerBrokerSettings(Section):
+    """Another broker than Herald's (the one Butler's IoT consumers listen on)."""
+
+    host: str = "localhost"
+    port: int = Field(default=1883, ge=1, le=65535)
+    # Butler speaks MQTT 3.1.1; older IoT brokers may speak nothing else.
+    protocol: Annotated[Literal["5", "3.1.1"], BeforeValidator(_protocol_text)] = "3.1.1"
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: TlsSettings = TlsSettings()
+    keepalive: int = Field(default=60, ge=5, le=3600)
+
+
+class ButlerMqttSettings(Section):
+    enabled: bool = False
+    # "herald": Herald's own broker (the broker: section); or another broker's settings.
+    broker: Literal["herald"] | ButlerBrokerSettings = "herald"
+    task_failure_topic: str = "qliksense/task_failure"
+    task_failure_full_topic: str = "qliksense/task_failure_full"
+    task_aborted_topic: str = "qliksense/task_aborted"
+    task_aborted_full_topic: str = "qliksense/task_aborted_full"
+    task_failure_send_full: bool = True
+    task_aborted_send_full: bool = True
+    # Butler publishes at QoS 0; 1 lets Herald know the broker has it (and retry until it does).
+    qos: Literal[0, 1, 2] = 1
+    retain: bool = False
+    # Butler publishes reload tasks only; widen this to hear about other task types too.
+    when: When = When(task_types=["reload"])
 
 
 def full_payload(event: TaskFailed | TaskAborted) -> dict[str, Any]:
@@ -132,3 +175,7 @@ class ButlerMqttDestination(Destination):
             where = f"{self._broker.host}:{self._broker.port}"
             raise TransientError(f"Butler MQTT broker {where}: {error}") from None
         return f"published on {topic}"
+
+
+def destinations(settings: ButlerMqttSettings, context: Context) -> list[Destination]:
+    return [ButlerMqttDestination(settings, context.broker)] if settings.enabled else []

@@ -16,23 +16,52 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import msgspec
+from pydantic import BeforeValidator, Field, SecretStr
 from yarl import URL
 
 from herald_incident_forwarder import butler
-from herald_incident_forwarder.http import CONNECTIONS, Request, send
-from herald_incident_forwarder.settings import WebhookSettings
 from herald_shared import events
-from herald_shared.config import reveal
-from herald_shared.delivery.destination import Destination, Target
-from herald_shared.delivery.http import url_secrets
-from herald_shared.events import Event, TaskAborted
+from herald_shared.config import Duration, Section, reveal
+from herald_shared.delivery.destination import Context, Destination, Target
+from herald_shared.delivery.http import CONNECTIONS, Request, send, url_secrets
+from herald_shared.events import Event, Kind, TaskAborted
 from herald_shared.http_client import HttpClient
+from herald_shared.matcher import MATCH_ALL, When
 from herald_shared.tls import client_context
 
+KEY = "webhooks"
 HERALD_EVENT_KEY = "herald_event"
+
+
+def _problem_kinds() -> list[Kind]:
+    return ["task_failed", "task_aborted"]
+
+
+def _upper(value: object) -> object:
+    # Butler accepts the method in any case (docs/butler-compatibility.md §4d).
+    return value.upper() if isinstance(value, str) else value
+
+
+class WebhookSettings(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")  # the destination is webhook:<name>
+    url: SecretStr  # a URL can carry a token, so it is treated as a secret (or url_file)
+    method: Annotated[Literal["GET", "POST", "PUT"], BeforeValidator(_upper)] = "POST"
+    headers: dict[str, str] = Field(default_factory=dict)  # extra request headers, not secret
+    # Sent as the Authorization header (e.g. "Bearer …"): a secret (or authorization_file).
+    authorization: SecretStr | None = None
+    outcomes: list[Kind] = Field(default_factory=_problem_kinds, min_length=1)
+    when: When = MATCH_ALL
+    ca_file: Path | None = None  # None: the system's trust store
+    verify: bool = True
+    timeout: Duration = 10.0
+    # With a secret, <signature_header>: sha256=<hex HMAC-SHA256 of the body (GET: the query)>.
+    hmac_secret: SecretStr | None = None
+    signature_header: str = "X-Herald-Signature-256"
+    rate_limit: Duration | None = 300.0  # per task and outcome
 
 
 def butler_fields(event: Event) -> dict[str, str]:
@@ -81,7 +110,12 @@ class WebhookDestination(Destination):
         ]
         self.when = settings.when
         self.rate_limit = settings.rate_limit
-        self._client: HttpClient | None = None
+        self._client = HttpClient(
+            timeout=settings.timeout,
+            tls=client_context(ca_file=settings.ca_file, verify=settings.verify),
+            connections=CONNECTIONS,
+            secrets=self._secrets,
+        )
 
     def targets(self, event: Event) -> Sequence[Target]:
         if event.kind not in self._kinds:
@@ -91,17 +125,8 @@ class WebhookDestination(Destination):
     def body(self, event: Event) -> dict[str, Any]:
         return {**butler_fields(event), HERALD_EVENT_KEY: events.to_builtins(event)}
 
-    async def start(self) -> None:
-        self._client = HttpClient(
-            timeout=self._settings.timeout,
-            tls=client_context(ca_file=self._settings.ca_file, verify=self._settings.verify),
-            connections=CONNECTIONS,
-            secrets=self._secrets,
-        )
-
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
+        await self._client.close()
 
     def request(self, event: Event) -> Request:
         headers = dict(self._headers)
@@ -120,7 +145,11 @@ class WebhookDestination(Destination):
         return Request(self._settings.method, url, headers, body)
 
     async def deliver(self, event: Event, target: str) -> str | None:
-        assert self._client is not None, "start() first"
         what = f"webhook {self._settings.name}"
         answer = await send(self._client, self.request(event), what=what, secrets=self._secrets)
         return f"{what} answered {answer.status} to {self._settings.method}"
+
+
+def destinations(settings: list[WebhookSettings], context: Context) -> list[Destination]:
+    """One destination per configured webhook."""
+    return [WebhookDestination(webhook) for webhook in settings]

@@ -1,4 +1,4 @@
-"""What a Slack target and a Teams target share: routing, rate-limit keys, the fallback.
+"""What a Slack target and a Teams target share: settings, routing, rate-limit keys, the fallback.
 
 A formatted message that cannot be rendered, or that the platform rejects with a 400, is
 replaced by the platform's basic message in the same attempt, and the fallback is counted:
@@ -11,19 +11,39 @@ import logging
 from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, SecretStr
 
 from herald_chat_notifier import context as contexts
 from herald_chat_notifier import metrics, templating
-from herald_chat_notifier.settings import ChatTarget, Outcome
 from herald_chat_notifier.webhook import Rejected, Webhook
 from herald_shared import samples
+from herald_shared.config import Duration, Section
 from herald_shared.delivery.destination import Destination, PermanentError, Skipped, Target
 from herald_shared.events import Event
+from herald_shared.matcher import MATCH_ALL, When
+from herald_shared.outcomes import OUTCOMES, Outcome, outcome_of, problem_outcomes
 
 log = logging.getLogger(__name__)
 
-OUTCOMES: tuple[Outcome, ...] = ("failed", "aborted", "succeeded", "recovered")
+
+class ChatTarget(Section):
+    """What every chat target has, whatever the platform."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")  # part of the destination name: keep stable
+    webhook_url: SecretStr  # a secret: whoever has it can post to the channel
+    # `recovered` is a success that ends an earlier failure or abort ("running again").
+    outcomes: list[Outcome] = Field(default_factory=problem_outcomes, min_length=1)
+    when: When = MATCH_ALL
+    # At most one message per task and outcome within this window (Butler: 300 s); 0 turns it off.
+    rate_limit: Duration = 300.0
+    message_type: Literal["formatted", "basic"] = "formatted"
+    head_lines: int = Field(default=10, ge=0)  # script-log lines from the start
+    tail_lines: int = Field(default=10, ge=0)  # and from the end
+    timeout: Duration = 10.0  # one HTTP request
+    # Folder with <outcome>.yaml or <outcome>.json payload structures replacing the built-in ones.
+    template_dir: Path | None = None
 
 
 class ChatDestination(Destination):
@@ -58,18 +78,17 @@ class ChatDestination(Destination):
     # --- the destination -----------------------------------------------------------------
 
     def targets(self, event: Event) -> Sequence[Target]:
-        outcome = contexts.outcome_of(event, self.target.outcomes)
+        outcome = outcome_of(event, self.target.outcomes)
         if outcome is None:
             return ()
         # Per task and outcome: a recovery notice is not held back by the failure it ends.
         return (Target("", rate_key=f"{outcome}:{event.task.id}"),)
 
     async def start(self) -> None:
-        await self._webhook.start()
         # Render every template against realistic events now, so a broken one shows at start.
         checked: set[Outcome] = set()
         for event in samples.sample_events():
-            outcome = contexts.outcome_of(event, self.target.outcomes)
+            outcome = outcome_of(event, self.target.outcomes)
             if outcome is None or outcome in checked:
                 continue
             checked.add(outcome)
@@ -87,7 +106,7 @@ class ChatDestination(Destination):
         await self._webhook.close()
 
     async def deliver(self, event: Event, target: str) -> str | None:
-        outcome = contexts.outcome_of(event, self.target.outcomes)
+        outcome = outcome_of(event, self.target.outcomes)
         if outcome is None:
             raise Skipped(f"{self.name} does not send {event.kind} messages")
         context = contexts.build(event, outcome, self.target)

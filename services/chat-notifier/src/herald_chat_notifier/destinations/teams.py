@@ -8,13 +8,16 @@ over about 28 KB, so the script-log excerpt is trimmed until the whole payload f
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from herald_chat_notifier import templating
+from herald_chat_notifier.chat import ChatDestination, ChatTarget
 from herald_chat_notifier.context import fit_lines
-from herald_chat_notifier.destination import ChatDestination
-from herald_chat_notifier.settings import Outcome, TeamsTarget
 from herald_chat_notifier.webhook import encode
+from herald_shared.delivery.destination import Context, Destination
+from herald_shared.outcomes import Outcome
+
+KEY = "teams"
 
 #: Teams' limit is "about 28 KB"; stay clearly below it.
 PAYLOAD_LIMIT: Final = 27 * 1024
@@ -198,6 +201,13 @@ def _excerpt(context: dict[str, Any], budget: int) -> dict[str, str]:
     return excerpt
 
 
+class TeamsTarget(ChatTarget):
+    # adaptive_card: a Workflows webhook ("when a Teams webhook request is received");
+    # message_card: a legacy Office 365 connector webhook.
+    format: Literal["adaptive_card", "message_card"] = "adaptive_card"
+    card_version: Literal["1.4", "1.5"] = "1.5"
+
+
 class TeamsDestination(ChatDestination):
     platform = "teams"
     target: TeamsTarget
@@ -269,3 +279,8 @@ class TeamsDestination(ChatDestination):
             "type": "message",
             "attachments": [{"contentType": ADAPTIVE_CARD, "contentUrl": None, "content": card}],
         }
+
+
+def destinations(settings: list[TeamsTarget], context: Context) -> list[Destination]:
+    """One destination per configured target, ``teams:<name>``."""
+    return [TeamsDestination(target, service=context.service) for target in settings]

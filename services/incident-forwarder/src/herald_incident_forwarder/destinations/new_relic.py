@@ -18,25 +18,23 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from importlib.metadata import version
-from typing import Any, Final
+from typing import Any, Final, Literal, TypeAlias
 
 import msgspec
+from pydantic import Field, SecretStr, model_validator
 
 from herald_incident_forwarder import butler
-from herald_incident_forwarder.http import CONNECTIONS, Request, send
-from herald_incident_forwarder.settings import (
-    AttributeValue,
-    NewRelicAccount,
-    NewRelicEventSettings,
-    NewRelicLogSettings,
-    NewRelicSettings,
-)
-from herald_shared.config import reveal
-from herald_shared.delivery.destination import Destination, Skipped, Target
+from herald_incident_forwarder.butler import Problem, problems
+from herald_shared.config import Duration, Section, reveal
+from herald_shared.delivery.destination import Context, Destination, Skipped, Target
+from herald_shared.delivery.http import CONNECTIONS, Request, send
 from herald_shared.events import Event, TaskAborted, TaskFailed
 from herald_shared.http_client import HttpClient
+from herald_shared.matcher import MATCH_ALL, When
 
 log = logging.getLogger(__name__)
+
+KEY = "new_relic"
 
 EVENT_URLS: Final = {
     "eu": "https://insights-collector.eu01.nr-data.net",
@@ -62,6 +60,68 @@ MAX_ATTRIBUTES: Final = 254
 MAX_VALUE_LENGTH: Final = 4096
 
 _VERSION: Final = version("herald-incident-forwarder")
+
+
+#: New Relic attribute values are strings or numbers (the Event API rejects anything else).
+AttributeValue: TypeAlias = str | int | float
+
+
+class NewRelicAccount(Section):
+    name: str = Field(min_length=1)  # what custom property values and always_accounts name
+    account_id: str = Field(pattern=r"^\d+$")
+    insert_key: SecretStr  # or insert_key_file
+
+
+class _NewRelicApi(Section):
+    enabled: bool = False
+    outcomes: list[Problem] = Field(default_factory=problems, min_length=1)
+    # Accounts every matching task goes to, besides those its custom property names.
+    always_accounts: list[str] = Field(default_factory=list)
+    # The task custom property whose values name the accounts a failed / aborted task goes to.
+    failed_account_property: str
+    aborted_account_property: str
+    static_attributes: dict[str, AttributeValue] = Field(default_factory=dict)
+    use_task_tags: bool = True  # qs_taskTag_<tag>: "true"
+    use_app_tags: bool = True  # qs_appTag_<tag>: "true"
+    when: When = MATCH_ALL
+    # Seconds between two sends for one task, outcome and account; None: no limit.
+    rate_limit: Duration | None = 15.0
+
+
+class NewRelicEventSettings(_NewRelicApi):
+    failed_account_property: str = "Butler_FailedTask_Event_NewRelicAccount"
+    aborted_account_property: str = "Butler_AbortedTask_Event_NewRelicAccount"
+
+
+class NewRelicLogSettings(_NewRelicApi):
+    failed_account_property: str = "Butler_FailedTask_Log_NewRelicAccount"
+    aborted_account_property: str = "Butler_AbortedTask_Log_NewRelicAccount"
+    tail_lines: int = Field(default=20, ge=0)  # script-log lines at the end of the message
+
+
+class NewRelicSettings(Section):
+    accounts: list[NewRelicAccount] = Field(default_factory=list)
+    region: Literal["us", "eu"] = "eu"  # Butler's default endpoints are New Relic's EU ones
+    # Explicit endpoints win over the region (a proxy, FedRAMP): the Event API base URL, to
+    # which /v1/accounts/<id>/events is appended, and the Log API URL, used as it is.
+    event_url: str | None = None
+    log_url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)  # extra headers on every request
+    static_attributes: dict[str, AttributeValue] = Field(default_factory=dict)  # both APIs
+    timeout: Duration = 10.0
+    event: NewRelicEventSettings = NewRelicEventSettings()
+    log: NewRelicLogSettings = NewRelicLogSettings()
+
+    @model_validator(mode="after")
+    def _check_accounts(self) -> NewRelicSettings:
+        names = [account.name for account in self.accounts]
+        if len(set(names)) != len(names):
+            raise ValueError("accounts: every account needs its own name")
+        for api in ("event", "log"):
+            unknown = sorted(set(getattr(self, api).always_accounts) - set(names))
+            if unknown:
+                raise ValueError(f"{api}.always_accounts: no such account: {', '.join(unknown)}")
+        return self
 
 
 def flatten(prefix: str, value: Any) -> Iterator[tuple[str, AttributeValue]]:
@@ -98,7 +158,9 @@ class _NewRelicDestination(Destination):
         self._kinds = frozenset(api.outcomes)
         self.when = api.when
         self.rate_limit = api.rate_limit
-        self._client: HttpClient | None = None
+        # One client for all accounts: they share the endpoint; the key goes with each request.
+        keys = [reveal(account.insert_key) or "" for account in settings.accounts]
+        self._client = HttpClient(timeout=settings.timeout, connections=CONNECTIONS, secrets=keys)
 
     def targets(self, event: Event) -> Sequence[Target]:
         if not isinstance(event, TaskFailed | TaskAborted) or event.kind not in self._kinds:
@@ -127,16 +189,8 @@ class _NewRelicDestination(Destination):
             if name in self._accounts
         ]
 
-    async def start(self) -> None:
-        # One client for all accounts: they share the endpoint; the key goes with each request.
-        keys = [reveal(account.insert_key) or "" for account in self._settings.accounts]
-        self._client = HttpClient(
-            timeout=self._settings.timeout, connections=CONNECTIONS, secrets=keys
-        )
-
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
+        await self._client.close()
 
     def _attributes(self, event: TaskFailed | TaskAborted) -> dict[str, AttributeValue]:
         """Butler's attributes in Butler's order: static, version, qs_*, tag flags."""
@@ -170,7 +224,6 @@ class _NewRelicDestination(Destination):
         return attributes
 
     async def _post(self, account: NewRelicAccount, url: str, body: object) -> str:
-        assert self._client is not None, "start() first"
         key = reveal(account.insert_key) or ""
         request = Request(
             "POST",
@@ -269,3 +322,13 @@ class NewRelicLogDestination(_NewRelicDestination):
         assert isinstance(event, TaskFailed | TaskAborted)
         account = self._account(target)
         return await self._post(account, self._url, self.payload(event))
+
+
+def destinations(settings: NewRelicSettings, context: Context) -> list[Destination]:
+    """The Event API and the Log API destinations, each when enabled."""
+    built: list[Destination] = []
+    if settings.event.enabled:
+        built.append(NewRelicEventDestination(settings))
+    if settings.log.enabled:
+        built.append(NewRelicLogDestination(settings))
+    return built

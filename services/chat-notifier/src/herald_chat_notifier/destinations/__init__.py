@@ -1,0 +1,1 @@
+"""The chat notifier's destinations, one module per platform."""

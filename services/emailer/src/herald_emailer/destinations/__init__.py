@@ -1,0 +1,1 @@
+"""The emailer's destination."""

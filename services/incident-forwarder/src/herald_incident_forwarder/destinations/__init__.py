@@ -1,0 +1,1 @@
+"""The incident forwarder's destinations, one module each."""

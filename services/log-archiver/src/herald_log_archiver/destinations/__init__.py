@@ -1,0 +1,1 @@
+"""The log archiver's destination."""

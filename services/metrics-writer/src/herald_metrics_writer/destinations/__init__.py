@@ -1,0 +1,1 @@
+"""The metrics writer's destinations, one module each."""

@@ -1,0 +1,40 @@
+"""The one vocabulary for what happened to a task, as every ``outcomes:`` key and template sees it.
+
+``failed`` and ``aborted`` are the task's own result; ``succeeded`` is a success, and
+``recovered`` a success that ends an earlier failure or abort ("running again"). A destination
+that does not list ``recovered`` hears about such a success as ``succeeded``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Final, Literal, TypeAlias
+
+from herald_shared.events import Event, TaskAborted, TaskFailed
+
+Outcome: TypeAlias = Literal["failed", "aborted", "succeeded", "recovered"]
+OUTCOMES: Final[tuple[Outcome, ...]] = ("failed", "aborted", "succeeded", "recovered")
+#: The outcomes that are a problem: what most destinations alert on by default.
+Problem: TypeAlias = Literal["failed", "aborted"]
+PROBLEMS: Final[tuple[Problem, ...]] = ("failed", "aborted")
+
+
+def problems() -> list[Problem]:
+    """A fresh default ``outcomes:`` list: the problems."""
+    return list(PROBLEMS)
+
+
+def problem_outcomes() -> list[Outcome]:
+    """The same, for an ``outcomes:`` key that also takes successes."""
+    return list(PROBLEMS)
+
+
+def outcome_of(event: Event, wanted: Collection[Outcome] = OUTCOMES) -> Outcome | None:
+    """Which of the ``wanted`` outcomes ``event`` is; None when it is none of them."""
+    if isinstance(event, TaskFailed):
+        return "failed" if "failed" in wanted else None
+    if isinstance(event, TaskAborted):
+        return "aborted" if "aborted" in wanted else None
+    if event.recovers is not None and "recovered" in wanted:
+        return "recovered"
+    return "succeeded" if "succeeded" in wanted else None
