@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from herald_ingest import datagram as datagram_module
 from herald_ingest.datagram import (
+    EARLIEST_TIMESTAMP,
+    LATEST_TIMESTAMP,
+    MAX_DATAGRAM_BYTES,
     MESSAGE_TYPES,
     REJECTION_REASONS,
     Datagram,
@@ -808,3 +814,175 @@ def test_no_mutation_of_a_valid_datagram_makes_parse_raise(
     for mutation in mutations:
         data = _mutate(data, mutation)
     _assert_documented_outcome(data, max_field_length)
+
+
+# --- hostile datagrams: parsing stays linear in the datagram's size ---------------------------
+
+
+def literal_split(middle: list[str], app_id: str) -> tuple[str, str]:
+    """The module docstring's task/app rule read literally: try every split, left to right.
+
+    Quadratic in the number of ';' (this was the parser until it took seconds for one datagram);
+    here it is the reference the parser must agree with.
+    """
+    if len(middle) == 2 or app_id == "":
+        return ";".join(middle[:-1]), middle[-1]
+    for j in range(1, len(middle)):
+        task_name, app_name = ";".join(middle[:j]), ";".join(middle[j:])
+        if app_name and task_name.endswith(app_name):
+            return task_name, app_name
+    return ";".join(middle[:-1]), middle[-1]
+
+
+# Few, overlapping pieces, so that task names ending with their app name are common.
+pieces = st.sampled_from(["", "a", "b", "ab", "ba", "aa", "a b"])
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(pieces, min_size=2, max_size=40), st.booleans())
+def test_the_task_and_app_split_is_the_literal_rule(middle: list[str], has_app: bool) -> None:
+    app_id = APP_ID if has_app else ""
+    text = build(task=";".join(middle[:-1]), app=middle[-1], app_id=app_id)
+    result = accepted(text, max_field_length=1000)
+    assert (result.task_name, result.app_name) == literal_split(middle, app_id)
+
+
+class CountingSegments(list[str]):
+    """Segments that count how many of them the code under test is handed."""
+
+    handed = 0
+
+    def __getitem__(self, index: Any) -> Any:
+        item = super().__getitem__(index)
+        self.handed += len(item) if isinstance(index, slice) else 1
+        return item
+
+    def __iter__(self) -> Iterator[str]:
+        self.handed += len(self)
+        return super().__iter__()
+
+    def __reversed__(self) -> Iterator[str]:
+        self.handed += len(self)
+        return super().__reversed__()
+
+
+@pytest.mark.parametrize(
+    "middle",
+    [
+        [""] * 30_001 + ["Sales"],  # the reported datagram: 30,000 ';' in the task name
+        [""] * 30_001,
+        ["x"] * 20_000,
+        ["a"] * 20_000 + ["b"],
+        ["ab", "a"] * 10_000,
+    ],
+    ids=["semicolons", "only-semicolons", "uniform", "almost-uniform", "periodic"],
+)
+def test_splitting_a_hostile_task_name_looks_at_each_segment_a_few_times(
+    middle: list[str],
+) -> None:
+    # Work proportional to the datagram, counted rather than timed: trying every split (the
+    # literal rule) hands out about n * n / 2 segments for n segments, here some 10^8.
+    segments = CountingSegments(middle)
+    task_name, app_name = datagram_module._split_task_and_app(segments, APP_ID)
+    assert f"{task_name};{app_name}" == ";".join(middle)
+    assert segments.handed <= 6 * len(middle)
+
+
+def _at_the_size_cap(piece: str, app: str) -> str:
+    """A datagram as close to the size cap as a task name of ``piece;piece;…`` makes it."""
+    room = MAX_DATAGRAM_BYTES - len(build(task="", app=app, message="").encode())
+    return build(task=";".join([piece] * ((room + 1) // (len(piece) + 1))), app=app, message="")
+
+
+@pytest.mark.parametrize(
+    ("task", "app", "longest"),
+    [
+        # No split can end a task name of ';' with an app name holding "Sales": the last segment.
+        ("", "Sales", False),
+        # Every split can: the longest app name is half the segments.
+        ("", "", True),
+        ("x", "x", True),
+    ],
+    ids=["semicolons", "only-semicolons", "uniform"],
+)
+def test_hostile_datagrams_at_the_size_cap_parse_by_the_rule(
+    task: str, app: str, longest: bool
+) -> None:
+    text = _at_the_size_cap(task, app)
+    assert MAX_DATAGRAM_BYTES - 2 <= len(text.encode()) <= MAX_DATAGRAM_BYTES
+    result = accepted(text, max_field_length=MAX_DATAGRAM_BYTES)
+    middle = text.split(";")[2:-7]
+    k = len(middle) // 2 if longest else 1
+    assert (result.task_name, result.app_name) == (";".join(middle[:-k]), ";".join(middle[-k:]))
+    assert (result.user, result.execution_id, result.log_timestamp) == (
+        "LAB\\goran",
+        EXEC_ID,
+        TIMESTAMP,
+    )
+
+
+# --- timestamps: shape, real time, and the clock's plausible range ----------------------------
+
+
+def _strptime_accepts(value: str) -> bool:
+    try:
+        datetime.strptime(value, "%Y-%m-%d %H:%M:%S,%f")
+    except ValueError:
+        return False
+    return True
+
+
+digits = st.text(st.sampled_from("0123456789"), min_size=2, max_size=2)
+timestamp_shapes = st.builds(
+    "{}{}-{}-{} {}:{}:{},{}{}".format,
+    digits,
+    digits,
+    digits,
+    digits,
+    digits,
+    digits,
+    digits,
+    digits,
+    st.sampled_from("0123456789"),
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(timestamp_shapes)
+def test_a_timestamp_is_valid_exactly_when_log4net_could_have_written_it(value: str) -> None:
+    result = parse(build(timestamp=value).encode())
+    if _strptime_accepts(value):
+        assert isinstance(result, Datagram), result
+        assert result.log_timestamp == value
+    else:
+        assert isinstance(result, Rejection)
+        assert result.reason == "bad_timestamp"
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    [
+        "0001-01-01 00:00:00,000",  # the poison datagram: enrichment raised "year 0 is out of range"
+        "1970-01-01 00:00:00,000",
+        "1999-12-31 23:59:59,999",
+        "2100-01-01 00:00:00,000",
+        "9999-12-31 23:59:59,999",
+    ],
+)
+def test_a_timestamp_outside_the_clocks_range_is_accepted_with_the_reason(timestamp: str) -> None:
+    result = accepted(build(timestamp=timestamp))
+    assert result.log_timestamp == timestamp  # the alert shows what the node's clock said
+    assert timestamp in result.clock_problem
+    assert "received" in result.clock_problem
+    assert result.sanitized is False
+    assert result.execution_id == EXEC_ID
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    ["2000-01-01 00:00:00,000", TIMESTAMP, "2099-12-31 23:59:59,999"],
+)
+def test_a_timestamp_inside_the_range_is_the_time_of_the_event(timestamp: str) -> None:
+    result = accepted(build(timestamp=timestamp))
+    assert result.clock_problem == ""
+    assert EARLIEST_TIMESTAMP <= result.logged_at <= LATEST_TIMESTAMP

@@ -34,8 +34,16 @@ Steps, in order:
 8. **Truncation** of each free-text field (host, task name, app name, user, level, message) to
    ``max_field_length`` characters. Python counts code points; Butler counts UTF-16 code units,
    so a text with characters outside the BMP keeps slightly more of it here.
+9. **Clock.** A real timestamp outside :data:`EARLIEST_TIMESTAMP` .. :data:`LATEST_TIMESTAMP`
+   (a Sense node whose clock was reset, e.g. ``0001-01-01 00:00:00,000``) is not a reason to
+   lose the alert: the datagram is accepted, :attr:`Datagram.log_timestamp` keeps what was sent
+   (so the alert shows the node's wrong clock), and :attr:`Datagram.clock_problem` says why the
+   time ingest received the datagram must stand in for it (enrichment does that, and publishes
+   the reason with the event). Such a time would also be beyond what converting the node's
+   local time to UTC can represent.
 
-``sanitized`` is true when step 4 deleted anything or step 8 truncated anything.
+``sanitized`` is true when step 4 deleted anything or step 8 truncated anything; a clock problem
+is not sanitizing, since nothing of the datagram was changed.
 
 Splitting rule (how ``;`` inside names and message is resolved)
 ---------------------------------------------------------------
@@ -75,6 +83,7 @@ without one, from Butler's fixed positions.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Literal, TypeAlias, get_args
@@ -82,7 +91,9 @@ from typing import Final, Literal, TypeAlias, get_args
 from herald_shared.events import Kind, event_id_for
 
 __all__ = [
+    "EARLIEST_TIMESTAMP",
     "ENGINE_MESSAGE_TYPE",
+    "LATEST_TIMESTAMP",
     "MAX_DATAGRAM_BYTES",
     "MAX_FIELD_LENGTH",
     "MESSAGE_TYPES",
@@ -114,6 +125,10 @@ REJECTION_REASONS: Final[tuple[RejectionReason, ...]] = get_args(RejectionReason
 
 MAX_FIELD_LENGTH: Final = 500
 MAX_DATAGRAM_BYTES: Final = 65507
+# The scheduler's timestamps that are taken as the time of the event (step 9): Qlik Sense did not
+# exist before 2000, and every time in the range converts to UTC in any zone.
+EARLIEST_TIMESTAMP: Final = datetime(2000, 1, 1)
+LATEST_TIMESTAMP: Final = datetime(2099, 12, 31, 23, 59, 59, 999000)
 
 # Normalized identifier (lower case, one trailing slash) -> outcome (docs/butler-compatibility.md §1.3).
 MESSAGE_TYPES: Final[dict[str, Outcome]] = {
@@ -142,9 +157,12 @@ _FIRST_TASK_ID: Final = 5  # type, host, task name, app name, user come first
 _GUID: Final = re.compile(
     r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I | re.A
 )
-_TIMESTAMP: Final = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2},[0-9]{3}", re.A
+_TIMESTAMP_SHAPE: Final = (
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2}) ([0-9]{2}):([0-9]{2}):([0-9]{2}),([0-9]{3})"
 )
+_TIMESTAMP: Final = re.compile(_TIMESTAMP_SHAPE, re.A)
+# A whole segment of that shape, found in the datagram's text: ';' on both sides.
+_TIMESTAMP_SEGMENT: Final = re.compile(f"(?<=;){_TIMESTAMP_SHAPE}(?=;)", re.A)
 _TIMESTAMP_FORMAT: Final = "%Y-%m-%d %H:%M:%S,%f"
 _GUID_LENGTH: Final = 36
 _TIMESTAMP_LENGTH: Final = 23
@@ -174,6 +192,8 @@ class Datagram:
     execution_id: str  # lower-case GUID
     message: str
     sanitized: bool = False  # control characters were deleted or a field was truncated
+    # Why log_timestamp cannot be the time of the event (step 9); "" when it can.
+    clock_problem: str = ""
 
     @property
     def kind(self) -> Kind | None:
@@ -261,9 +281,9 @@ def parse(
             "field_count", f"{len(segments)} fields, {message_type} needs {_SCHEDULER_FIELDS}"
         )
 
-    t = _find_anchor(segments)
+    t = _find_anchor(segments, text)
     if t is None:
-        reason, what = _diagnose(segments)
+        reason, what = _diagnose(segments, text)
         return reject(reason, what)
 
     app_id = segments[t + 1].lower()
@@ -292,6 +312,7 @@ def parse(
         task_id=segments[t].lower(),
         app_id=app_id,
         log_timestamp=segments[t + 2],
+        clock_problem=_clock_problem(segments[t + 2]),
         log_level=log_level,
         execution_id=segments[t + 4].lower(),
         message=message,
@@ -304,13 +325,31 @@ def _is_guid(value: str) -> bool:
 
 
 def _is_timestamp(value: str) -> bool:
-    if _TIMESTAMP.fullmatch(value) is None:
-        return False
+    return _timestamp_value(value) is not None
+
+
+def _timestamp_value(value: str) -> datetime | None:
+    """A log4net timestamp as a naive datetime, or None: neither its shape nor a real time."""
+    match = _TIMESTAMP.fullmatch(value)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, millisecond = map(int, match.groups())
     try:
-        datetime.strptime(value, _TIMESTAMP_FORMAT)
+        return datetime(year, month, day, hour, minute, second, millisecond * 1000)
     except ValueError:
-        return False
-    return True
+        return None
+
+
+def _clock_problem(timestamp: str) -> str:
+    """Step 9 for a valid timestamp: "" when in range, else the reason, for the alert's reader."""
+    value = _timestamp_value(timestamp)
+    if value is not None and EARLIEST_TIMESTAMP <= value <= LATEST_TIMESTAMP:
+        return ""
+    return (
+        f"the scheduler's timestamp {timestamp} is outside {EARLIEST_TIMESTAMP:%Y}-"
+        f"{LATEST_TIMESTAMP:%Y} (is the Sense node's clock wrong?); the time Herald received "
+        "the datagram stands in for it"
+    )
 
 
 def _fits_anchor(segments: list[str], t: int) -> bool:
@@ -326,11 +365,27 @@ def _fits_anchor(segments: list[str], t: int) -> bool:
     )
 
 
-def _find_anchor(segments: list[str]) -> int | None:
+def _timestamp_positions(text: str, first: int, stop: int) -> Iterator[int]:
+    """Indices ``first <= p < stop`` of the timestamp-shaped segments of ``text``, from the left.
+
+    A regular expression finds them, so the datagram's other segments cost no Python step each.
+    """
+    index, scanned = 0, 0
+    for match in _TIMESTAMP_SEGMENT.finditer(text):
+        index += text.count(";", scanned, match.start())
+        scanned = match.start()
+        if index >= stop:
+            return
+        if index >= first:
+            yield index
+
+
+def _find_anchor(segments: list[str], text: str) -> int | None:
     """Index of the task id segment (see "Choosing the anchor"), or None."""
     first: int | None = None
-    # t + 5 (the message) must exist.
-    for t in range(_FIRST_TASK_ID, len(segments) - 5):
+    # The timestamp is segment t + 2; t + 5 (the message) must exist.
+    for p in _timestamp_positions(text, _FIRST_TASK_ID + 2, len(segments) - 3):
+        t = p - 2
         if _fits_anchor(segments, t):
             if "\\" in segments[t - 1]:
                 return t
@@ -341,27 +396,87 @@ def _find_anchor(segments: list[str]) -> int | None:
 
 def _split_task_and_app(middle: list[str], app_id: str) -> tuple[str, str]:
     """Task name and app name from the segments between host and user (at least two)."""
-    if len(middle) == 2 or app_id == "":
-        return ";".join(middle[:-1]), middle[-1]
-    for j in range(1, len(middle)):
-        task_name, app_name = ";".join(middle[:j]), ";".join(middle[j:])
-        if app_name and task_name.endswith(app_name):
-            return task_name, app_name
+    if len(middle) > 2 and app_id:
+        k = _longest_repeated_tail(middle)
+        if k:
+            return ";".join(middle[:-k]), ";".join(middle[-k:])
     return ";".join(middle[:-1]), middle[-1]
+
+
+def _longest_repeated_tail(middle: list[str]) -> int:
+    """The most segments ``k`` whose joined text ``X`` is non-empty and ends the rest: rule 2.
+
+    The rest ends with ``X`` exactly when the ``k - 1`` segments before the last ``k`` equal
+    the last ``k - 1``, and the segment before those ends with the first of the last ``k``.
+    With each distinct segment written as one character and the segments read from the end,
+    the first condition says that the string's ``k - 1`` characters from position ``k`` on
+    repeat its first ``k - 1``: its Z-function (see :func:`_common_prefixes`) answers that for
+    every ``k`` in linear time, where trying every split and comparing the joined texts (the
+    rule read literally) is quadratic in the number of ``;``.
+    """
+    letters = {segment: chr(number) for number, segment in enumerate(dict.fromkeys(middle))}
+    backwards = "".join(map(letters.__getitem__, reversed(middle)))
+    for k in reversed(_square_prefixes(backwards, len(middle) // 2 + 1)):
+        if middle[-2 * k].endswith(middle[-k]) and (k > 1 or middle[-1]):
+            return k
+    return 0
+
+
+def _square_prefixes(text: str, stop: int) -> list[int]:
+    """Every ``0 < k < stop`` whose ``k - 1`` characters from ``k`` on repeat ``text``'s first.
+
+    The Z-algorithm finds, for each ``k``, how far ``text[k:]`` agrees with ``text`` (``z``):
+    ``[left, right)`` is the rightmost agreement found so far; inside it ``z[k]`` is copied
+    from ``z[k - left]`` unless that reaches ``right``, and every agreement extended past
+    ``right`` moves it on, so the comparisons are linear in ``len(text)``. Only positions
+    holding ``text[0]`` can agree at all (``k = 1`` always qualifies); :meth:`str.find` skips
+    to them, and :func:`_match_length` extends an agreement, both in C.
+    """
+    size, first = len(text), text[:1]
+    z = [0] * stop
+    found = [1] if stop > 1 else []
+    left = right = 0
+    k = text.find(first, 1, stop)
+    while k != -1:
+        length = z[k - left] if k < right else 0
+        if k >= right or length >= right - k:
+            length = max(right - k, 0)
+            if k + length < size and text[length] == text[k + length]:
+                length += _match_length(text, length, k + length)
+            left, right = k, k + length
+        z[k] = length
+        if length >= k - 1 and k > 1:
+            found.append(k)
+        k = text.find(first, k + 1, stop)
+    return found
+
+
+def _match_length(text: str, a: int, b: int) -> int:
+    """How many characters of ``text`` from ``a`` equal those from ``b`` (``a < b``), in C.
+
+    Galloping: compare chunks that double while they match, then halve, so a match of length
+    ``n`` costs ``O(n)`` character comparisons and ``O(log n)`` steps here.
+    """
+    matched, step = 0, 1
+    limit = len(text) - b
+    while step:
+        step = min(step, limit - matched)
+        if step and text.startswith(text[a + matched : a + matched + step], b + matched):
+            matched += step
+            step *= 2
+        else:
+            step //= 2
+    return matched
 
 
 def _quote(value: str) -> str:
     return repr(value[:_VALUE])
 
 
-def _diagnose(segments: list[str]) -> tuple[RejectionReason, str]:
+def _diagnose(segments: list[str], text: str) -> tuple[RejectionReason, str]:
     """Why no anchor fits: the first failing check around the likeliest timestamp position."""
     pivot = next(
-        (
-            p
-            for p in range(_FIRST_TASK_ID + 2, len(segments) - 3)
-            if len(segments[p]) == _TIMESTAMP_LENGTH and _TIMESTAMP.fullmatch(segments[p])
-        ),
+        _timestamp_positions(text, _FIRST_TASK_ID + 2, len(segments) - 3),
         _FIRST_TASK_ID + 2,  # Butler's fixed position
     )
     task_id, app_id, timestamp = segments[pivot - 2], segments[pivot - 1], segments[pivot]
