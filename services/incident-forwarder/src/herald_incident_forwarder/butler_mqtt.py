@@ -19,8 +19,14 @@ import msgspec
 
 from herald_incident_forwarder import butler
 from herald_incident_forwarder.settings import ButlerMqttSettings
-from herald_shared.bus import Bus, BusError
-from herald_shared.delivery.destination import Destination, Skipped, Target, TransientError
+from herald_shared.bus import Bus, BusError, PublishRefused
+from herald_shared.delivery.destination import (
+    Destination,
+    PermanentError,
+    Skipped,
+    Target,
+    TransientError,
+)
 from herald_shared.events import Event, TaskAborted, TaskFailed
 from herald_shared.settings import BrokerSettings
 
@@ -121,6 +127,7 @@ class ButlerMqttDestination(Destination):
         if not isinstance(event, TaskFailed | TaskAborted) or target not in (BASIC, FULL):
             raise Skipped("Butler publishes only failed and aborted tasks")
         topic = self.topic(event, target)
+        where = f"{self._broker.host}:{self._broker.port}"
         try:
             await self.bus.publish(
                 topic,
@@ -128,7 +135,10 @@ class ButlerMqttDestination(Destination):
                 qos=self._settings.qos,
                 retain=self._settings.retain,
             )
+        except PublishRefused as error:
+            # The broker's ACL refusing the topic stays refused: a dead letter, not retries.
+            failure = PermanentError if error.permanent else TransientError
+            raise failure(f"Butler MQTT broker {where} refused {topic}: {error.reason}") from None
         except BusError as error:
-            where = f"{self._broker.host}:{self._broker.port}"
             raise TransientError(f"Butler MQTT broker {where}: {error}") from None
         return f"published on {topic}"
