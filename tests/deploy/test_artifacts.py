@@ -143,6 +143,7 @@ def test_the_manifests_mount_the_checked_configuration() -> None:
     mosquitto = configs["mosquitto-config"]
     assert mosquitto["mosquitto.conf"] == (DEPLOY / "mosquitto" / "mosquitto.conf").read_text()
     assert mosquitto["acl"] == (DEPLOY / "mosquitto" / "acl").read_text()
+    assert mosquitto["acl-consumers"] == (DEPLOY / "mosquitto" / "acl-consumers").read_text()
 
 
 # --- compose, Dockerfile, Mosquitto ---------------------------------------------------------------
@@ -178,9 +179,9 @@ def test_the_broker_configuration_keeps_every_queued_message() -> None:
     assert values["persistence"] == "true"
     assert int(values["autosave_interval"]) <= 60
     assert int(values["max_queued_messages"]) >= 100_000  # the default 1000 drops QoS 1 silently
-    assert values["allow_anonymous"] == "false"
+    assert [value for key, value in settings if key == "allow_anonymous"] == ["false"] * 3
     listeners = [value for key, value in settings if key == "listener"]
-    assert listeners == ["1883", "8883"]
+    assert listeners == ["1883", "8883", "8884"]
 
 
 # --- configuration -------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 The Dockerfile runs `uv sync --locked --no-dev --no-editable --package herald-<service>`; here
 the same command fills a throwaway virtual environment per service (built once per session,
 uv's cache makes it take about a second). The service then runs from it with the compose
-file's herald.yaml against a Mosquitto that uses the production ACL (deploy/mosquitto/acl) and
+file's herald.yaml against a Mosquitto running the production configuration (deploy/mosquitto) and
 a password per service account, and answers /readyz 200; SIGTERM stops it with exit status 0.
 """
 
@@ -23,8 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from herald_testkit.mosquitto import Mosquitto
+from herald_testkit.mosquitto import Mosquitto, ShippedMosquitto
 from herald_testkit.ports import free_port
+from herald_testkit.tls import make_certificates
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -77,18 +78,11 @@ def service_venvs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def acl_mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    """Mosquitto with the production ACL and one account per service (and the operator)."""
+    """Mosquitto with the production configuration and one account per service (and the operator)."""
     workdir = tmp_path_factory.mktemp("acl-mosquitto")
-    passwd = workdir / "passwd"
-    passwd.touch()
-    for account in [f"herald-{service}" for service in SERVICES]:
-        subprocess.run(
-            ["mosquitto_passwd", "-b", str(passwd), account, PASSWORD],
-            check=True,
-            capture_output=True,
-        )
-    extra = f"password_file {passwd}\nacl_file {DEPLOY / 'mosquitto' / 'acl'}"
-    with Mosquitto(workdir, extra=extra) as broker:
+    accounts = {f"herald-{service}": PASSWORD for service in SERVICES}
+    certificates = make_certificates(workdir / "certs")
+    with ShippedMosquitto(workdir, DEPLOY / "mosquitto", accounts, certificates) as broker:
         yield broker
 
 

@@ -10,6 +10,11 @@ with a persistent session (clean start off, a session expiry), so messages publi
 service is down or reconnecting wait in the broker. The connection is retried forever with
 exponential backoff and jitter; subscriptions are renewed on every connect. A retained
 ``online``/``offline`` status is published on the status topic, with ``offline`` as the will.
+
+A publish the broker refuses is an error (:class:`PublishRefused`), not a success: aiomqtt 2.5
+drops the PUBACK's reason code, so the bus's client keeps the code paho reports for each message
+id (MQTT 5; an MQTT 3.1.1 PUBACK has no reason code, and Mosquitto acknowledges a publish its
+ACL denies like any other, so there a refused publish cannot be told from a delivered one).
 """
 
 from __future__ import annotations
@@ -22,12 +27,13 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import aiomqtt
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from herald_shared import metrics, topics
 from herald_shared.config import reveal
@@ -42,6 +48,28 @@ OFFLINE: Final = b"offline"
 
 class BusError(Exception):
     """A publish did not reach the broker (not connected, timed out, refused)."""
+
+
+# Refusals that a retry cannot cure: the same publish will be refused again.
+_PERMANENT_REFUSALS: Final = frozenset(
+    {"Not authorized", "Topic Name invalid", "Packet too large", "Payload format invalid"}
+)
+
+
+class PublishRefused(BusError):
+    """The broker answered the publish with a failure reason code (MQTT 5 PUBACK >= 0x80)."""
+
+    def __init__(self, topic: str, reason: str, code: int) -> None:
+        super().__init__(
+            f"the broker refused the publish to {topic}: {reason} (reason code {code:#04x})"
+        )
+        self.topic = topic
+        self.reason = reason
+        self.code = code
+
+    @property
+    def permanent(self) -> bool:
+        return self.reason in _PERMANENT_REFUSALS
 
 
 @dataclass(eq=False)
@@ -96,7 +124,7 @@ class Bus:
         self._persistent = persistent
         self._subscriptions = tuple(subscriptions)
         self._handler = handler
-        self._client: aiomqtt.Client | None = None
+        self._client: _Client | None = None
         self._connected = asyncio.Event()
         self._consuming = True
         self._stopping = False
@@ -158,11 +186,14 @@ class Bus:
         if client is None or not self.connected:
             raise BusError("not connected to the broker")
         try:
-            await client.publish(
-                topic, payload, qos=qos, retain=retain, timeout=self.settings.publish_timeout
+            refusal = await client.publish_acknowledged(
+                topic, payload, qos=qos, retain=retain, within=self.settings.publish_timeout
             )
         except aiomqtt.MqttError as error:
             raise BusError(f"publish to {topic} failed: {error}") from None
+        if refusal is not None:
+            metrics.PUBLISHES_REFUSED.labels(service=self.service, reason=str(refusal)).inc()
+            raise PublishRefused(topic, str(refusal), refusal.value)
 
     # --- the connection loop -------------------------------------------------------------
 
@@ -202,7 +233,7 @@ class Bus:
             await asyncio.sleep(random.uniform(delay / 2, delay))
             delay = min(delay * 2, self.settings.reconnect_max)
 
-    def _new_client(self) -> aiomqtt.Client:
+    def _new_client(self) -> _Client:
         settings = self.settings
         v5 = settings.effective_protocol == "5"
         properties = None
@@ -216,7 +247,7 @@ class Bus:
         if username is None and settings.embedded:
             # amqtt queues messages for offline sessions only when the client names a user.
             username = self.client_id
-        client = aiomqtt.Client(
+        client = _Client(
             settings.host,
             settings.port,
             identifier=self.client_id,
@@ -310,3 +341,44 @@ class Bus:
 
 class _RenewConnection(Exception):
     """A handler failed: reconnect so that the broker redelivers what was not acknowledged."""
+
+
+class _Client(aiomqtt.Client):
+    """aiomqtt's client, keeping the reason code of each PUBACK, which aiomqtt drops.
+
+    ``publish_acknowledged`` is aiomqtt 2.5's ``publish`` (whose private helpers it uses; aiomqtt
+    is pinned) with the message id kept, so the PUBACK's reason code can be looked up.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._reasons: dict[int, ReasonCode] = {}
+
+    def _on_publish(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties,
+    ) -> None:
+        self._reasons[mid] = reason_code
+        super()._on_publish(client, userdata, mid, reason_code, properties)
+
+    async def publish_acknowledged(
+        self, topic: str, payload: bytes, *, qos: int, retain: bool, within: float
+    ) -> ReasonCode | None:
+        """Publish and wait for the broker's PUBACK (QoS 1); the failure reason, if it refused."""
+        info = self._client.publish(topic, payload, qos, retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+        try:
+            if not info.is_published():
+                confirmation = asyncio.Event()
+                with self._pending_call(info.mid, confirmation, self._pending_publishes):
+                    await self._wait_for(confirmation.wait(), timeout=within)
+            reason = self._reasons.get(info.mid)
+        finally:
+            # Message ids are reused: a code must not outlive its publish.
+            self._reasons.pop(info.mid, None)
+        return reason if reason is not None and reason.is_failure else None

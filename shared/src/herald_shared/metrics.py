@@ -44,6 +44,11 @@ OUTBOX = Gauge(
     "Messages stored locally and waiting for the broker's acknowledgement",
     ["service"],
 )
+PUBLISHES_REFUSED = Counter(
+    "herald_publishes_refused_total",
+    "Publishes the broker acknowledged with a failure reason (MQTT 5), e.g. 'Not authorized' by its ACL",
+    ["service", "reason"],
+)
 
 # --- ingest ----------------------------------------------------------------------------------
 

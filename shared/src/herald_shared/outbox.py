@@ -2,20 +2,25 @@
 
 Ingest publishes its events through it, and the delivery runner its receipts and dead letters,
 so nothing they promise to publish is lost while the broker is away or the process restarts.
-Messages go out in the order they were stored: a task's events stay in order.
+Messages go out in the order they were stored: a task's events stay in order. A message the
+broker refuses (e.g. its ACL denies the topic) stays stored and is tried again, with an ERROR
+line at most once a minute naming the topic and the broker's reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Final, Protocol
 
 from herald_shared import metrics
-from herald_shared.bus import BusError
+from herald_shared.bus import BusError, PublishRefused
 from herald_shared.db import Database
 
 log = logging.getLogger(__name__)
+
+REFUSED_LOG_EVERY: Final = 60.0  # seconds between ERROR lines about refused messages
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -45,6 +50,7 @@ class Outbox:
         self._batch = batch
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
+        self._refused_logged = -REFUSED_LOG_EVERY
         db.execute_script(_SCHEMA)
         self._gauge = metrics.OUTBOX.labels(service=bus.service)
         self._gauge.set(self.depth())
@@ -95,7 +101,22 @@ class Outbox:
                 self._gauge.dec(len(done))
             failures = [result for result in results if isinstance(result, BaseException)]
             if failures:
-                if not all(isinstance(failure, BusError) for failure in failures):
+                refused = [failure for failure in failures if isinstance(failure, PublishRefused)]
+                if refused:
+                    self._report_refused(refused)
+                elif not all(isinstance(failure, BusError) for failure in failures):
                     log.error("publishing from the outbox failed: %r", failures[0])
-                # The bus reconnects by itself; give it a moment before trying again.
-                await asyncio.sleep(0.5)
+                # The bus reconnects by itself, an ACL takes an operator: wait before trying again.
+                await asyncio.sleep(5.0 if refused else 0.5)
+
+    def _report_refused(self, refused: list[PublishRefused]) -> None:
+        if time.monotonic() - self._refused_logged < REFUSED_LOG_EVERY:
+            return
+        self._refused_logged = time.monotonic()
+        log.error(
+            "the broker refused %d message(s) from the outbox, e.g. on %s: %s; they stay stored "
+            "and are tried again (check the broker's ACL for this service's account)",
+            len(refused),
+            refused[0].topic,
+            refused[0].reason,
+        )

@@ -4,6 +4,7 @@ Configured as docs/testing.md found necessary: ``user root`` when run as root
 (otherwise it drops to ``mosquitto`` and cannot write its persistence folder), a raised
 ``max_queued_messages`` (the default 1000 silently drops QoS 1 messages to slow subscribers),
 persistence on with a one-second autosave, and logging to a file (stdout is block-buffered).
+:class:`ShippedMosquitto` runs the production configuration (deploy/mosquitto) instead.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Self
 
 from herald_testkit.ports import free_port, wait_for_port
 from herald_testkit.servers import stop
+from herald_testkit.tls import Certificates
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -77,9 +80,65 @@ class Mosquitto:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def __enter__(self) -> Mosquitto:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+class ShippedMosquitto(Mosquitto):
+    """Mosquitto with ``deploy/mosquitto/mosquitto.conf`` as shipped, moved onto loopback.
+
+    Only what cannot work on a test machine changes: each listener gets a free loopback port
+    (:attr:`ports` maps the file's port to it; :attr:`port` is 1883's), the mounted files become
+    the repository's ACLs, password files made from ``accounts`` (``herald-…`` accounts in
+    ``passwd``, the others in ``passwd-consumers``, as deploy/mosquitto/compose-start.sh does)
+    and ``certificates``, the log goes to a file, and ``user root`` is added when run as root.
+    """
+
+    def __init__(
+        self, workdir: Path, deploy: Path, accounts: dict[str, str], certificates: Certificates
+    ) -> None:
+        super().__init__(workdir)
+        self.deploy = deploy
+        self.certificates = certificates
+        self.source = (deploy / "mosquitto.conf").read_text()
+        self.ports = {int(line.split()[1]): free_port() for line in self._listeners()}
+        self.port = self.ports[1883]
+        for name in ("passwd", "passwd-consumers"):
+            (workdir / name).write_text("")
+        for account, password in accounts.items():
+            name = "passwd" if account.startswith("herald-") else "passwd-consumers"
+            subprocess.run(
+                ["mosquitto_passwd", "-b", str(workdir / name), account, password],
+                check=True,
+                capture_output=True,
+            )
+
+    def _listeners(self) -> list[str]:
+        return [line for line in self.source.splitlines() if line.startswith("listener ")]
+
+    def _write_config(self) -> Path:
+        lines = ["user root"] if os.geteuid() == 0 else []
+        lines += [self._moved(line) for line in self.source.splitlines()]
+        path = self.workdir / "mosquitto.conf"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def _moved(self, line: str) -> str:
+        key, _, value = line.partition(" ")
+        if key == "listener":
+            return f"listener {self.ports[int(value)]} {self.host}"
+        if key == "log_dest":
+            return f"log_dest file {self.log_file}"
+        if key in ("certfile", "keyfile"):
+            return f"{key} {self.certificates.cert if key == 'certfile' else self.certificates.key}"
+        if value.startswith("/mosquitto/data/"):
+            return f"{key} {self.workdir / 'data'}/"
+        if value.startswith("/mosquitto/config/"):
+            name = value.removeprefix("/mosquitto/config/")
+            folder = self.workdir if name.startswith("passwd") else self.deploy
+            return f"{key} {folder / name}"
+        return line

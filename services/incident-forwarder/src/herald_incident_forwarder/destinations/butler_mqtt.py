@@ -19,11 +19,12 @@ import msgspec
 from pydantic import BeforeValidator, Field, SecretStr
 
 from herald_incident_forwarder import butler
-from herald_shared.bus import Bus, BusError
+from herald_shared.bus import Bus, BusError, PublishRefused
 from herald_shared.config import Section
 from herald_shared.delivery.destination import (
     Context,
     Destination,
+    PermanentError,
     Skipped,
     Target,
     TransientError,
@@ -164,6 +165,7 @@ class ButlerMqttDestination(Destination):
         if not isinstance(event, TaskFailed | TaskAborted) or target not in (BASIC, FULL):
             raise Skipped("Butler publishes only failed and aborted tasks")
         topic = self.topic(event, target)
+        where = f"{self._broker.host}:{self._broker.port}"
         try:
             await self.bus.publish(
                 topic,
@@ -171,8 +173,11 @@ class ButlerMqttDestination(Destination):
                 qos=self._settings.qos,
                 retain=self._settings.retain,
             )
+        except PublishRefused as error:
+            # The broker's ACL refusing the topic stays refused: a dead letter, not retries.
+            failure = PermanentError if error.permanent else TransientError
+            raise failure(f"Butler MQTT broker {where} refused {topic}: {error.reason}") from None
         except BusError as error:
-            where = f"{self._broker.host}:{self._broker.port}"
             raise TransientError(f"Butler MQTT broker {where}: {error}") from None
         return f"published on {topic}"
 
