@@ -24,7 +24,7 @@ from herald_shared.delivery.runner import Runner
 from herald_shared.events import Event
 from herald_shared.outbox import Outbox
 from herald_shared.settings import DeliverySettings
-from herald_testkit.mqtt import Seen
+from herald_testkit.mqtt import Seen, wait_for_seen
 
 
 class MemoryBus:
@@ -50,20 +50,7 @@ class MemoryBus:
         self, predicate: Callable[[list[Seen]], bool], within: float = 20.0
     ) -> list[Seen]:
         """Wait until ``predicate(self.seen)`` holds; raises TimeoutError with what was seen."""
-
-        async def until() -> None:
-            while not predicate(self.seen):
-                self._changed.clear()
-                await self._changed.wait()
-
-        try:
-            await asyncio.wait_for(until(), within)
-        except TimeoutError:
-            last = [seen.topic for seen in self.seen[-20:]]
-            raise TimeoutError(
-                f"condition not met within {within} s; last topics: {last}"
-            ) from None
-        return self.seen
+        return await wait_for_seen(self.seen, self._changed, predicate, within)
 
 
 class MemoryRunner:

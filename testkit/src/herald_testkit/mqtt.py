@@ -89,20 +89,28 @@ class Observer:
         self, predicate: Callable[[list[Seen]], bool], within: float = 20.0
     ) -> list[Seen]:
         """Wait until ``predicate(self.seen)`` holds; raises TimeoutError with what was seen."""
+        return await wait_for_seen(self.seen, self._changed, predicate, within)
 
-        async def until() -> None:
-            while not predicate(self.seen):
-                self._changed.clear()
-                await self._changed.wait()
 
-        try:
-            await asyncio.wait_for(until(), within)
-        except TimeoutError:
-            topics = [seen.topic for seen in self.seen[-20:]]
-            raise TimeoutError(
-                f"condition not met within {within} s; last topics: {topics}"
-            ) from None
-        return self.seen
+async def wait_for_seen(
+    seen: list[Seen],
+    changed: asyncio.Event,
+    predicate: Callable[[list[Seen]], bool],
+    within: float,
+) -> list[Seen]:
+    """Wait until ``predicate(seen)`` holds, woken by ``changed`` whenever ``seen`` grows."""
+
+    async def until() -> None:
+        while not predicate(seen):
+            changed.clear()
+            await changed.wait()
+
+    try:
+        await asyncio.wait_for(until(), within)
+    except TimeoutError:
+        topics = [item.topic for item in seen[-20:]]
+        raise TimeoutError(f"condition not met within {within} s; last topics: {topics}") from None
+    return seen
 
 
 @contextlib.asynccontextmanager
