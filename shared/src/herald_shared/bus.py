@@ -3,7 +3,7 @@
 This is the only module that knows aiomqtt and paho. aiomqtt 2.x acknowledges every message
 as it arrives, before the application has seen it; Herald must acknowledge only once a
 message is handled, so the bus turns paho's manual acknowledgement on through aiomqtt's private
-``_client`` (aiomqtt is pinned for this; ``tests/shared/test_bus.py`` proves the redelivery).
+``_client`` (aiomqtt is pinned for this; ``tests/herald_shared/test_bus.py`` proves the redelivery).
 
 One connection per service instance, under the stable client id ``herald-<service>-<instance>``
 with a persistent session (clean start off, a session expiry), so messages published while the
