@@ -62,7 +62,7 @@ emailer:
   smtp: {{host: 127.0.0.1, port: {smtp.port}, tls: starttls, username: alerts,
          password_file: {work}/smtp-password, ca_file: {smtp.ca_file}}}
   failed: {{recipients: [ops@example.com], recipients_custom_property: null,
-            app_owner: {{enable: false}}, rate_limit: null}}
+            app_owner: {{enabled: false}}, rate_limit: null}}
 """
 
 

@@ -378,7 +378,7 @@ async def test_retry_after_is_honoured_and_a_500_and_a_timeout_are_retried_until
                 {
                     "name": "ops",
                     "webhook_url": chat.slack_url("ops"),
-                    "rate_limit": 0,
+                    "rate_limit": None,
                     "timeout": 0.5,
                 }
             ],

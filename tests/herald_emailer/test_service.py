@@ -181,7 +181,7 @@ async def test_each_outcome_reaches_exactly_its_recipients_with_its_subject_and_
                 "recipients": ["Ops@Example.com"],
                 "app_owner": {"exclude": [{"directory": "LAB", "user_id": "goran"}]},
             },
-            "succeeded": {"enable": True, "recipients": ["ops@example.com"]},
+            "succeeded": {"enabled": True, "recipients": ["ops@example.com"]},
             # recovered: the defaults, i.e. the failure's property and the owner
         },
     )
@@ -257,7 +257,7 @@ async def test_a_task_name_with_markup_and_accents_is_escaped_in_html_and_readab
     settings = _settings(
         tmp_path,
         smtp,
-        {"failed": {"recipients": ["ops@example.com"], "app_owner": {"enable": False}}},
+        {"failed": {"recipients": ["ops@example.com"], "app_owner": {"enabled": False}}},
     )
     failed = _with_task(samples.sample_failed(), name=name, custom_properties={})
     async with (
@@ -291,7 +291,7 @@ async def test_three_failures_within_the_window_give_one_message_per_recipient(
             "failed": {
                 "recipients": ["ops@example.com", "bi@example.com"],
                 "recipients_custom_property": None,
-                "app_owner": {"enable": False},
+                "app_owner": {"enabled": False},
             }
         },
     )
@@ -334,7 +334,7 @@ async def test_a_mail_server_that_is_down_is_retried_until_it_is_back(
             "failed": {
                 "recipients": ["ops@example.com"],
                 "recipients_custom_property": None,
-                "app_owner": {"enable": False},
+                "app_owner": {"enabled": False},
             }
         },
     )
@@ -375,7 +375,7 @@ async def test_a_dropped_connection_is_reopened_and_the_message_still_sent_at_on
             "failed": {
                 "recipients": ["ops@example.com"],
                 "recipients_custom_property": None,
-                "app_owner": {"enable": False},
+                "app_owner": {"enabled": False},
             }
         },
     )
@@ -410,7 +410,7 @@ async def test_a_slow_mail_server_gets_messages_in_parallel_over_a_few_reused_co
             "failed": {
                 "recipients": recipients,
                 "recipients_custom_property": None,
-                "app_owner": {"enable": False},
+                "app_owner": {"enabled": False},
             },
             "smtp": {"connections": 3},
         },
@@ -442,7 +442,7 @@ async def test_a_refused_recipient_is_dead_lettered_and_the_others_still_get_the
             "failed": {
                 "recipients": ["ops@example.com", "gone@example.com", "bi@example.com"],
                 "recipients_custom_property": None,
-                "app_owner": {"enable": False},
+                "app_owner": {"enabled": False},
             },
             "smtp": {"connections": 1},
         },
@@ -493,7 +493,7 @@ async def test_wrong_credentials_give_a_clear_dead_letter_quickly_and_never_the_
             "failed": {
                 "recipients": ["ops@example.com"],
                 "recipients_custom_property": None,
-                "app_owner": {"enable": False},
+                "app_owner": {"enabled": False},
             },
         },
     )
@@ -552,7 +552,7 @@ async def test_a_template_that_fails_at_runtime_sends_a_plain_text_alert_instead
             "failed": {
                 "recipients": ["ops@example.com"],
                 "recipients_custom_property": None,
-                "app_owner": {"enable": False},
+                "app_owner": {"enabled": False},
             },
         },
     )

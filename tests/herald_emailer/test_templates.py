@@ -97,8 +97,8 @@ def test_a_broken_subject_and_a_missing_template_are_start_up_errors() -> None:
 
 
 def test_a_disabled_outcome_is_not_checked() -> None:
-    settings = _load({"succeeded": {"enable": False, "html_template": "no-such.html"}})
-    assert not settings.succeeded.enable
+    settings = _load({"succeeded": {"enabled": False, "html_template": "no-such.html"}})
+    assert not settings.succeeded.enabled
 
 
 def test_butlers_defaults() -> None:
@@ -164,7 +164,7 @@ def test_butlers_enable_by_custom_property_gates_only_the_static_recipients() ->
             "recipients_when": {
                 "task_custom_properties": {"Butler_FailedAlertEnableEmail": ["Yes"]}
             },
-            "app_owner": {"enable": False},
+            "app_owner": {"enabled": False},
         }
     )
     not_enabled = _event_with([], {"Butler_FailedAlertSendToEmail": ["bi@example.com"]})

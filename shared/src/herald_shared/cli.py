@@ -2,7 +2,8 @@
 
 - ``herald run <service> --config herald.yaml``: one service (what each container runs).
 - ``herald up --config herald.yaml``: every installed service whose section is in the file.
-- ``herald check-config --config herald.yaml``: validate every section the installed services read.
+- ``herald check-config --config herald.yaml``: validate every section the installed services read,
+  and list the deprecated spellings the file still uses.
 - ``herald send-test --config herald.yaml``: a synthetic event through the pipeline, with its receipts.
 - ``herald tail --config herald.yaml``: every event, receipt, dead letter and status, readably.
 
@@ -137,6 +138,9 @@ def _check_config(arguments: argparse.Namespace) -> int:
     document = config.load(arguments.config)
     services = installed_services()
     configure(document, list(services.values()))
+    # Old spellings still work: they are reported, but the file is valid (exit 0).
+    for sentence in document.deprecations:
+        print(sentence)
     print(f"{arguments.config}: valid for {', '.join(services) or 'no installed service'}")
     return 0
 

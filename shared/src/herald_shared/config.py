@@ -7,6 +7,9 @@
   removed (mounted Kubernetes Secrets).
 - Errors name the file (or the variable) and the path, e.g.
   ``herald.yaml: emailer.smtp.port: Input should be a valid integer``, and never a secret's value.
+- Old spellings (:mod:`herald_shared.spellings`) are rewritten to the new ones while loading, and
+  each is kept in :attr:`ConfigDocument.deprecations` for the services to log and
+  ``herald check-config`` to print.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+
+from herald_shared import spellings
 
 ENV_PREFIX: Final = "HERALD_"
 ENV_CONFIG_PATH: Final = "HERALD_CONFIG"
@@ -168,6 +173,8 @@ class ConfigDocument:
     data: dict[str, Any]
     # dotted path -> environment variable that set it, so errors can name the real origin
     overridden_by: dict[str, str] = field(default_factory=dict)
+    # One sentence per old spelling read, naming the file (or variable) and the key.
+    deprecations: list[str] = field(default_factory=list)
 
     def has_section(self, name: str) -> bool:
         return name in self.data
@@ -236,7 +243,23 @@ def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None)
             f"(known: {', '.join(SECTIONS)})"
             for key in unknown
         )
+    _rewrite_old_spellings(document)
     return document
+
+
+def _rewrite_old_spellings(document: ConfigDocument) -> None:
+    found, conflicts = spellings.rewrite(document.data)
+    if conflicts:
+        raise ConfigError(_sentences(document, conflicts))
+    document.deprecations = _sentences(document, found)
+
+
+def _sentences(document: ConfigDocument, found: list[spellings.Found]) -> list[str]:
+    sentences = []
+    for item in found:
+        dotted = _dotted(item.loc)
+        sentences.append(f"{document._origin(dotted)}: {dotted}{item.text}")
+    return sentences
 
 
 def _section_origin(document: ConfigDocument, section: str, in_file: set[str]) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Final, Literal, TypeAlias
 
-from herald_shared.events import Event, TaskAborted, TaskFailed
+from herald_shared.events import Event, Recovery, TaskAborted, TaskFailed
 
 Outcome: TypeAlias = Literal["failed", "aborted", "succeeded", "recovered"]
 OUTCOMES: Final[tuple[Outcome, ...]] = ("failed", "aborted", "succeeded", "recovered")
@@ -27,6 +27,11 @@ def problems() -> list[Problem]:
 def problem_outcomes() -> list[Outcome]:
     """The same, for an ``outcomes:`` key that also takes successes."""
     return list(PROBLEMS)
+
+
+def recovered_from(recovery: Recovery) -> Problem:
+    """The outcome of the failure or abort that a success ends."""
+    return "failed" if recovery.kind == "task_failed" else "aborted"
 
 
 def outcome_of(event: Event, wanted: Collection[Outcome] = OUTCOMES) -> Outcome | None:

@@ -145,6 +145,8 @@ async def serve(document: ConfigDocument, process: ProcessSettings) -> int:
     """Run the configured services until SIGTERM/SIGINT; the process's exit code."""
     logs.setup(process.logging)
     logs.REDACTOR.add(process.secrets())
+    for sentence in document.deprecations:
+        log.warning("%s", sentence)
     stop = asyncio.Event()
     _install_signal_handlers(stop)
 

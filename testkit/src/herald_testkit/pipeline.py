@@ -403,7 +403,7 @@ class Pipeline:
                 "failed": {
                     "recipients": list(RECIPIENTS),
                     "recipients_custom_property": None,
-                    "app_owner": {"enable": False},
+                    "app_owner": {"enabled": False},
                     "rate_limit": None,
                 },
                 "aborted": {"rate_limit": None},
@@ -417,7 +417,7 @@ class Pipeline:
                         "name": "ops",
                         "webhook_url": d.chat.slack_url(SLACK_TOKEN),
                         "outcomes": ["failed"],
-                        "rate_limit": 0,
+                        "rate_limit": None,
                     }
                 ],
                 "teams": [
@@ -425,7 +425,7 @@ class Pipeline:
                         "name": "ops",
                         "webhook_url": d.chat.teams_url(TEAMS_TOKEN),
                         "outcomes": ["failed"],
-                        "rate_limit": 0,
+                        "rate_limit": None,
                     }
                 ],
                 "delivery": _delivery(),

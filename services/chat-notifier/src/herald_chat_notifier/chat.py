@@ -36,8 +36,8 @@ class ChatTarget(Section):
     # `recovered` is a success that ends an earlier failure or abort ("running again").
     outcomes: list[Outcome] = Field(default_factory=problem_outcomes, min_length=1)
     when: When = MATCH_ALL
-    # At most one message per task and outcome within this window (Butler: 300 s); 0 turns it off.
-    rate_limit: Duration = 300.0
+    # At most one message per task and outcome within this window (Butler: 300 s); null: no limit.
+    rate_limit: Duration | None = 300.0
     message_type: Literal["formatted", "basic"] = "formatted"
     head_lines: int = Field(default=10, ge=0)  # script-log lines from the start
     tail_lines: int = Field(default=10, ge=0)  # and from the end
@@ -52,7 +52,7 @@ class ChatDestination(Destination):
     def __init__(self, target: ChatTarget, *, service: str) -> None:
         self.name = f"{self.platform}:{target.name}"
         self.when = target.when
-        self.rate_limit = target.rate_limit or None
+        self.rate_limit = target.rate_limit
         self.target = target
         self._webhook = Webhook(target.webhook_url, target.timeout)
         self._templates = _load_templates(target.template_dir)

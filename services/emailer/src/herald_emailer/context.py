@@ -47,15 +47,9 @@ from datetime import datetime
 from typing import Any
 
 from herald_shared.events import Event, TaskSucceeded
+from herald_shared.outcomes import outcome_of
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S UTC"
-
-
-def outcome_of(event: Event) -> str:
-    """failed, aborted, succeeded or recovered: which block of settings an event belongs to."""
-    if isinstance(event, TaskSucceeded):
-        return "recovered" if event.recovers is not None else "succeeded"
-    return "failed" if event.kind == "task_failed" else "aborted"
 
 
 def _time(value: datetime | None) -> str | None:

@@ -30,7 +30,7 @@ def recipients(settings: OutcomeSettings, event: Event) -> list[str]:
         name = settings.recipients_custom_property
         values = event.task.custom_properties.get(name, [])
         candidates += [(value, f"task custom property {name}") for value in values]
-    if settings.app_owner.enable:
+    if settings.app_owner.enabled:
         candidates += [
             (address, "app owner") for address in _owner_addresses(settings.app_owner, event)
         ]

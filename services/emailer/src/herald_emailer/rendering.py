@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import jinja2
 
-from herald_emailer.context import build_context, outcome_of
+from herald_emailer.context import build_context
 from herald_shared.config import ConfigError
 from herald_shared.events import Event
+from herald_shared.outcomes import outcome_of
 
 if TYPE_CHECKING:
     from herald_emailer.destinations.email import OutcomeSettings

@@ -15,17 +15,9 @@ Where this normalizes, and why:
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final
 
 from herald_shared.events import Event, TaskAborted, TaskFailed, TaskSucceeded
-
-#: The outcomes Butler alerts on; a success only ever resolves (Signl4) or is opted into.
-Problem: TypeAlias = Literal["task_failed", "task_aborted"]
-
-
-def problems() -> list[Problem]:
-    return ["task_failed", "task_aborted"]
-
 
 #: QRS ``taskType`` numbers (docs/butler-compatibility.md §1.8).
 TASK_TYPE_NUMBERS: Final = {

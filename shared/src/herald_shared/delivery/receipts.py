@@ -9,7 +9,9 @@ import msgspec
 
 from herald_shared.events import Event
 
-Outcome = Literal["delivered", "dead_lettered", "suppressed", "skipped"]
+#: How one delivery ended (the ledger's states but ``pending``). Not an alert outcome
+#: (:mod:`herald_shared.outcomes`): the wire field is ``outcome`` for compatibility.
+DeliveryState = Literal["delivered", "dead_lettered", "suppressed", "skipped"]
 
 
 class Receipt(msgspec.Struct, kw_only=True):
@@ -22,7 +24,7 @@ class Receipt(msgspec.Struct, kw_only=True):
     service: str
     destination: str
     target: str
-    outcome: Outcome
+    outcome: DeliveryState
     attempts: int
     at: datetime
     detail: str | None = None

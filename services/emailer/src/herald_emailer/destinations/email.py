@@ -13,7 +13,6 @@ from typing import Literal
 
 from pydantic import Field
 
-from herald_emailer.context import outcome_of
 from herald_emailer.message import build_body, build_message, envelope_sender
 from herald_emailer.recipients import recipients
 from herald_emailer.rendering import Rendered, Renderer, check_renderer, fallback, load_renderer
@@ -23,7 +22,7 @@ from herald_shared.config import ConfigError, Duration, Section
 from herald_shared.delivery.destination import Context, Destination, Target
 from herald_shared.events import Event
 from herald_shared.matcher import MATCH_ALL, When
-from herald_shared.outcomes import OUTCOMES, Outcome
+from herald_shared.outcomes import OUTCOMES, Outcome, outcome_of
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +37,7 @@ class OwnerRef(Section):
 
 
 class AppOwnerSettings(Section):
-    enable: bool = True  # off by default for `succeeded` only, as in Butler
+    enabled: bool = True  # off by default for `succeeded` only, as in Butler
     include_all: bool = True  # every owner; otherwise only those in `include`
     include: list[OwnerRef] = Field(default_factory=list)
     exclude: list[OwnerRef] = Field(default_factory=list)  # applied after `include`
@@ -47,7 +46,7 @@ class AppOwnerSettings(Section):
 class OutcomeSettings(Section):
     """What every outcome block has; the subclasses below only change the defaults."""
 
-    enable: bool = True
+    enabled: bool = True
     subject: str  # a Jinja2 template over the fields listed in herald_emailer.context
     html_template: str  # file names, looked up in emailer.template_dir, then the built-in ones
     text_template: str
@@ -87,12 +86,12 @@ class AbortedSettings(OutcomeSettings):
 
 
 class SucceededSettings(OutcomeSettings):
-    enable: bool = False  # a mail per successful reload is opt-in, as in Butler
+    enabled: bool = False  # a mail per successful reload is opt-in, as in Butler
     subject: str = '✅ Qlik Sense reload success: "{{ task_name }}"'
     html_template: str = "succeeded.html"
     text_template: str = "succeeded.txt"
     recipients_custom_property: str | None = "Butler_SuccessAlertSendToEmail"
-    app_owner: AppOwnerSettings = AppOwnerSettings(enable=False)
+    app_owner: AppOwnerSettings = AppOwnerSettings(enabled=False)
     rate_limit: Duration | None = 60.0
 
 
@@ -141,7 +140,7 @@ class EmailDestination(Destination):
         self.name = f"email-{outcome}"
         self.outcome = outcome
         self.when: When = settings.when
-        self.rate_limit = settings.rate_limit or None
+        self.rate_limit = settings.rate_limit
         self._settings = settings
         self._renderer = renderer
         self._transport = transport
@@ -208,7 +207,7 @@ def check_templates(settings: EmailSettings) -> None:
     problems: list[str] = []
     for outcome in OUTCOMES:
         block = settings.outcome(outcome)
-        if not block.enable:
+        if not block.enabled:
             continue
         try:
             renderer = load_renderer(outcome, block, settings.template_dir)
@@ -226,7 +225,7 @@ def destinations(settings: EmailSettings, context: Context) -> list[Destination]
     built: list[Destination] = []
     for outcome in OUTCOMES:
         block = settings.outcome(outcome)
-        if not block.enable:
+        if not block.enabled:
             continue
         built.append(
             EmailDestination(
@@ -235,7 +234,7 @@ def destinations(settings: EmailSettings, context: Context) -> list[Destination]
                 renderer=load_renderer(outcome, block, settings.template_dir),
                 transport=transport,
                 default_sender=settings.from_address,
-                takes_recoveries=outcome == "succeeded" and not settings.recovered.enable,
+                takes_recoveries=outcome == "succeeded" and not settings.recovered.enabled,
             )
         )
     return built

@@ -24,13 +24,13 @@ import msgspec
 from pydantic import Field, SecretStr, model_validator
 
 from herald_incident_forwarder import butler
-from herald_incident_forwarder.butler import Problem, problems
 from herald_shared.config import Duration, Section, reveal
 from herald_shared.delivery.destination import Context, Destination, Skipped, Target
 from herald_shared.delivery.http import CONNECTIONS, Request, send
 from herald_shared.events import Event, TaskAborted, TaskFailed
 from herald_shared.http_client import HttpClient
 from herald_shared.matcher import MATCH_ALL, When
+from herald_shared.outcomes import Problem, outcome_of, problems
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ class _NewRelicDestination(Destination):
         self._settings = settings
         self._api = api
         self._accounts: dict[str, NewRelicAccount] = {a.name: a for a in settings.accounts}
-        self._kinds = frozenset(api.outcomes)
+        self._outcomes = frozenset(api.outcomes)
         self.when = api.when
         self.rate_limit = api.rate_limit
         # One client for all accounts: they share the endpoint; the key goes with each request.
@@ -163,7 +163,7 @@ class _NewRelicDestination(Destination):
         self._client = HttpClient(timeout=settings.timeout, connections=CONNECTIONS, secrets=keys)
 
     def targets(self, event: Event) -> Sequence[Target]:
-        if not isinstance(event, TaskFailed | TaskAborted) or event.kind not in self._kinds:
+        if not isinstance(event, TaskFailed | TaskAborted) or not outcome_of(event, self._outcomes):
             return ()
         prop = (
             self._api.failed_account_property

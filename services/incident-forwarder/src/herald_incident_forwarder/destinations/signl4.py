@@ -15,26 +15,28 @@ from typing import Any, Final
 import msgspec
 from pydantic import Field, SecretStr, model_validator
 
-from herald_incident_forwarder.butler import Problem, problems
 from herald_shared.config import Duration, Section, reveal
 from herald_shared.delivery.destination import Context, Destination, Target
 from herald_shared.delivery.http import CONNECTIONS, Request, send, url_secrets
 from herald_shared.events import Event, TaskAborted, TaskFailed, TaskSucceeded
 from herald_shared.http_client import HttpClient
 from herald_shared.matcher import MATCH_ALL, When
+from herald_shared.outcomes import Problem, outcome_of, problems, recovered_from
 
 KEY = "signl4"
 
-TITLES: Final = {
-    "task_failed": "Qlik Sense reload task failed",
-    "task_aborted": "Qlik Sense task aborted",
+TITLES: Final[dict[Problem, str]] = {
+    "failed": "Qlik Sense reload task failed",
+    "aborted": "Qlik Sense task aborted",
 }
 RESOLVED_TITLE: Final = "Qlik Sense reload task succeeded"
 
 
 class Signl4Severity(Section):
-    task_failed: int = 1
-    task_aborted: int = 10
+    """Severity per outcome; a resolution has its failure's or abort's."""
+
+    failed: int = 1
+    aborted: int = 10
 
 
 class Signl4Settings(Section):
@@ -65,7 +67,7 @@ class Signl4Destination(Destination):
         self._settings = settings
         self._url = reveal(settings.url) or ""
         self._secrets = url_secrets(self._url)  # the team secret alone, too
-        self._kinds = frozenset(settings.outcomes)
+        self._outcomes = frozenset(settings.outcomes)
         self.when = settings.when
         self.rate_limit = settings.rate_limit
         self._client = HttpClient(
@@ -73,13 +75,14 @@ class Signl4Destination(Destination):
         )
 
     def targets(self, event: Event) -> Sequence[Target]:
-        if isinstance(event, TaskFailed | TaskAborted) and event.kind in self._kinds:
+        if isinstance(event, TaskFailed | TaskAborted) and outcome_of(event, self._outcomes):
+            # The event kind keeps the rate keys already in the ledger valid across upgrades.
             return [Target(rate_key=f"{event.kind}|{event.task.id}")]
         if (
             isinstance(event, TaskSucceeded)
             and self._settings.resolve_on_recovery
             and event.recovers is not None
-            and event.recovers.kind in self._kinds
+            and recovered_from(event.recovers) in self._outcomes
         ):
             return [Target()]  # no rate key: a resolution is never suppressed
         return ()
@@ -89,10 +92,11 @@ class Signl4Destination(Destination):
         if isinstance(event, TaskSucceeded):
             assert event.recovers is not None
             title, status = RESOLVED_TITLE, "resolved"
-            level = getattr(severity, event.recovers.kind)
+            level = getattr(severity, recovered_from(event.recovers))
         else:
-            title, status = TITLES[event.kind], "new"
-            level = getattr(severity, event.kind)
+            outcome: Problem = "failed" if isinstance(event, TaskFailed) else "aborted"
+            title, status = TITLES[outcome], "new"
+            level = getattr(severity, outcome)
         return {
             "Title": title,
             "Message": f"Task: {event.task.name}",

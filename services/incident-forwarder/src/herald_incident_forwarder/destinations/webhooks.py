@@ -28,17 +28,14 @@ from herald_shared import events
 from herald_shared.config import Duration, Section, reveal
 from herald_shared.delivery.destination import Context, Destination, Target
 from herald_shared.delivery.http import CONNECTIONS, Request, send, url_secrets
-from herald_shared.events import Event, Kind, TaskAborted
+from herald_shared.events import Event, TaskAborted
 from herald_shared.http_client import HttpClient
 from herald_shared.matcher import MATCH_ALL, When
+from herald_shared.outcomes import Outcome, outcome_of, problem_outcomes
 from herald_shared.tls import client_context
 
 KEY = "webhooks"
 HERALD_EVENT_KEY = "herald_event"
-
-
-def _problem_kinds() -> list[Kind]:
-    return ["task_failed", "task_aborted"]
 
 
 def _upper(value: object) -> object:
@@ -53,7 +50,8 @@ class WebhookSettings(Section):
     headers: dict[str, str] = Field(default_factory=dict)  # extra request headers, not secret
     # Sent as the Authorization header (e.g. "Bearer …"): a secret (or authorization_file).
     authorization: SecretStr | None = None
-    outcomes: list[Kind] = Field(default_factory=_problem_kinds, min_length=1)
+    # `recovered` is a success that ends a failure or an abort; unlisted, it is a `succeeded`.
+    outcomes: list[Outcome] = Field(default_factory=problem_outcomes, min_length=1)
     when: When = MATCH_ALL
     ca_file: Path | None = None  # None: the system's trust store
     verify: bool = True
@@ -97,7 +95,7 @@ class WebhookDestination(Destination):
         self.name = f"webhook:{settings.name}"
         self._settings = settings
         self._url = reveal(settings.url) or ""
-        self._kinds = frozenset(settings.outcomes)
+        self._outcomes = frozenset(settings.outcomes)
         self._hmac_secret = reveal(settings.hmac_secret)
         self._headers = dict(settings.headers)
         authorization = reveal(settings.authorization)
@@ -118,8 +116,9 @@ class WebhookDestination(Destination):
         )
 
     def targets(self, event: Event) -> Sequence[Target]:
-        if event.kind not in self._kinds:
+        if outcome_of(event, self._outcomes) is None:
             return ()
+        # The event kind keeps the rate keys already in the ledger valid across upgrades.
         return [Target(rate_key=f"{event.kind}|{event.task.id}")]
 
     def body(self, event: Event) -> dict[str, Any]:
