@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 from herald_testkit.ports import free_port
@@ -54,3 +55,29 @@ async def test_a_missing_configuration_file_is_a_clear_error(tmp_path: Path) -> 
     code, _, err = await herald("check-config", "--config", str(tmp_path / "nope.yaml"))
     assert code == 2
     assert "nope.yaml: cannot read the configuration" in err
+
+
+async def test_a_running_service_logs_each_old_spelling_once_at_start(tmp_path: Path) -> None:
+    config = tmp_path / "herald.yaml"
+    config.write_text(
+        f"broker: {{host: 127.0.0.1, port: {free_port()}, embedded: true, instance: demo}}\n"
+        "health: {host: 127.0.0.1, port: 0}\n"
+        "logging: {format: json}\n"
+        f"log_archiver: {{directory: {tmp_path / 'logs'}, state_dir: {tmp_path / 'state'}}}\n"
+        # Not run by `herald up` (disabled), but in the file the process read.
+        "emailer: {enabled: false, failed: {enable: false}}\n"
+    )
+    up = await Child.python(
+        "-m", "herald_shared.cli", "up", "--config", str(config), with_stderr=True
+    )
+    try:
+        await up.wait_for_line(lambda line: "started log-archiver" in line)
+        up.terminate()
+        assert await up.wait() == 0
+    finally:
+        await up.close()
+    entries = [json.loads(line) for line in up.lines if line.startswith("{")]
+    deprecated = [entry for entry in entries if "deprecated" in entry["message"]]
+    assert [(entry["level"], entry["message"]) for entry in deprecated] == [
+        ("warning", f"{config}: emailer.failed.enable is deprecated; write enabled")
+    ]

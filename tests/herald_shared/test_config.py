@@ -16,6 +16,9 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, SecretStr
 
+from herald_chat_notifier.settings import ChatNotifierSettings
+from herald_emailer.settings import EmailerSettings
+from herald_incident_forwarder.settings import IncidentForwarderSettings
 from herald_log_archiver.settings import LogArchiverSettings
 from herald_shared import cli, config, logs
 from herald_shared.config import ConfigError, reveal
@@ -574,3 +577,147 @@ def test_secrets_from_the_configuration_are_redacted_from_the_logs(
     output = capsys.readouterr().err
     assert SECRET not in output
     assert logs.REDACTED in output
+
+
+# --- old spellings: read for one release, each reported with the file and the key ------------
+
+SLACK = "slack: [{name: ops, webhook_url: 'https://hooks.slack.example/T/B/x'"
+WEBHOOK = "webhooks: [{name: ops, url: 'https://hooks.example/h'"
+
+
+def _alerting_sections(document: config.ConfigDocument) -> list[BaseModel]:
+    return [
+        document.section("emailer", EmailerSettings),
+        document.section("chat_notifier", ChatNotifierSettings),
+        document.section("incident_forwarder", IncidentForwarderSettings),
+    ]
+
+
+# Each old spelling, the same settings in the new spelling, and the warnings (after the file).
+OLD_SPELLINGS = {
+    "emailer-enable": (
+        "emailer:\n  failed:\n    enable: false\n",
+        "emailer:\n  failed:\n    enabled: false\n",
+        ["emailer.failed.enable is deprecated; write enabled"],
+    ),
+    "emailer-app-owner-enable": (
+        "emailer:\n  succeeded:\n    enable: true\n    app_owner: {enable: true}\n",
+        "emailer:\n  succeeded:\n    enabled: true\n    app_owner: {enabled: true}\n",
+        [
+            "emailer.succeeded.enable is deprecated; write enabled",
+            "emailer.succeeded.app_owner.enable is deprecated; write enabled",
+        ],
+    ),
+    "webhook-outcomes": (
+        f"incident_forwarder:\n  {WEBHOOK}, outcomes: [task_failed, task_succeeded]}}]\n",
+        f"incident_forwarder:\n  {WEBHOOK}, outcomes: [failed, succeeded]}}]\n",
+        [
+            "incident_forwarder.webhooks[0].outcomes[0]: task_failed is deprecated; write failed",
+            "incident_forwarder.webhooks[0].outcomes[1]: task_succeeded is deprecated; "
+            "write succeeded",
+        ],
+    ),
+    "signl4-outcomes-and-severity": (
+        "incident_forwarder:\n  signl4:\n    outcomes: [task_aborted]\n"
+        "    severity: {task_failed: 2, task_aborted: 7}\n",
+        "incident_forwarder:\n  signl4:\n    outcomes: [aborted]\n"
+        "    severity: {failed: 2, aborted: 7}\n",
+        [
+            "incident_forwarder.signl4.severity.task_failed is deprecated; write failed",
+            "incident_forwarder.signl4.severity.task_aborted is deprecated; write aborted",
+            "incident_forwarder.signl4.outcomes[0]: task_aborted is deprecated; write aborted",
+        ],
+    ),
+    "new-relic-outcomes-and-rate-limit": (
+        "incident_forwarder:\n  new_relic:\n    log: {outcomes: [task_failed], rate_limit: 0s}\n",
+        "incident_forwarder:\n  new_relic:\n    log: {outcomes: [failed], rate_limit: null}\n",
+        [
+            "incident_forwarder.new_relic.log.outcomes[0]: task_failed is deprecated; write failed",
+            "incident_forwarder.new_relic.log.rate_limit: 0s is deprecated; write null",
+        ],
+    ),
+    "chat-rate-limit-zero": (
+        f"chat_notifier:\n  {SLACK}, rate_limit: 0}}]\n",
+        f"chat_notifier:\n  {SLACK}, rate_limit: null}}]\n",
+        ["chat_notifier.slack[0].rate_limit: 0 is deprecated; write null"],
+    ),
+    "emailer-rate-limit-zero": (
+        "emailer:\n  aborted: {rate_limit: 0}\n",
+        "emailer:\n  aborted: {rate_limit: null}\n",
+        ["emailer.aborted.rate_limit: 0 is deprecated; write null"],
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "warnings"), OLD_SPELLINGS.values(), ids=list(OLD_SPELLINGS)
+)
+def test_an_old_spelling_still_works_and_is_reported_with_the_file_and_the_key(
+    tmp_path: Path, old: str, new: str, warnings: list[str]
+) -> None:
+    old_path, new_path = _write(tmp_path, old, "old.yaml"), _write(tmp_path, new, "new.yaml")
+    _configure(old_path)  # every installed service accepts it
+    old_document, new_document = config.load(old_path, {}), config.load(new_path, {})
+    assert _alerting_sections(old_document) == _alerting_sections(new_document)
+    assert old_document.deprecations == [f"{old_path}: {warning}" for warning in warnings]
+    assert new_document.deprecations == []  # the new spelling is read silently
+
+
+def test_rate_limit_null_and_the_old_zero_both_turn_the_limit_off(tmp_path: Path) -> None:
+    path = _write(tmp_path, f"chat_notifier:\n  {SLACK}, rate_limit: 0}}]\n")
+    assert (
+        config.load(path, {}).section("chat_notifier", ChatNotifierSettings).slack[0].rate_limit
+        is None
+    )
+
+
+def test_a_key_written_both_ways_is_an_error_naming_the_file_and_the_key(tmp_path: Path) -> None:
+    path = _write(tmp_path, "emailer:\n  failed:\n    enable: false\n    enabled: false\n")
+    result = _check_config(path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"herald: {path}: emailer.failed.enable: sets both enable (deprecated) and enabled; "
+        "keep only enabled"
+    ]
+
+
+def test_an_old_spelling_from_the_environment_names_the_variable(tmp_path: Path) -> None:
+    path = _write(tmp_path, "emailer: {}\n")
+    document = config.load(path, {"HERALD_EMAILER__SUCCEEDED__ENABLE": "true"})
+    assert document.section("emailer", EmailerSettings).succeeded.enabled is True
+    assert document.deprecations == [
+        "HERALD_EMAILER__SUCCEEDED__ENABLE (environment): emailer.succeeded.enable is "
+        "deprecated; write enabled"
+    ]
+    # The file says enabled, the variable the old enable: a conflict, named where it came from.
+    path = _write(tmp_path, "emailer:\n  failed:\n    enabled: true\n")
+    problems = _problems(path, {"HERALD_EMAILER__FAILED__ENABLE": "false"})
+    assert problems == [
+        "HERALD_EMAILER__FAILED__ENABLE (environment): emailer.failed.enable: sets both "
+        "enable (deprecated) and enabled; keep only enabled"
+    ]
+
+
+def test_a_word_outside_the_vocabulary_is_still_an_error(tmp_path: Path) -> None:
+    path = _write(tmp_path, f"incident_forwarder:\n  {WEBHOOK}, outcomes: [task_done]}}]\n")
+    problems = _problems(path)
+    assert len(problems) == 1
+    assert problems[0].startswith(
+        f"{path}: incident_forwarder.webhooks[0].outcomes[0]: Input should be 'failed', "
+    )
+
+
+def test_check_config_lists_the_old_spellings_and_still_exits_0(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        f"emailer:\n  failed: {{enable: false}}\nchat_notifier:\n  {SLACK}, rate_limit: 0}}]\n",
+    )
+    result = _check_config(path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout.splitlines() == [
+        f"{path}: emailer.failed.enable is deprecated; write enabled",
+        f"{path}: chat_notifier.slack[0].rate_limit: 0 is deprecated; write null",
+        f"{path}: valid for {', '.join(installed_services())}",
+    ]
