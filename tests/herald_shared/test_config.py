@@ -23,6 +23,7 @@ from herald_log_archiver.settings import LogArchiverSettings
 from herald_shared import cli, config, logs
 from herald_shared.config import ConfigError, reveal
 from herald_shared.matcher import When
+from herald_shared.outcomes import OUTCOMES
 from herald_shared.runtime import ProcessSettings, configure, installed_services
 from herald_shared.settings import (
     BrokerSettings,
@@ -122,42 +123,47 @@ def test_the_example_shows_every_matcher_criterion_in_use() -> None:
     assert archiver.when.task_custom_properties == {"Butler_FailedAlertEnableEmail": ["Yes"]}
 
 
-def _documented_keys(model: type[BaseModel], seen: set[type[BaseModel]]) -> set[str]:
-    """Every key a section accepts, nested sections included, plus each secret's ``_file``."""
+def _fields(
+    model: type[BaseModel], seen: set[type[BaseModel]] | None = None
+) -> Iterator[tuple[str, list[object]]]:
+    """Every field of a section and of the sections inside it: its name and the types (and
+    literal values) its annotation is made of."""
+    seen = set() if seen is None else seen
     seen.add(model)
-    keys: set[str] = set()
     for name, info in model.model_fields.items():
+        parts: list[object] = [info.annotation]
+        for part in parts:  # grows as it goes: every argument of every part
+            parts.extend(typing.get_args(part))
+        yield name, parts
+        for part in parts:
+            if isinstance(part, type) and issubclass(part, BaseModel) and part not in seen:
+                yield from _fields(part, seen)
+
+
+def _documented_keys(model: type[BaseModel]) -> set[str]:
+    """Every key a section accepts, nested sections included, plus each secret's ``_file``."""
+    keys: set[str] = set()
+    for name, parts in _fields(model):
         keys.add(name)
-        pending: list[object] = [info.annotation]
-        while pending:
-            annotation = pending.pop()
-            pending.extend(typing.get_args(annotation))
-            if annotation is SecretStr:
-                keys.add(f"{name}_file")
-            elif (
-                isinstance(annotation, type)
-                and issubclass(annotation, BaseModel)
-                and annotation not in seen
-            ):
-                keys |= _documented_keys(annotation, seen)
+        if SecretStr in parts:
+            keys.add(f"{name}_file")
     return keys
 
 
-@pytest.mark.parametrize(
-    "model",
-    [
-        BrokerSettings,
-        HealthSettings,
-        LoggingSettings,
-        *(spec.settings for spec in installed_services().values()),
-    ],
-    ids=lambda model: model.__name__,
-)
+SECTION_MODELS = [
+    BrokerSettings,
+    HealthSettings,
+    LoggingSettings,
+    *(spec.settings for spec in installed_services().values()),
+]
+
+
+@pytest.mark.parametrize("model", SECTION_MODELS, ids=lambda model: model.__name__)
 def test_the_example_documents_every_key(model: type[BaseModel]) -> None:
     text = EXAMPLE.read_text(encoding="utf-8")
     missing = sorted(
         key
-        for key in _documented_keys(model, set())
+        for key in _documented_keys(model)
         if not re.search(rf"^\s*(#\s*)?{key}:", text, re.MULTILINE)
     )
     assert missing == []
@@ -577,6 +583,21 @@ def test_secrets_from_the_configuration_are_redacted_from_the_logs(
     output = capsys.readouterr().err
     assert SECRET not in output
     assert logs.REDACTED in output
+
+
+@pytest.mark.parametrize("model", SECTION_MODELS, ids=lambda model: model.__name__)
+def test_one_word_per_idea_in_every_section(model: type[BaseModel]) -> None:
+    """Switches are `enabled`, every rate limit can be turned off with null, and every
+    `outcomes:` list takes words of the one outcome vocabulary."""
+    fields = list(_fields(model))
+    assert [name for name, _ in fields if name == "enable"] == []
+    for name, parts in fields:
+        if name == "rate_limit":
+            assert type(None) in parts
+        if name == "outcomes":
+            words = [part for part in parts if isinstance(part, str)]
+            assert words
+            assert set(words) <= set(OUTCOMES)
 
 
 # --- old spellings: read for one release, each reported with the file and the key ------------
