@@ -71,8 +71,8 @@ async def chat_section(stack: AsyncExitStack, work: Path) -> str:
     return f"""
 chat_notifier:
   state_dir: {work}/state
-  slack: [{{name: ops, webhook_url: "{chat.slack_url("T0/B0/benchbenchbenchbench")}", rate_limit: 0}}]
-  teams: [{{name: ops, webhook_url: "{chat.teams_url("bench-teams-token-0123")}", rate_limit: 0}}]
+  slack: [{{name: ops, webhook_url: "{chat.slack_url("T0/B0/benchbenchbenchbench")}", rate_limit: null}}]
+  teams: [{{name: ops, webhook_url: "{chat.teams_url("bench-teams-token-0123")}", rate_limit: null}}]
 """
 
 
