@@ -19,11 +19,15 @@ class Child:
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def python(cls, *arguments: str, env: dict[str, str] | None = None) -> Child:
+    async def python(
+        cls, *arguments: str, env: dict[str, str] | None = None, with_stderr: bool = False
+    ) -> Child:
+        """``with_stderr``: collect its standard error too (where a service logs)."""
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             *arguments,
             stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT if with_stderr else None,
             env={**os.environ, **(env or {})},
         )
         return cls(process)
@@ -52,6 +56,9 @@ class Child:
 
     def terminate(self) -> None:
         self.process.send_signal(signal.SIGTERM)
+
+    def hang_up(self) -> None:
+        self.process.send_signal(signal.SIGHUP)
 
     async def wait(self, within: float = 30.0) -> int:
         return await asyncio.wait_for(self.process.wait(), within)
