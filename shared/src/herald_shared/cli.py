@@ -18,13 +18,14 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from typing import Any
 
 from herald_shared import config, sendtest, tail
 from herald_shared.config import ConfigError
 from herald_shared.runtime import (
+    ProcessSettings,
     ServiceSpec,
     configure,
     installed_service,
@@ -101,24 +102,28 @@ def _run(arguments: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_CONFIG
-    return _serve(arguments.config, [spec])
+    return _serve(arguments.config, lambda _document: [spec])
 
 
 def _up(arguments: argparse.Namespace) -> int:
     document = config.load(arguments.config)
-    chosen = [
-        spec
-        for spec in installed_services().values()
-        if document.has_section(spec.section) and _enabled(document.data[spec.section])
-    ]
-    if not chosen:
+    if not _configured(document):
         print(
             f"herald: {arguments.config} configures none of the installed services "
             f"({', '.join(installed_services())})",
             file=sys.stderr,
         )
         return EXIT_CONFIG
-    return _serve(arguments.config, chosen)
+    return _serve(arguments.config, _configured)
+
+
+def _configured(document: config.ConfigDocument) -> list[ServiceSpec[Any]]:
+    """What `herald up` runs: every installed service whose section is there and enabled."""
+    return [
+        spec
+        for spec in installed_services().values()
+        if document.has_section(spec.section) and _enabled(document.data[spec.section])
+    ]
 
 
 def _enabled(section: Any) -> bool:
@@ -128,10 +133,18 @@ def _enabled(section: Any) -> bool:
     return str(section.get("enabled", True)).lower() not in ("false", "no", "off", "0")
 
 
-def _serve(path: str, specs: list[ServiceSpec[Any]]) -> int:
-    document = config.load(path)
-    process = configure(document, specs)
-    return asyncio.run(serve(document, process))
+def _serve(path: str, chosen: Callable[[config.ConfigDocument], list[ServiceSpec[Any]]]) -> int:
+    """Run ``chosen(document)``; a reload reads ``path`` again and chooses again."""
+
+    def reconfigure() -> tuple[config.ConfigDocument, ProcessSettings]:
+        document = config.load(path)
+        specs = chosen(document)
+        if not specs:
+            raise ConfigError([f"{path} configures none of the installed services"])
+        return document, configure(document, specs)
+
+    document, process = reconfigure()
+    return asyncio.run(serve(document, process, reconfigure))
 
 
 def _check_config(arguments: argparse.Namespace) -> int:

@@ -1,4 +1,8 @@
-"""``/livez``, ``/readyz`` and ``/metrics`` on the process's health port.
+"""``/livez``, ``/readyz`` and ``/metrics`` on the process's health port, and ``POST /-/reload``.
+
+``/-/healthy`` and ``/-/ready`` are the same as ``/livez`` and ``/readyz``, for those used to
+Prometheus and Alertmanager; ``POST /-/reload`` reloads the configuration as SIGHUP does and
+answers 200 once it is applied, or 400 with the problems that kept the previous one running.
 
 The server runs on its own thread, so ``/livez`` can tell that the event loop has stopped
 making progress (a heartbeat older than ``health.stall_after``) and Kubernetes restarts a hung
@@ -26,6 +30,8 @@ log = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], tuple[bool, str]]
 LivenessCheck = ReadinessCheck
+#: Called on the server's thread; returns (applied, what to answer).
+ReloadHandler = Callable[[], tuple[bool, str]]
 
 
 class _Server(ThreadingMixIn, WSGIServer):
@@ -38,8 +44,9 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class HealthServer:
-    def __init__(self, settings: HealthSettings) -> None:
+    def __init__(self, settings: HealthSettings, on_reload: ReloadHandler | None = None) -> None:
         self._settings = settings
+        self._on_reload = on_reload
         self._checks: dict[str, ReadinessCheck] = {}
         self._liveness: dict[str, LivenessCheck] = {}
         self._heartbeat = time.monotonic()
@@ -66,8 +73,13 @@ class HealthServer:
         if liveness is not None:
             self._liveness[name] = liveness
 
-    def mark_started(self) -> None:
-        self._started = True
+    def remove_checks(self) -> None:
+        """Forget every service's checks (their services stopped for a reload)."""
+        self._checks.clear()
+        self._liveness.clear()
+
+    def mark_started(self, started: bool = True) -> None:
+        self._started = started
 
     def start(self) -> None:
         self._server = make_server(
@@ -99,13 +111,23 @@ class HealthServer:
         path = environ.get("PATH_INFO", "")
         if path == "/metrics":
             return self._metrics_app(environ, start_response)  # type: ignore[no-any-return]
-        if path == "/livez":
+        if path == "/-/reload":
+            return self._reload(environ, start_response)
+        if path in ("/livez", "/-/healthy"):
             return self._livez(start_response)
-        if path == "/readyz":
+        if path in ("/readyz", "/-/ready"):
             if not self._started:
                 return _text(start_response, 503, "not ready: starting\n")
             return _report(start_response, self._checks, "not ready")
         return _text(start_response, 404, "not found: try /livez, /readyz or /metrics\n")
+
+    def _reload(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        if environ.get("REQUEST_METHOD") != "POST":
+            return _text(start_response, 405, "use POST to reload the configuration\n")
+        if self._on_reload is None:
+            return _text(start_response, 404, "this process cannot reload its configuration\n")
+        applied, answer = self._on_reload()
+        return _text(start_response, 200 if applied else 400, answer + "\n")
 
     def _livez(self, start_response: Callable[..., Any]) -> list[bytes]:
         stalled = time.monotonic() - self._heartbeat
@@ -129,7 +151,13 @@ def _report(
 
 
 def _text(start_response: Callable[..., Any], status: int, body: str) -> list[bytes]:
-    reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
+    reason = {
+        200: "OK",
+        400: "Bad Request",
+        404: "Not Found",
+        405: "Method Not Allowed",
+        503: "Service Unavailable",
+    }[status]
     data = body.encode()
     start_response(
         f"{status} {reason}",

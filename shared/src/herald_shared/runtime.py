@@ -6,7 +6,9 @@ installed service whose section is present and enabled, in one process.
 
 On SIGTERM or SIGINT a process stops taking events, gives in-flight deliveries their grace
 period, publishes ``offline`` and disconnects (the will does not fire), and exits 0. A second
-signal ends it at once.
+signal ends it at once. SIGHUP (or ``POST /-/reload`` on the health port) reloads the
+configuration file, as Prometheus and Alertmanager do: the new file is validated first, and only
+a valid one replaces the running services; an invalid one is logged and the process carries on.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -24,6 +26,7 @@ from pydantic import BaseModel
 from herald_shared import logs
 from herald_shared.config import ConfigDocument, ConfigError, secret_values
 from herald_shared.health import HealthServer
+from herald_shared.reloading import Reload, ReloadRequests
 from herald_shared.settings import BrokerSettings, HealthSettings, LoggingSettings
 
 log = logging.getLogger(__name__)
@@ -141,14 +144,26 @@ def configure(document: ConfigDocument, specs: Sequence[ServiceSpec[Any]]) -> Pr
     )
 
 
-async def serve(document: ConfigDocument, process: ProcessSettings) -> int:
-    """Run the configured services until SIGTERM/SIGINT; the process's exit code."""
+#: Reads and validates the configuration again: what a reload applies (raises ConfigError).
+Reconfigure = Callable[[], tuple[ConfigDocument, ProcessSettings]]
+
+
+async def serve(
+    document: ConfigDocument, process: ProcessSettings, reconfigure: Reconfigure | None = None
+) -> int:
+    """Run the configured services until SIGTERM/SIGINT; the process's exit code.
+
+    With ``reconfigure``, SIGHUP and ``POST /-/reload`` read the file again: a valid one
+    restarts the services in-process on it, an invalid one is refused with a log line and the
+    services keep running on the previous one.
+    """
     logs.setup(process.logging)
     logs.REDACTOR.add(process.secrets())
     for sentence in document.deprecations:
         log.warning("%s", sentence)
     stop = asyncio.Event()
-    _install_signal_handlers(stop)
+    reloads = ReloadRequests(asyncio.get_running_loop())
+    _install_signal_handlers(stop, reloads if reconfigure else None)
 
     broker_settings = process.broker
     embedded = None
@@ -158,27 +173,18 @@ async def serve(document: ConfigDocument, process: ProcessSettings) -> int:
         embedded = EmbeddedBroker(broker_settings)
         await embedded.start()
 
-    health = HealthServer(process.health)
-    context = Context(broker=broker_settings, document=document)
-    ordered = sorted(process.services, key=lambda item: item[0].publisher)
+    health = HealthServer(process.health, reloads.from_thread if reconfigure else None)
     running: list[Service] = []
     try:
         health.start()
-        for spec, settings in ordered:
-            service = spec.build(settings, context)
-            await service.start()
-            running.append(service)
-            health.add_check(service.name, service.readiness, service.liveness)
-            log.info("started %s", service.name)
+        running = await _start_services(document, process, health)
         health.mark_started()
-        await stop.wait()
+        while (request := await _next_reload(reloads, stop)) is not None:
+            assert reconfigure is not None  # no handler queues a reload without it
+            process, running = await _reload(request, reconfigure, process, running, health)
         log.info("stopping: no new events are taken; in-flight deliveries get their grace period")
     finally:
-        for service in reversed(running):
-            try:
-                await service.stop()
-            except Exception:
-                log.exception("stopping %s failed", service.name)
+        await _stop_services(running)
         health.stop()
         if embedded is not None:
             await embedded.stop()
@@ -186,7 +192,103 @@ async def serve(document: ConfigDocument, process: ProcessSettings) -> int:
     return 0
 
 
-def _install_signal_handlers(stop: asyncio.Event) -> None:
+async def _start_services(
+    document: ConfigDocument, process: ProcessSettings, health: HealthServer
+) -> list[Service]:
+    context = Context(broker=process.broker, document=document)
+    running: list[Service] = []
+    try:
+        for spec, settings in sorted(process.services, key=lambda item: item[0].publisher):
+            service = spec.build(settings, context)
+            await service.start()
+            running.append(service)
+            health.add_check(service.name, service.readiness, service.liveness)
+            log.info("started %s", service.name)
+    except BaseException:
+        await _stop_services(running)
+        raise
+    return running
+
+
+async def _stop_services(running: list[Service]) -> None:
+    for service in reversed(running):
+        try:
+            await service.stop()
+        except Exception:
+            log.exception("stopping %s failed", service.name)
+
+
+async def _next_reload(reloads: ReloadRequests, stop: asyncio.Event) -> Reload | None:
+    """The next reload request, or None once the process is asked to stop."""
+    asked = asyncio.ensure_future(reloads.next())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait((asked, stopping), return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if asked.done():
+        return asked.result()
+    asked.cancel()
+    return None
+
+
+async def _reload(
+    request: Reload,
+    reconfigure: Reconfigure,
+    process: ProcessSettings,
+    running: list[Service],
+    health: HealthServer,
+) -> tuple[ProcessSettings, list[Service]]:
+    """Apply a valid configuration (restarting the services) or keep the running one."""
+    try:
+        document, new = reconfigure()
+    except ConfigError as error:
+        log.error(
+            "configuration not reloaded, still running on the previous one: %s",
+            "; ".join(error.problems),
+        )
+        request.set_exception(error)
+        return process, running
+    log.info("reloading the configuration from %s: restarting the services", document.path)
+    for section, why in _needs_restart(process, new):
+        log.warning("%s changed: %s; it takes effect at the next start", section, why)
+    health.mark_started(False)
+    await _stop_services(running)
+    running.clear()  # stopped: the caller's `finally` must not stop them again
+    health.remove_checks()
+    logs.setup(new.logging)
+    logs.REDACTOR.add(new.secrets())
+    # What the running process cannot change stays as it started.
+    new = replace(new, health=process.health, broker=_kept_broker(process.broker, new.broker))
+    try:
+        running = await _start_services(document, new, health)
+    except Exception as error:
+        # Validation passed but a service could not start on it (a port taken, say): the
+        # process ends, as it would have at start, and its supervisor restarts it.
+        request.set_exception(error)
+        raise
+    health.mark_started()
+    names = ", ".join(service.name for service in running)
+    log.info("configuration reloaded from %s: running %s", document.path, names)
+    request.set_result(f"configuration reloaded from {document.path}: running {names}")
+    return new, running
+
+
+def _needs_restart(old: ProcessSettings, new: ProcessSettings) -> list[tuple[str, str]]:
+    """The changes that only a restart of the process applies."""
+    changes = []
+    if old.health != new.health:
+        changes.append(("health", "the health server keeps its address"))
+    if old.broker.embedded != new.broker.embedded:
+        changes.append(("broker.embedded", "the embedded broker keeps running as it started"))
+    return changes
+
+
+def _kept_broker(old: BrokerSettings, new: BrokerSettings) -> BrokerSettings:
+    if old.embedded == new.embedded:
+        return new
+    return new.model_copy(update={"embedded": old.embedded})
+
+
+def _install_signal_handlers(stop: asyncio.Event, reloads: ReloadRequests | None) -> None:
     loop = asyncio.get_running_loop()
 
     def on_signal(signum: int) -> None:
@@ -204,3 +306,10 @@ def _install_signal_handlers(stop: asyncio.Event) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    if reloads is not None:
+        loop.add_signal_handler(signal.SIGHUP, _on_sighup, reloads)
+
+
+def _on_sighup(reloads: ReloadRequests) -> None:
+    log.info("received SIGHUP: reloading the configuration")
+    reloads.from_signal()

@@ -57,6 +57,9 @@ class Child:
     def terminate(self) -> None:
         self.process.send_signal(signal.SIGTERM)
 
+    def hang_up(self) -> None:
+        self.process.send_signal(signal.SIGHUP)
+
     async def wait(self, within: float = 30.0) -> int:
         return await asyncio.wait_for(self.process.wait(), within)
 
