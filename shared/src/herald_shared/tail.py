@@ -1,7 +1,9 @@
 """``herald tail``: everything that goes over Herald's topics, one readable line each.
 
 Events, delivery receipts, dead letters and service status, as an operator wants to watch them
-(``herald tail --config herald.yaml``); ``herald demo`` uses it to show what happens.
+(``herald tail --config herald.yaml``); ``herald demo`` uses it to show what happens. ``--json``
+prints one JSON object per message instead (for ``jq``), and ``--service``, ``--kind`` and
+``--task`` keep only what concerns a service, an event kind or tasks whose name matches.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fnmatch
 import sys
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TextIO
 
@@ -42,6 +46,9 @@ def describe(topic: str, payload: bytes) -> str:
     return f"?          {topic}"
 
 
+_PROBLEM = {"task_failed": "failure", "task_aborted": "abort"}
+
+
 def _event_line(event: events.Event) -> str:
     app = event.app
     where = f' app "{app.name}"' if app is not None else ""
@@ -55,19 +62,92 @@ def _event_line(event: events.Event) -> str:
     if event.enrichment.status == "partial":
         line += f" [partial: {'; '.join(event.enrichment.reasons)}]"
     if isinstance(event, events.TaskSucceeded) and event.recovers is not None:
-        line += f" [recovers the {event.recovers.kind.removeprefix('task_')} of {event.recovers.occurred_at:%Y-%m-%d %H:%M}]"
+        line += f" [recovers from the {_PROBLEM[event.recovers.kind]} of {event.recovers.occurred_at:%Y-%m-%d %H:%M}]"
     return line
 
 
-async def tail(broker: BrokerSettings, out: TextIO = sys.stdout) -> None:
+@dataclass(frozen=True)
+class Only:
+    """``--service``, ``--kind``, ``--task``: a message is shown when it matches every one given.
+
+    A message that cannot match a filter (a status line has no task) is left out while it is set.
+    """
+
+    service: str | None = None
+    kind: str | None = None
+    task: str | None = None  # a name pattern (`*`, `?`), case-insensitive
+
+    def admits(self, topic: str, payload: bytes) -> bool:
+        if self.service is None and self.kind is None and self.task is None:
+            return True
+        facts = _facts(topic, payload)
+        task = facts.get("task")
+        return (
+            _same(self.service, facts.get("service"))
+            and _same(self.kind, facts.get("kind"))
+            and (self.task is None or (task is not None and _matches(task, self.task)))
+        )
+
+
+def _same(wanted: str | None, found: str | None) -> bool:
+    return wanted is None or wanted == found
+
+
+def _matches(name: str, pattern: str) -> bool:
+    return fnmatch.fnmatchcase(name.casefold(), pattern.casefold())
+
+
+def _facts(topic: str, payload: bytes) -> dict[str, str]:
+    """What a message is about: its service, event kind and task name, where it has them."""
+    parts = topic.split("/")
+    section = parts[2] if len(parts) > 2 else ""
+    try:
+        if section == "events":
+            event = events.decode(payload)
+            return {"kind": event.kind, "task": event.task.name}
+        if section == "status" and len(parts) > 3:
+            return {"service": parts[3]}
+        report: dict[str, Any] = msgspec.json.decode(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+        return {}
+    if not isinstance(report, dict):
+        return {}
+    facts = {"service": str(report.get("service", ""))}
+    about = report.get("event") if section == "dead-letter" else report
+    if isinstance(about, dict):
+        if "kind" in about:
+            facts["kind"] = str(about["kind"])
+        task = about.get("task_name") or (about.get("task") or {}).get("name")
+        if task is not None:
+            facts["task"] = str(task)
+    return facts
+
+
+def as_json(topic: str, payload: bytes, received: datetime) -> str:
+    """One JSON object per message: when it arrived, its topic and its payload as it was sent."""
+    try:
+        body: Any = msgspec.json.decode(payload)
+    except msgspec.DecodeError:
+        body = payload.decode(errors="replace")  # status lines are plain `online`/`offline`
+    return msgspec.json.encode(
+        {"received": received.isoformat(timespec="milliseconds"), "topic": topic, "payload": body}
+    ).decode()
+
+
+async def tail(
+    broker: BrokerSettings, out: TextIO = sys.stdout, *, only: Only = Only(), json: bool = False
+) -> None:
     """Print until cancelled."""
 
     async def show(message: Message) -> None:
-        print(
-            f"{datetime.now():%H:%M:%S} {describe(message.topic, message.payload)}",
-            file=out,
-            flush=True,
-        )
+        if not only.admits(message.topic, message.payload):
+            return
+        now = datetime.now().astimezone()
+        if json:
+            line = as_json(message.topic, message.payload, now)
+        else:
+            line = f"{now:%H:%M:%S} {describe(message.topic, message.payload)}"
+        print(line, file=out, flush=True)
 
     subscription = f"{broker.topic_prefix}/{topics.VERSION}/#"
     bus = Bus(broker, "tail", subscriptions=[subscription], handler=show, persistent=False)
@@ -83,11 +163,22 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
 
     parser = commands.add_parser("tail", help="print what goes over Herald's topics")
     add_config_argument(parser)
+    parser.add_argument("--json", action="store_true", help="one JSON object per message")
+    parser.add_argument("--service", help="only this service's receipts, dead letters and status")
+    parser.add_argument(
+        "--kind",
+        choices=events.KINDS,
+        help="only events, receipts and dead letters of this kind",
+    )
+    parser.add_argument(
+        "--task", metavar="PATTERN", help="only tasks whose name matches, e.g. 'Reload Finance*'"
+    )
     parser.set_defaults(handler=_handle)
 
 
 def _handle(arguments: argparse.Namespace) -> int:
     broker = config.load(arguments.config).section("broker", BrokerSettings)
+    only = Only(service=arguments.service, kind=arguments.kind, task=arguments.task)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(tail(broker))
+        asyncio.run(tail(broker, only=only, json=arguments.json))
     return 0

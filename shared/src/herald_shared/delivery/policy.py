@@ -58,7 +58,8 @@ def after_failure(
     """
     delay = retry_after if retry_after is not None else backoff(job.attempts, settings, uniform)
     if age + delay > settings.deadline:
-        return GiveUp(f"gave up after {job.attempts} attempts in {age:.0f} s: {reason}")
+        tries = "1 attempt" if job.attempts == 1 else f"{job.attempts} attempts"
+        return GiveUp(f"gave up after {tries} in {age:.0f} s: {reason}")
     return Retry(delay)
 
 
