@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from importlib.metadata import version
 from pathlib import Path
 
 from herald_testkit.ports import free_port
@@ -81,3 +82,12 @@ async def test_a_running_service_logs_each_old_spelling_once_at_start(tmp_path: 
     assert [(entry["level"], entry["message"]) for entry in deprecated] == [
         ("warning", f"{config}: emailer.failed.enable is deprecated; write enabled")
     ]
+
+
+async def test_herald_says_its_version_and_run_help_names_the_installed_services() -> None:
+    code, out, _ = await herald("--version")
+    assert (code, out) == (0, f"herald {version('herald-shared')}\n")
+    code, out, _ = await herald("run", "--help")
+    assert code == 0
+    listed = " ".join(out.split()).replace("- ", "-")  # argparse wraps the help text
+    assert "installed: chat-notifier, emailer, incident-forwarder, ingest, log-archiver" in listed

@@ -19,7 +19,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable, Sequence
-from importlib.metadata import entry_points
+from importlib.metadata import PackageNotFoundError, entry_points, version
 from typing import Any
 
 from herald_shared import config, sendtest, tail
@@ -70,10 +70,12 @@ def _parser(*, with_plugins: bool) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="herald", description="Herald: Qlik Sense reload alerts over MQTT."
     )
+    parser.add_argument("--version", action="version", version=f"herald {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run one service")
-    run.add_argument("service", help="e.g. ingest, emailer, log-archiver")
+    installed = ", ".join(installed_service_names()) or "none"
+    run.add_argument("service", help=f"the service to run (installed: {installed})")
     add_config_argument(run)
     run.set_defaults(handler=_run)
 
@@ -91,6 +93,13 @@ def _parser(*, with_plugins: bool) -> argparse.ArgumentParser:
         for entry_point in entry_points(group="herald.commands"):
             entry_point.load()(commands)
     return parser
+
+
+def _version() -> str:
+    try:
+        return version("herald-shared")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
 
 
 def _run(arguments: argparse.Namespace) -> int:
