@@ -91,3 +91,29 @@ async def test_herald_says_its_version_and_run_help_names_the_installed_services
     assert code == 0
     listed = " ".join(out.split()).replace("- ", "-")  # argparse wraps the help text
     assert "installed: chat-notifier, emailer, incident-forwarder, ingest, log-archiver" in listed
+
+
+async def test_in_herald_up_each_log_line_names_the_service_it_comes_from(tmp_path: Path) -> None:
+    config = tmp_path / "herald.yaml"
+    config.write_text(
+        # Nothing listens there: both services say they cannot connect, each in its own name.
+        f"broker: {{host: 127.0.0.1, port: {free_port()}, instance: t, reconnect_max: 1}}\n"
+        "health: {host: 127.0.0.1, port: 0}\n"
+        "logging: {format: json}\n"
+        f"log_archiver: {{directory: {tmp_path / 'logs'}, state_dir: {tmp_path / 'state'}}}\n"
+        f"metrics_writer: {{state_dir: {tmp_path / 'state'}, influxdb: {{enabled: false}}}}\n"
+    )
+    up = await Child.python(
+        "-m", "herald_shared.cli", "up", "--config", str(config), with_stderr=True
+    )
+
+    def refused_by() -> set[str]:
+        entries = [json.loads(line) for line in up.lines if line.startswith("{")]
+        return {e.get("service", "") for e in entries if "cannot connect" in e["message"]}
+
+    try:
+        await up.wait_for_line(lambda _line: refused_by() == {"log-archiver", "metrics-writer"})
+    finally:
+        up.terminate()
+        await up.wait()
+        await up.close()

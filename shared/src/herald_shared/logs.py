@@ -3,14 +3,21 @@
 Secrets are masked where they are held (``SecretStr``), but a library can still put one into a
 message (a webhook URL in an HTTP error, say). The redaction filter is the last line of defence:
 whatever a record says, a configured secret's value never reaches the output.
+
+Every record also names the service it came from (``service`` in JSON, before the logger's name
+in text): in ``herald up`` six services share one log, and six identical "cannot connect to the
+broker" lines must be told apart. The name travels in a context variable that the runtime sets
+while it builds, starts and stops a service, so every task the service starts inherits it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Final
 
@@ -56,6 +63,26 @@ class Redactor(logging.Filter):
 
 REDACTOR: Final = Redactor()
 
+_SERVICE: ContextVar[str] = ContextVar("herald_service", default="")
+
+
+@contextlib.contextmanager
+def for_service(name: str) -> Iterator[None]:
+    """Records logged here, and by every task started here, name ``name``."""
+    token = _SERVICE.set(name)
+    try:
+        yield
+    finally:
+        _SERVICE.reset(token)
+
+
+class _ServiceName(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        service = _SERVICE.get()
+        record.service = service
+        record.service_prefix = f"{service} " if service else ""
+        return True
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -65,6 +92,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        service = getattr(record, "service", "")
+        if service:
+            entry["service"] = service
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:
@@ -75,10 +105,13 @@ class JsonFormatter(logging.Formatter):
 def setup(settings: LoggingSettings) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(REDACTOR)
+    handler.addFilter(_ServiceName())
     if settings.format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(service_prefix)s%(name)s: %(message)s")
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.level)

@@ -199,8 +199,9 @@ async def _start_services(
     running: list[Service] = []
     try:
         for spec, settings in sorted(process.services, key=lambda item: item[0].publisher):
-            service = spec.build(settings, context)
-            await service.start()
+            with logs.for_service(spec.name):
+                service = spec.build(settings, context)
+                await service.start()
             running.append(service)
             health.add_check(service.name, service.readiness, service.liveness)
             log.info("started %s", service.name)
@@ -212,10 +213,11 @@ async def _start_services(
 
 async def _stop_services(running: list[Service]) -> None:
     for service in reversed(running):
-        try:
-            await service.stop()
-        except Exception:
-            log.exception("stopping %s failed", service.name)
+        with logs.for_service(service.name):
+            try:
+                await service.stop()
+            except Exception:
+                log.exception("stopping %s failed", service.name)
 
 
 async def _next_reload(reloads: ReloadRequests, stop: asyncio.Event) -> Reload | None:
