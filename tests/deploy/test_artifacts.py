@@ -9,6 +9,7 @@ and the manifests mount passes `herald check-config`. A missing tool fails the t
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from herald_qlik_sim.data import TASK_FOR_OUTCOME, default_site
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -162,6 +165,21 @@ def test_docker_compose_accepts_the_compose_file(profile: str | None) -> None:
         assert definition["restart"] == "unless-stopped"
         # Docker's default 10 s would SIGKILL a graceful stop (delivery.shutdown_grace is 20 s).
         assert definition["stop_grace_period"] == "30s"
+
+
+def test_the_compose_demo_sends_the_recovery_for_the_task_that_failed() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    [script] = compose["services"]["qlik-scheduler"]["command"]
+    emits = [shlex.split(step.strip()) for step in script.split("&&") if "emit" in step]
+    by_outcome = {words[3]: words for words in emits}
+    succeeded = by_outcome["succeeded"]
+    task = succeeded[succeeded.index("--task") + 1]
+    # The failure goes to the sim's failing task; its success must be that task's, or the
+    # "recovery" the demo promises is just another task's success.
+    site = default_site()
+    assert site.task(task) == site.task(TASK_FOR_OUTCOME["failed"])
+    assert site.task(task) is not None
+    assert "--task" not in by_outcome["failed"]
 
 
 def test_hadolint_accepts_the_dockerfile() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from herald_testkit.ports import free_port
@@ -29,6 +30,10 @@ ingest: {{state_dir: {tmp_path}/state, udp: {{host: 127.0.0.1, port: {udp}}}}}
 log_archiver: {{directory: {tmp_path}/logs, state_dir: {tmp_path}/state, include_aborted: true}}
 """
     )
+    earlier = tmp_path / "logs" / "2026-11-01" / "an-earlier-run.log"  # from a run before this one
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text("an earlier demo's script log\n")
+    os.utime(earlier, (0, 0))
     demo = await Child.python("-m", "herald_shared.cli", "demo", "--config", str(config))
     try:
         await demo.wait_for_line(lambda line: "Herald keeps running" in line, within=60)
@@ -38,9 +43,10 @@ log_archiver: {{directory: {tmp_path}/logs, state_dir: {tmp_path}/state, include
     output = "\n".join(demo.lines)
     assert 'EVENT      task_failed "Reload Sales dashboard"' in output
     assert 'EVENT      task_aborted "Reload Inventory snapshot"' in output
-    assert "[recovers the failed of" in output
+    assert "[recovers from the failure of" in output
     assert output.count("DELIVERY   log-archiver/archive delivered") == 2
-    archived = sorted((tmp_path / "logs").rglob("*.log"))
+    archived = sorted(set((tmp_path / "logs").rglob("*.log")) - {earlier})
     assert len(archived) == 2
     for path in archived:
         assert str(path) in output
+    assert str(earlier) not in output  # the list is this run's archive, not the folder's

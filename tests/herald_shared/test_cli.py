@@ -7,6 +7,8 @@ import json
 from importlib.metadata import version
 from pathlib import Path
 
+import aiomqtt
+
 from herald_testkit.ports import free_port
 from herald_testkit.processes import Child, herald
 
@@ -117,3 +119,31 @@ async def test_in_herald_up_each_log_line_names_the_service_it_comes_from(tmp_pa
         up.terminate()
         await up.wait()
         await up.close()
+
+
+async def test_an_anonymous_mqtt_3_client_can_watch_the_embedded_broker(tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "herald.yaml"
+    config.write_text(
+        f"broker: {{host: 127.0.0.1, port: {port}, embedded: true, instance: demo}}\n"
+        "health: {host: 127.0.0.1, port: 0}\n"
+        f"log_archiver: {{directory: {tmp_path / 'logs'}, state_dir: {tmp_path / 'state'}}}\n"
+    )
+    up = await Child.python(
+        "-m", "herald_shared.cli", "up", "--config", str(config), with_stderr=True
+    )
+    try:
+        await up.wait_for_line(lambda line: "started log-archiver" in line)
+        # What `mosquitto_sub -V mqttv311 -p 1884 -t 'herald/#'` does: no user name, MQTT 3.1.1.
+        async with aiomqtt.Client(
+            "127.0.0.1", port, protocol=aiomqtt.ProtocolVersion.V311
+        ) as client:
+            await client.subscribe("herald/v1/status/#")
+            async with asyncio.timeout(20):
+                async for message in client.messages:
+                    if message.payload == b"online":
+                        break
+            assert str(message.topic) == "herald/v1/status/log-archiver/demo"
+    finally:
+        up.terminate()
+        assert await up.wait() == 0

@@ -25,10 +25,13 @@ class EmbeddedBroker:
         self._broker = Broker(
             {
                 "listeners": {"default": {"type": "tcp", "bind": self._address}},
-                # Named (non-anonymous) sessions are the ones amqtt queues for while offline;
-                # the plugin checks no password, and the listener is meant for loopback.
+                # Herald's services connect with a user name, which makes their sessions the
+                # named ones amqtt queues for while offline. Anonymous clients are let in too:
+                # the README's `mosquitto_sub -V mqttv311 -p 1884 -t 'herald/#'` beside the
+                # demo is the first external consumer a new user tries. No password is checked
+                # either way: the embedded broker is for one machine, on loopback.
                 "plugins": {
-                    "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": False}
+                    "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
                 },
             }
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -67,6 +68,7 @@ async def _show(document: ConfigDocument, process: ProcessSettings, sim: QlikSim
     udp = document.data.get("ingest", {}).get("udp", {})
     to = ("127.0.0.1", int(udp.get("port", 9998)))
     await asyncio.sleep(0.5)
+    begun = time.time()
     print(
         "\nThe scheduler reports a failed reload, an abort, then a success of the failed task:",
         flush=True,
@@ -78,8 +80,8 @@ async def _show(document: ConfigDocument, process: ProcessSettings, sim: QlikSim
     await sim.emit("succeeded", TASK_FAILED_ID, to=to)
     await asyncio.sleep(3.0)
     archive = Path(str(document.data.get("log_archiver", {}).get("directory", "var/script-logs")))
-    print(f"\nScript logs archived under {archive}/:", flush=True)
-    for path in await asyncio.to_thread(lambda: sorted(archive.rglob("*.log"))):
+    print(f"\nScript logs archived under {archive}/ by this run:", flush=True)
+    for path in await asyncio.to_thread(_archived_since, archive, begun):
         print(f"  {path}", flush=True)
     print(
         "\nHerald keeps running. In another terminal, try:\n"
@@ -89,6 +91,11 @@ async def _show(document: ConfigDocument, process: ProcessSettings, sim: QlikSim
         flush=True,
     )
     await watching
+
+
+def _archived_since(archive: Path, begun: float) -> list[Path]:
+    """This run's script logs: an earlier run's stay on disk and are not this demo's doing."""
+    return sorted(path for path in archive.rglob("*.log") if path.stat().st_mtime >= begun)
 
 
 async def _wait_until_ready(process: ProcessSettings) -> None:
