@@ -132,6 +132,29 @@ def test_prod_scales_the_shared_subscribers_and_keeps_ingest_source_addresses() 
     assert udp["spec"]["ports"][0]["protocol"] == "UDP"
 
 
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_shared_subscriptions_are_on_exactly_where_a_service_runs_replicas(overlay: str) -> None:
+    objects = render(overlay)
+    configured = yaml.safe_load((DEPLOY / "config" / "herald.k8s.yaml").read_text())
+    scaled = {
+        o["spec"]["scaleTargetRef"]["name"]
+        for o in objects
+        if o["kind"] == "HorizontalPodAutoscaler"
+    }
+    for o in objects:
+        if o["kind"] != "StatefulSet" or o["metadata"]["name"] == "mosquitto":
+            continue
+        [container] = o["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        shared = env.get(
+            "HERALD_BROKER__SHARED_SUBSCRIPTIONS",
+            str(configured["broker"]["shared_subscriptions"]).lower(),
+        )
+        replicated = o["spec"].get("replicas", 1) > 1 or o["metadata"]["name"] in scaled
+        # One replica with a shared subscription loses what a broker restart drops, for nothing.
+        assert shared == ("true" if replicated else "false"), o["metadata"]["name"]
+
+
 def test_the_manifests_mount_the_checked_configuration() -> None:
     objects = render("prod")
     configs = {
