@@ -82,6 +82,7 @@ class Outbox:
                 (self._batch,),
             ).fetchall()
             if not rows:
+                self._gauge.set(0)
                 self._idle.set()
                 self._wake.clear()
                 await self._wake.wait()
@@ -98,16 +99,29 @@ class Outbox:
             if done:
                 with self._db.transaction() as sql:
                     sql.executemany("DELETE FROM outbox WHERE seq = ?", done)
-                self._gauge.dec(len(done))
+            # Counted from the table, not by steps: an add whose caller's transaction rolled
+            # back was counted but never stored.
+            self._gauge.set(self.depth())
             failures = [result for result in results if isinstance(result, BaseException)]
             if failures:
-                refused = [failure for failure in failures if isinstance(failure, PublishRefused)]
-                if refused:
-                    self._report_refused(refused)
-                elif not all(isinstance(failure, BusError) for failure in failures):
-                    log.error("publishing from the outbox failed: %r", failures[0])
-                # The bus reconnects by itself, an ACL takes an operator: wait before trying again.
-                await asyncio.sleep(5.0 if refused else 0.5)
+                await self._failed(failures)
+
+    async def _failed(self, failures: list[BaseException]) -> None:
+        """Say what went wrong, then wait before the failed messages are tried again."""
+        refused = [failure for failure in failures if isinstance(failure, PublishRefused)]
+        if refused:
+            self._report_refused(refused)
+        unexpected = [failure for failure in failures if not isinstance(failure, BusError)]
+        if unexpected:
+            log.error(
+                "publishing %d message(s) from the outbox failed unexpectedly (%r); they stay"
+                " stored and are tried again",
+                len(unexpected),
+                unexpected[0],
+                exc_info=unexpected[0],
+            )
+        # The bus reconnects by itself, an ACL takes an operator: wait before trying again.
+        await asyncio.sleep(5.0 if refused else 0.5)
 
     def _report_refused(self, refused: list[PublishRefused]) -> None:
         if time.monotonic() - self._refused_logged < REFUSED_LOG_EVERY:
