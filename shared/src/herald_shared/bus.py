@@ -40,6 +40,8 @@ from herald_shared.config import reveal
 from herald_shared.settings import BrokerSettings
 from herald_shared.tls import client_context
 
+__all__ = ["OFFLINE", "ONLINE", "Bus", "BusError", "Handler", "Message", "PublishRefused"]
+
 log = logging.getLogger(__name__)
 
 ONLINE: Final = b"online"

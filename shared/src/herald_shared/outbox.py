@@ -18,6 +18,8 @@ from herald_shared import metrics
 from herald_shared.bus import BusError, PublishRefused
 from herald_shared.db import Database
 
+__all__ = ["REFUSED_LOG_EVERY", "Outbox", "Publisher"]
+
 log = logging.getLogger(__name__)
 
 REFUSED_LOG_EVERY: Final = 60.0  # seconds between ERROR lines about refused messages

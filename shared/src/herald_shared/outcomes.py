@@ -12,6 +12,16 @@ from typing import Final, Literal, TypeAlias
 
 from herald_shared.events import Event, TaskAborted, TaskFailed
 
+__all__ = [
+    "OUTCOMES",
+    "PROBLEMS",
+    "Outcome",
+    "Problem",
+    "outcome_of",
+    "problem_outcomes",
+    "problems",
+]
+
 Outcome: TypeAlias = Literal["failed", "aborted", "succeeded", "recovered"]
 OUTCOMES: Final[tuple[Outcome, ...]] = ("failed", "aborted", "succeeded", "recovered")
 #: The outcomes that are a problem: what most destinations alert on by default.

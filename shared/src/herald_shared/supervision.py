@@ -30,6 +30,8 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Generic, TypeVar
 
+__all__ = ["Supervisor", "WorkerPool", "every", "stop_pools"]
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")

@@ -9,6 +9,8 @@ import msgspec
 
 from herald_shared.events import Event
 
+__all__ = ["DeadLetter", "Outcome", "Receipt", "encode", "timestamp"]
+
 Outcome = Literal["delivered", "dead_lettered", "suppressed", "skipped"]
 
 

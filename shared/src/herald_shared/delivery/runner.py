@@ -36,6 +36,8 @@ from herald_shared.outbox import Outbox
 from herald_shared.settings import DeliverySettings
 from herald_shared.supervision import Supervisor, every, stop_pools
 
+__all__ = ["PURGE_INTERVAL", "Runner"]
+
 log = logging.getLogger(__name__)
 
 PURGE_INTERVAL = 3600.0
