@@ -34,6 +34,7 @@ from herald_testkit.memory_bus import memory_runner
 from herald_testkit.mosquitto import Mosquitto
 from herald_testkit.mqtt import Observer, Seen, publisher
 from herald_testkit.services import started
+from herald_testkit.waiting import wait_until
 
 FAST = DeliverySettings(initial_backoff=0.05, max_backoff=0.2, deadline=30, shutdown_grace=5)
 
@@ -395,12 +396,6 @@ def fill_the_disk(service: SubscriberService) -> None:
 
 def make_room(service: SubscriberService) -> None:
     service.db.connection.execute("PRAGMA max_page_count = 1073741823")
-
-
-async def wait_until(condition: Callable[[], bool], within: float = 60.0) -> None:
-    async with asyncio.timeout(within):
-        while not condition():
-            await asyncio.sleep(0.05)
 
 
 def ledger_errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:

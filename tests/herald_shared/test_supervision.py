@@ -13,13 +13,7 @@ import pytest
 from herald_shared.health import HealthServer
 from herald_shared.settings import HealthSettings
 from herald_shared.supervision import Supervisor, WorkerPool, every
-
-
-async def until(condition: object, within: float = 30.0) -> None:
-    async with asyncio.timeout(within):
-        while not callable(condition) or not condition():
-            await asyncio.sleep(0.01)
-
+from herald_testkit.waiting import wait_until
 
 # --- every() --------------------------------------------------------------------------------
 
@@ -40,7 +34,7 @@ async def test_periodic_work_that_fails_is_logged_and_runs_again(
 
     work = once_async if asynchronous else once
     periodic = asyncio.create_task(every(0.01, work, what="purging the ledger"))
-    await until(lambda: len(runs) >= 4)
+    await wait_until(lambda: len(runs) >= 4)
     assert not periodic.done()  # still running after two failures
     periodic.cancel()
     await asyncio.gather(periodic, return_exceptions=True)
@@ -75,10 +69,12 @@ async def test_stopping_a_pool_lets_the_item_in_hand_finish_within_the_grace(
     pool = WorkerPool("relay", handler, size=3, supervisor=Supervisor("svc"))
     pool.start()
     pool.put("alert-1")
-    await until(lambda: handler.started == ["alert-1"])
+    await wait_until(lambda: handler.started == ["alert-1"])
     caplog.set_level(logging.INFO, logger="herald_shared.supervision")
     stopping = asyncio.create_task(pool.stop(600.0, what="deliveries"))
-    await until(lambda: any("1 deliveries in flight" in r.getMessage() for r in caplog.records))
+    await wait_until(
+        lambda: any("1 deliveries in flight" in r.getMessage() for r in caplog.records)
+    )
     pool.put("alert-2")  # arrives during the stop: no worker takes it any more
     handler.release.set()
     await asyncio.wait_for(stopping, 30)  # once the item is done, not after all of the grace
@@ -96,7 +92,7 @@ async def test_an_item_that_outlasts_the_grace_is_cancelled_and_said_to_resume(
     pool = WorkerPool("relay", handler, size=2, supervisor=supervisor)
     pool.start()
     pool.put("alert-1")
-    await until(lambda: handler.started == ["alert-1"])
+    await wait_until(lambda: handler.started == ["alert-1"])
     await pool.stop(0.05, what="deliveries")
     assert handler.finished == []
     assert all(worker.cancelled() for worker in pool.workers)
@@ -144,7 +140,7 @@ async def test_a_vital_task_that_raises_fails_readyz_with_the_reason_and_livez(
     assert (await probe(health, "/readyz"))[0] == 200
     assert (await probe(health, "/livez"))[0] == 200
     crash.set()
-    await until(lambda: supervisor.failure is not None)
+    await wait_until(lambda: supervisor.failure is not None)
     reason = "the outbox loop ended unexpectedly (KeyError: 'seq'); restart the process"
     assert await probe(health, "/readyz") == (503, f"not ready: chat-notifier: {reason}\n")
     assert await probe(health, "/livez") == (503, f"not alive: chat-notifier: {reason}\n")

@@ -100,7 +100,12 @@ async def memory_runner(
         yield MemoryRunner(runner, bus, topic_prefix)
     finally:
         await runner.stop(delivery.shutdown_grace)
-        await asyncio.wait_for(outbox.wait_empty(), 10)
-        publishing.cancel()
-        await asyncio.gather(publishing, return_exceptions=True)
-        db.close()
+        try:
+            if publishing.done():  # the outbox loop must run until it is cancelled
+                publishing.result()
+                raise RuntimeError("the outbox loop returned")
+            await asyncio.wait_for(outbox.wait_empty(), 10)
+        finally:
+            publishing.cancel()
+            await asyncio.gather(publishing, return_exceptions=True)
+            db.close()
