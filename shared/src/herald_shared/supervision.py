@@ -7,7 +7,8 @@ Three pieces, each used wherever Herald starts work in the background:
   interval: one bad hour must not end the purge for good.
 - :class:`WorkerPool` is a queue and N workers that take one item at a time (a destination's
   deliveries, ingest's enrichments), and the stop sequence both need: idle workers are cancelled,
-  busy ones get a grace period, then they are cancelled too.
+  busy ones take no new item and get a grace period to finish the one in hand, then whatever is
+  still running is cancelled.
 - :class:`Supervisor` watches a service's vital tasks (the bus connection, the outbox loop, the
   workers of a pool). A vital task runs for as long as the service does, so if one returns or
   raises, that is a bug or a state nobody foresaw: it is logged at ERROR with the reason, the
