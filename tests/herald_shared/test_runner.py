@@ -19,12 +19,14 @@ import pytest
 from prometheus_client import REGISTRY
 
 from herald_shared import events, samples, topics
+from herald_shared.db import database_for
 from herald_shared.delivery.destination import (
     Destination,
     PermanentError,
     Target,
     TransientError,
 )
+from herald_shared.delivery.ledger import Ledger
 from herald_shared.events import Event
 from herald_shared.settings import BrokerSettings, DeliverySettings
 from herald_shared.subscriber import SubscriberService
@@ -32,6 +34,7 @@ from herald_testkit.memory_bus import memory_runner
 from herald_testkit.mosquitto import Mosquitto
 from herald_testkit.mqtt import Observer, Seen, publisher
 from herald_testkit.services import started
+from herald_testkit.waiting import wait_until
 
 FAST = DeliverySettings(initial_backoff=0.05, max_backoff=0.2, deadline=30, shutdown_grace=5)
 
@@ -395,12 +398,6 @@ def make_room(service: SubscriberService) -> None:
     service.db.connection.execute("PRAGMA max_page_count = 1073741823")
 
 
-async def wait_until(condition: Callable[[], bool], within: float = 60.0) -> None:
-    async with asyncio.timeout(within):
-        while not condition():
-            await asyncio.sleep(0.05)
-
-
 def ledger_errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [
         r
@@ -480,3 +477,38 @@ async def test_a_pending_delivery_whose_event_was_lost_is_dead_lettered_and_work
     [receipt] = receipts(seen.seen, "dead_lettered")
     assert receipt["event_id"] == lost.event_id
     assert back.delivered == [(failure(1).event_id, "")]
+
+
+async def test_a_failing_purge_is_logged_and_tried_again_and_delivering_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A real SQLite failure, set up in the file before the runner opens it: a finished delivery
+    # cannot be deleted, so the purge fails once there is something past the retention.
+    db = database_for(tmp_path, "runner-test")
+    Ledger(db)
+    db.connection.execute(
+        "CREATE TRIGGER injected BEFORE DELETE ON deliveries"
+        " BEGIN SELECT RAISE(ABORT, 'injected: the purge fails'); END"
+    )
+    db.close()
+    clock, relay = SteppedClock(), Scripted("relay")
+    old, new = failure(1), failure(2)
+    async with memory_runner(
+        tmp_path, [relay], delivery=FAST, clock=clock, purge_interval=0.05
+    ) as runner:
+        await runner.publish(old)
+        await runner.bus.wait_for(lambda s: len(receipts(s, "delivered")) == 1)
+        clock.offset = FAST.ledger_retention + 60  # the delivery is now past the retention
+        await wait_until(lambda: len(purge_failures(caplog)) >= 2)  # and again, at the interval
+        await runner.publish(new)
+        await runner.bus.wait_for(lambda s: len(receipts(s, "delivered")) == 2)
+        assert runner.runner.health() == (True, "running, the ledger is writable")
+        with contextlib.closing(sqlite3.connect(tmp_path / "runner-test.sqlite3")) as sql:
+            sql.execute("DROP TRIGGER injected")
+        await wait_until(lambda: not runner.runner.ledger.knows(old.event_id))
+    assert relay.delivered == [(old.event_id, ""), (new.event_id, "")]
+    assert "injected: the purge fails" in str(purge_failures(caplog)[0].exc_info)
+
+
+def purge_failures(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.getMessage().startswith("purging the ledger failed")]

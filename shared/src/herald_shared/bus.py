@@ -40,6 +40,8 @@ from herald_shared.config import reveal
 from herald_shared.settings import BrokerSettings
 from herald_shared.tls import client_context
 
+__all__ = ["OFFLINE", "ONLINE", "Bus", "BusError", "Handler", "Message", "PublishRefused"]
+
 log = logging.getLogger(__name__)
 
 ONLINE: Final = b"online"
@@ -172,8 +174,9 @@ class Bus:
             while not self._runner.done():
                 self._runner.cancel()
                 await asyncio.wait({self._runner}, timeout=0.5)
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                self._runner.result()
+            if not self._runner.cancelled() and (error := self._runner.exception()) is not None:
+                # A supervised bus has been reported already; this line is for one that is not.
+                log.warning("the broker connection loop of %s had ended: %r", self.client_id, error)
         self._metric_connected.set(0)
 
     # --- publishing ----------------------------------------------------------------------
@@ -309,7 +312,8 @@ class Bus:
 
     async def _read(self, client: aiomqtt.Client, failed: asyncio.Future[None]) -> None:
         async for received in client.messages:
-            if not self._consuming or self._handler is None:
+            handler = self._handler
+            if not self._consuming or handler is None:
                 continue  # not acknowledged: the broker keeps it for the next session
             await self._slots.acquire()
             message = Message(
@@ -319,14 +323,15 @@ class Bus:
                 mid=received.mid,
                 _client=client,
             )
-            task = asyncio.create_task(self._handle(message, failed))
+            task = asyncio.create_task(self._handle(handler, message, failed))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
 
-    async def _handle(self, message: Message, failed: asyncio.Future[None]) -> None:
-        assert self._handler is not None
+    async def _handle(
+        self, handler: Handler, message: Message, failed: asyncio.Future[None]
+    ) -> None:
         try:
-            await self._handler(message)
+            await handler(message)
         except Exception:
             log.exception(
                 "handling a message from %s failed; it will be delivered again", message.topic

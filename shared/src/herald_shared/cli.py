@@ -34,6 +34,8 @@ from herald_shared.runtime import (
     serve,
 )
 
+__all__ = ["BUILT_IN", "EXIT_CONFIG", "add_config_argument", "main"]
+
 EXIT_CONFIG = 2
 
 

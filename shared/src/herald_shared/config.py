@@ -34,6 +34,19 @@ from pydantic import (
 
 from herald_shared import spellings
 
+__all__ = [
+    "ENV_CONFIG_PATH",
+    "ENV_PREFIX",
+    "SECTIONS",
+    "ConfigDocument",
+    "ConfigError",
+    "Duration",
+    "Section",
+    "load",
+    "reveal",
+    "secret_values",
+]
+
 ENV_PREFIX: Final = "HERALD_"
 ENV_CONFIG_PATH: Final = "HERALD_CONFIG"
 

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+__all__ = ["Database", "database_for"]
+
 
 class Database:
     def __init__(self, path: Path) -> None:

@@ -13,6 +13,34 @@ from typing import Any, Final, Literal, TypeAlias
 
 import msgspec
 
+__all__ = [
+    "KINDS",
+    "TASK_TYPES",
+    "App",
+    "Enrichment",
+    "Event",
+    "Execution",
+    "ExecutionDetail",
+    "GenericLink",
+    "Kind",
+    "Links",
+    "Owner",
+    "Recovery",
+    "ScriptLog",
+    "Stream",
+    "Task",
+    "TaskAborted",
+    "TaskFailed",
+    "TaskSucceeded",
+    "TaskType",
+    "decode",
+    "encode",
+    "event_class",
+    "event_id_for",
+    "recovery_of",
+    "to_builtins",
+]
+
 Kind: TypeAlias = Literal["task_failed", "task_aborted", "task_succeeded"]
 TaskType: TypeAlias = Literal["reload", "external_program", "user_sync", "distribute", "preload"]
 

@@ -59,7 +59,8 @@ class HealthServer:
 
     @property
     def port(self) -> int:
-        assert self._server is not None
+        if self._server is None:
+            raise RuntimeError("the health server has no port before start()")
         return int(self._server.server_address[1])
 
     def add_check(

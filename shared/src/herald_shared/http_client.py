@@ -22,6 +22,8 @@ from yarl import URL
 
 from herald_shared import logs
 
+__all__ = ["Answer", "HttpClient", "Unreachable"]
+
 
 class Unreachable(Exception):
     """No answer: a timeout, a refused connection, a TLS failure. Never names the URL."""

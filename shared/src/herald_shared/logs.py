@@ -23,6 +23,8 @@ from typing import Final
 
 from herald_shared.settings import LoggingSettings
 
+__all__ = ["REDACTED", "REDACTOR", "JsonFormatter", "Redactor", "redact", "setup"]
+
 REDACTED: Final = "***"
 
 

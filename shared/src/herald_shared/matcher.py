@@ -17,6 +17,8 @@ from pydantic import model_validator
 from herald_shared.config import Section
 from herald_shared.events import Event, Kind, TaskType
 
+__all__ = ["MATCH_ALL", "When"]
+
 
 class When(Section):
     kinds: list[Kind] | None = None

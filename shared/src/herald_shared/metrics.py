@@ -10,6 +10,22 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+__all__ = [
+    "BROKER_CONNECTED",
+    "DATAGRAMS",
+    "DATAGRAMS_REJECTED",
+    "DELIVERIES",
+    "DELIVERY_ATTEMPTS",
+    "DELIVERY_QUEUE",
+    "DELIVERY_SECONDS",
+    "ENRICHMENTS",
+    "ENRICHMENT_SECONDS",
+    "EVENTS_RECEIVED",
+    "INBOX",
+    "OUTBOX",
+    "PUBLISHES_REFUSED",
+]
+
 BROKER_CONNECTED = Gauge(
     "herald_broker_connected", "1 while the service is connected to the MQTT broker", ["service"]
 )

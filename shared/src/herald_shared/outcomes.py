@@ -12,6 +12,17 @@ from typing import Final, Literal, TypeAlias
 
 from herald_shared.events import Event, Recovery, TaskAborted, TaskFailed
 
+__all__ = [
+    "OUTCOMES",
+    "PROBLEMS",
+    "Outcome",
+    "Problem",
+    "outcome_of",
+    "problem_outcomes",
+    "problems",
+    "recovered_from",
+]
+
 Outcome: TypeAlias = Literal["failed", "aborted", "succeeded", "recovered"]
 OUTCOMES: Final[tuple[Outcome, ...]] = ("failed", "aborted", "succeeded", "recovered")
 #: The outcomes that are a problem: what most destinations alert on by default.

@@ -29,6 +29,19 @@ from herald_shared.health import HealthServer
 from herald_shared.reloading import Reload, ReloadRequests
 from herald_shared.settings import BrokerSettings, HealthSettings, LoggingSettings
 
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Context",
+    "ProcessSettings",
+    "Service",
+    "ServiceSpec",
+    "configure",
+    "installed_service",
+    "installed_service_names",
+    "installed_services",
+    "serve",
+]
+
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "herald.services"

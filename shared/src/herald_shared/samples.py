@@ -28,6 +28,8 @@ from herald_shared.events import (
     recovery_of,
 )
 
+__all__ = ["sample_aborted", "sample_events", "sample_failed", "sample_partial", "sample_succeeded"]
+
 _SCRIPT_LOG_LINES = [
     "20210216T092440.000+0100 Execution started.",
     "20210216T092440.000+0100 Qlik Sense Server Version 14.20.5",

@@ -11,6 +11,15 @@ from pydantic import BeforeValidator, Field, SecretStr, model_validator
 
 from herald_shared.config import Duration, Section
 
+__all__ = [
+    "BrokerSettings",
+    "DeliverySettings",
+    "HealthSettings",
+    "LoggingSettings",
+    "ServiceSection",
+    "TlsSettings",
+]
+
 
 def _protocol_text(value: object) -> object:
     # YAML and environment overrides read `protocol: 5` / HERALD_BROKER__PROTOCOL=5 as a number.

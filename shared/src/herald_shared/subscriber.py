@@ -23,6 +23,8 @@ from herald_shared.outbox import Outbox
 from herald_shared.settings import BrokerSettings, DeliverySettings
 from herald_shared.supervision import Supervisor
 
+__all__ = ["OUTBOX_FLUSH_SECONDS", "SubscriberService"]
+
 log = logging.getLogger(__name__)
 
 #: On stop, how long receipts still in the outbox get to reach the broker.

@@ -7,7 +7,8 @@ Three pieces, each used wherever Herald starts work in the background:
   interval: one bad hour must not end the purge for good.
 - :class:`WorkerPool` is a queue and N workers that take one item at a time (a destination's
   deliveries, ingest's enrichments), and the stop sequence both need: idle workers are cancelled,
-  busy ones get a grace period, then they are cancelled too.
+  busy ones take no new item and get a grace period to finish the one in hand, then whatever is
+  still running is cancelled.
 - :class:`Supervisor` watches a service's vital tasks (the bus connection, the outbox loop, the
   workers of a pool). A vital task runs for as long as the service does, so if one returns or
   raises, that is a bug or a state nobody foresaw: it is logged at ERROR with the reason, the
@@ -29,6 +30,8 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Generic, TypeVar
+
+__all__ = ["Supervisor", "WorkerPool", "every", "stop_pools"]
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +118,10 @@ class WorkerPool(Generic[T]):
         self._size = size
         self._supervisor = supervisor
         self.workers: list[asyncio.Task[None]] = []
-        self._busy: set[int] = set()  # the workers handling an item
+        # Per busy worker, a future that is done when its item is: stopping waits for the
+        # items, not for the workers, which would take the next item and never end.
+        self._in_hand: dict[int, asyncio.Future[None]] = {}
+        self._stopping = False
 
     def put(self, item: T) -> None:
         self.queue.put_nowait(item)
@@ -126,20 +132,27 @@ class WorkerPool(Generic[T]):
             for n in range(self._size)
         ]
 
-    def busy(self) -> set[asyncio.Task[None]]:
-        return {self.workers[n] for n in self._busy}
+    def stop_taking(self) -> dict[asyncio.Future[None], asyncio.Task[None]]:
+        """Take no new item; the items being handled now, each with its worker."""
+        self._stopping = True
+        return {finished: self.workers[n] for n, finished in self._in_hand.items()}
 
     async def stop(self, grace: float, *, what: str) -> None:
         await stop_pools([self], grace, what=what)
 
     async def _work(self, n: int) -> None:
-        while True:
+        while not self._stopping:
             item = await self.queue.get()
-            self._busy.add(n)
+            finished = asyncio.get_running_loop().create_future()
+            self._in_hand[n] = finished
             try:
                 await self._handle(item)
             finally:
-                self._busy.discard(n)
+                del self._in_hand[n]
+                finished.set_result(None)
+        # Stopping: a worker ends only by its pool's cancellation, never by returning, which
+        # its supervisor would rightly call a failure.
+        await asyncio.Event().wait()
 
 
 async def stop_pools(pools: Iterable[WorkerPool[Any]], grace: float, *, what: str) -> None:
@@ -149,21 +162,23 @@ async def stop_pools(pools: Iterable[WorkerPool[Any]], grace: float, *, what: st
     still in the ledger or the inbox and is resumed at the next start.
     """
     pools = list(pools)
-    busy: set[asyncio.Task[None]] = set()
+    in_hand: dict[asyncio.Future[None], asyncio.Task[None]] = {}
     for pool in pools:
-        busy |= pool.busy()
-        for worker in pool.workers:
-            if worker not in busy:
-                worker.cancel()
-    if busy:
-        log.info("waiting up to %.0f s for %d %s in flight", grace, len(busy), what)
-        _, unfinished = await asyncio.wait(busy, timeout=grace)
-        for task in unfinished:
-            task.cancel()
+        in_hand |= pool.stop_taking()
+    busy = set(in_hand.values())
+    workers = [worker for pool in pools for worker in pool.workers]
+    for worker in workers:
+        if worker not in busy:
+            worker.cancel()
+    if in_hand:
+        log.info("waiting up to %.0f s for %d %s in flight", grace, len(in_hand), what)
+        _, unfinished = await asyncio.wait(in_hand, timeout=grace)
         if unfinished:
             log.warning(
                 "%d %s did not finish within the grace period; they resume at the next start",
                 len(unfinished),
                 what,
             )
-    await asyncio.gather(*(w for pool in pools for w in pool.workers), return_exceptions=True)
+    for worker in workers:
+        worker.cancel()
+    await asyncio.gather(*workers, return_exceptions=True)

@@ -23,6 +23,8 @@ from herald_shared import config, events, topics
 from herald_shared.bus import Bus, Message
 from herald_shared.settings import BrokerSettings
 
+__all__ = ["describe", "register", "tail"]
+
 
 def describe(topic: str, payload: bytes) -> str:
     """One line for one message on a Herald topic."""

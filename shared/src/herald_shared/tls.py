@@ -10,6 +10,8 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
+__all__ = ["client_context"]
+
 
 def client_context(
     *,

@@ -4,6 +4,17 @@ from __future__ import annotations
 
 from herald_shared.events import Event, Kind, TaskType
 
+__all__ = [
+    "VERSION",
+    "dead_letter_topic",
+    "deliveries_topic",
+    "event_topic",
+    "events_filter",
+    "events_subscription",
+    "status_topic",
+    "topic_of",
+]
+
 VERSION = "v1"
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from herald_shared import events, topics
 from herald_shared.db import database_for
 from herald_shared.delivery.destination import Destination
-from herald_shared.delivery.runner import Runner
+from herald_shared.delivery.runner import PURGE_INTERVAL, Runner
 from herald_shared.events import Event
 from herald_shared.outbox import Outbox
 from herald_shared.settings import DeliverySettings
@@ -79,6 +79,7 @@ async def memory_runner(
     service: str = "runner-test",
     topic_prefix: str = "herald",
     clock: Callable[[], float] = time.time,
+    purge_interval: float = PURGE_INTERVAL,
 ) -> AsyncIterator[MemoryRunner]:
     db = database_for(state_dir, service)
     bus = MemoryBus(service)
@@ -91,6 +92,7 @@ async def memory_runner(
         settings=delivery,
         topic_prefix=topic_prefix,
         clock=clock,
+        purge_interval=purge_interval,
     )
     await runner.start()
     publishing = asyncio.create_task(outbox.run(), name=f"{service}-memory-outbox")
@@ -98,7 +100,12 @@ async def memory_runner(
         yield MemoryRunner(runner, bus, topic_prefix)
     finally:
         await runner.stop(delivery.shutdown_grace)
-        await asyncio.wait_for(outbox.wait_empty(), 10)
-        publishing.cancel()
-        await asyncio.gather(publishing, return_exceptions=True)
-        db.close()
+        try:
+            if publishing.done():  # the outbox loop must run until it is cancelled
+                publishing.result()
+                raise RuntimeError("the outbox loop returned")
+            await asyncio.wait_for(outbox.wait_empty(), 10)
+        finally:
+            publishing.cancel()
+            await asyncio.gather(publishing, return_exceptions=True)
+            db.close()

@@ -15,10 +15,9 @@ import asyncio
 import sys
 from pathlib import Path
 
-import aiohttp
-
 from herald_shared import config, events
 from herald_shared.delivery.destination import Destination, PermanentError, TransientError
+from herald_shared.http_client import HttpClient, Unreachable
 from herald_shared.runtime import Context, ServiceSpec, configure, serve
 from herald_shared.settings import DeliverySettings, ServiceSection
 from herald_shared.subscriber import SubscriberService
@@ -34,31 +33,27 @@ class PostDestination(Destination):
 
     def __init__(self, url: str) -> None:
         self._url = url
-        self._session: aiohttp.ClientSession | None = None
-
-    async def start(self) -> None:
-        self._session = aiohttp.ClientSession()
+        # Its session opens on first use; the runner's attempt timeout ends a slow one first.
+        self._client = HttpClient(timeout=300.0)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._client.close()
 
     async def deliver(self, event: events.Event, target: str) -> str | None:
-        assert self._session is not None
         try:
-            async with self._session.post(
+            answer = await self._client.request(
+                "POST",
                 self._url,
-                data=events.encode(event),
+                body=events.encode(event),
                 headers={"Content-Type": "application/json", "Idempotency-Key": event.event_id},
-            ) as response:
-                text = await response.text()
-        except aiohttp.ClientError as error:
+            )
+        except Unreachable as error:
             raise TransientError(f"POST failed: {error}") from None
-        if response.status >= 500:
-            raise TransientError(f"HTTP {response.status}: {text}")
-        if response.status >= 400:
-            raise PermanentError(f"HTTP {response.status}: {text}")
-        return f"HTTP {response.status}"
+        if answer.status >= 500:
+            raise TransientError(f"HTTP {answer.status}: {answer.text}")
+        if answer.status >= 400:
+            raise PermanentError(f"HTTP {answer.status}: {answer.text}")
+        return f"HTTP {answer.status}"
 
 
 def build(settings: ProbeSettings, context: Context) -> SubscriberService:

@@ -14,7 +14,6 @@ one, and the message is sent once more at once. Failures become the runner's cat
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 from pathlib import Path
@@ -102,8 +101,7 @@ class SmtpTransport:
                         f"cannot log in to the SMTP server {self.server}: {error}"
                     ) from None
         except BaseException:
-            with contextlib.suppress(Exception):
-                client.close()
+            _close(client)
             raise
         log.info("connected to the SMTP server %s", self.server)
         return client
@@ -154,15 +152,22 @@ class SmtpTransport:
         idle, self._idle = self._idle, []
         for client in idle:
             if client.is_connected:
-                with contextlib.suppress(Exception):
+                try:
                     await asyncio.wait_for(client.quit(), self._settings.timeout)
+                except Exception as error:
+                    # Stopping anyway: the server learns of it when the connection closes.
+                    log.info("no clean QUIT to the SMTP server %s: %r", self.server, error)
             _close(client)
 
 
 def _close(client: aiosmtplib.SMTP | None) -> None:
-    if client is not None:
-        with contextlib.suppress(Exception):
-            client.close()
+    """Drop a connection that failed or is no longer wanted; a failure to do so changes nothing."""
+    if client is None:
+        return
+    try:
+        client.close()
+    except Exception as error:
+        log.debug("closing an SMTP connection failed: %r", error)
 
 
 def _translated(error: BaseException, server: str, username: str | None) -> BaseException:

@@ -29,6 +29,19 @@ from herald_shared.events import Event
 from herald_shared.matcher import MATCH_ALL, When
 from herald_shared.settings import BrokerSettings
 
+__all__ = [
+    "SINGLE_TARGET",
+    "Context",
+    "DeliveryError",
+    "Destination",
+    "DestinationModule",
+    "PermanentError",
+    "Skipped",
+    "Target",
+    "TransientError",
+    "build",
+]
+
 
 class DeliveryError(Exception):
     def __init__(self, reason: str) -> None:

@@ -24,6 +24,20 @@ from herald_shared import logs
 from herald_shared.delivery.destination import DeliveryError, PermanentError, TransientError
 from herald_shared.http_client import Answer, HttpClient, Unreachable
 
+__all__ = [
+    "CONNECTIONS",
+    "RESPONSE_TEXT_LIMIT",
+    "TOKEN_LENGTH",
+    "TRANSIENT_STATUSES",
+    "Request",
+    "answer_text",
+    "failure",
+    "is_transient",
+    "retry_after",
+    "send",
+    "url_secrets",
+]
+
 TRANSIENT_STATUSES: Final = frozenset({408, 425, 429})
 #: Path segments and query values at least this long are taken for tokens (Slack's are 24
 #: characters, a GUID 36, a Signl4 team secret about 10 and up); shorter ones are words.

@@ -165,7 +165,8 @@ class Ledger:
         """Every unfinished delivery, oldest first (for a restart)."""
         rows = self._sql.execute(
             "SELECT event_id, destination, target, received_at, attempts, first_attempt_at,"
-            " next_attempt_at FROM deliveries WHERE state = 'pending' ORDER BY received_at"
+            " next_attempt_at FROM deliveries WHERE state = 'pending'"
+            " ORDER BY received_at, rowid"  # one batch shares a time: then arrival order
         ).fetchall()
         for event_id, destination, target, received_at, attempts, first, next_at in rows:
             job = Job(

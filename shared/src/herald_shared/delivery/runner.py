@@ -36,6 +36,8 @@ from herald_shared.outbox import Outbox
 from herald_shared.settings import DeliverySettings
 from herald_shared.supervision import Supervisor, every, stop_pools
 
+__all__ = ["PURGE_INTERVAL", "Runner"]
+
 log = logging.getLogger(__name__)
 
 PURGE_INTERVAL = 3600.0
@@ -54,6 +56,7 @@ class Runner:
         clock: Callable[[], float] = time.time,
         supervisor: Supervisor | None = None,
         uniform: policy.Uniform = random.uniform,
+        purge_interval: float = PURGE_INTERVAL,
     ) -> None:
         names = [destination.name for destination in destinations]
         if len(set(names)) != len(names):
@@ -62,6 +65,7 @@ class Runner:
         self._settings = settings
         self._clock = clock
         self._uniform = uniform
+        self._purge_interval = purge_interval
         self._supervisor = supervisor or Supervisor(service)
         self._reporter = Reporter(service, outbox, topic_prefix)
         self._lanes = {
@@ -105,7 +109,7 @@ class Runner:
         self._resume()
         for lane in self._lanes.values():
             lane.pool.start()
-        purge = every(PURGE_INTERVAL, self._purge, what="purging the ledger")
+        purge = every(self._purge_interval, self._purge, what="purging the ledger")
         self._purging = self._supervisor.spawn(purge, "ledger purge")
         self._started = True
 

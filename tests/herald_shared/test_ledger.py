@@ -1,0 +1,144 @@
+"""The delivery ledger on a real SQLite file: what survives a restart, what is forgotten when.
+
+Each test closes and reopens the database file where a restart matters, as a service does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from herald_shared.db import Database
+from herald_shared.delivery.ledger import Job, Ledger
+
+DAY = 86400.0
+RETENTION = 7 * DAY
+
+
+class Files:
+    """The ledger of one service's database file, reopened on demand."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.db = Database(path)
+        self.ledger = Ledger(self.db)
+
+    def reopen(self) -> Ledger:
+        self.db.close()
+        self.db = Database(self.path)
+        self.ledger = Ledger(self.db)
+        return self.ledger
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Iterator[Files]:
+    opened = Files(tmp_path / "state" / "svc.sqlite3")
+    yield opened
+    opened.db.close()
+
+
+def job(event_id: str, destination: str = "relay", target: str = "", at: float = 1000.0) -> Job:
+    return Job(event_id, destination, target, received_at=at, next_attempt_at=at)
+
+
+def take(files: Files, *jobs: Job, now: float = 1000.0) -> None:
+    """Store jobs as the intake does: in one transaction, each event with its payload."""
+    with files.db.transaction():
+        for each in jobs:
+            files.ledger.store_event(each.event_id, f"payload of {each.event_id}".encode())
+            files.ledger.add(each, "pending", now=now)
+
+
+def test_pending_deliveries_come_back_after_a_restart_in_the_order_they_arrived(
+    files: Files,
+) -> None:
+    # One batch shares one arrival time; names sort differently from the arrival order.
+    take(files, *(job(name) for name in ("c", "a", "d", "b")), now=1000.0)
+    take(files, job("0", at=1001.0), now=1001.0)
+    resumed = list(files.reopen().pending())
+    assert [j.event_id for j in resumed] == ["c", "a", "d", "b", "0"]
+    assert files.ledger.event_payload("d") == b"payload of d"
+
+
+def test_a_rescheduled_delivery_resumes_with_its_attempts_and_its_next_time(
+    files: Files,
+) -> None:
+    pending = job("e1")
+    take(files, pending)
+    pending.attempts, pending.first_attempt_at, pending.next_attempt_at = 3, 1000.5, 1030.0
+    files.ledger.reschedule(pending, "HTTP 503 from the relay")
+    [resumed] = files.reopen().pending()
+    assert (resumed.attempts, resumed.first_attempt_at, resumed.next_attempt_at) == (
+        3,
+        1000.5,
+        1030.0,
+    )
+
+
+def test_a_delivered_event_is_known_for_the_retention_and_forgotten_after_it(
+    files: Files,
+) -> None:
+    delivered = job("e1", target="ops@example.com")
+    take(files, delivered)
+    assert files.ledger.finish(delivered, "delivered", 1000.0, "250 OK") is True
+    ledger = files.reopen()
+    late = 1000.0 + RETENTION - 1
+    assert ledger.purge(late - RETENTION, late) == 0
+    assert ledger.knows("e1")  # a redelivery now is not delivered again
+    assert ledger.state_of("e1", "relay", "ops@example.com") == "delivered"
+    later = 1000.0 + RETENTION + 1
+    assert ledger.purge(later - RETENTION, later) == 1
+    assert not ledger.knows("e1")
+
+
+def test_an_event_payload_is_kept_while_any_of_its_deliveries_is_pending(files: Files) -> None:
+    mail, chat = job("e1", "mail"), job("e1", "chat")
+    take(files, mail, chat)
+    assert files.ledger.finish(mail, "delivered", 1001.0, None) is False
+    assert files.reopen().event_payload("e1") == b"payload of e1"
+    assert files.ledger.finish(chat, "dead_lettered", 1002.0, "HTTP 404") is True
+    assert files.ledger.event_payload("e1") is None
+    assert files.ledger.knows("e1")  # the payload goes, the dedup record stays
+
+
+def test_the_purge_removes_only_finished_deliveries_past_the_retention(files: Files) -> None:
+    old_pending, old_done, recent_done = job("old-p"), job("old-d"), job("new-d", at=5 * DAY)
+    take(files, old_pending, old_done)
+    take(files, recent_done, now=5 * DAY)
+    files.ledger.finish(old_done, "suppressed", 1000.0, "rate limit")
+    files.ledger.finish(recent_done, "delivered", 5 * DAY, None)
+    now = 1000.0 + RETENTION + 1
+    assert files.ledger.purge(now - RETENTION, now) == 1
+    ledger = files.reopen()
+    assert [j.event_id for j in ledger.pending()] == ["old-p"]  # however old, never forgotten
+    assert ledger.state_of("new-d", "relay") == "delivered"
+    assert ledger.state_of("old-d", "relay") is None
+
+
+def test_the_purge_forgets_only_rate_windows_that_have_ended(files: Files) -> None:
+    assert files.ledger.take_rate_slot("mail|task-1", 600, now=1000.0)
+    assert files.ledger.take_rate_slot("mail|task-2", 600, now=1500.0)
+    files.ledger.purge(0.0, now=1700.0)  # task-1's window ended at 1600, task-2's runs to 2100
+    ledger = files.reopen()
+    assert ledger.take_rate_slot("mail|task-1", 600, now=1700.0)
+    assert not ledger.take_rate_slot("mail|task-2", 600, now=1700.0)
+
+
+def test_a_rate_window_survives_a_restart(files: Files) -> None:
+    assert files.ledger.take_rate_slot("mail|task-1", 600, now=1000.0)
+    ledger = files.reopen()
+    assert not ledger.take_rate_slot("mail|task-1", 600, now=1599.0)
+    assert ledger.take_rate_slot("mail|task-1", 600, now=1600.0)
+
+
+def test_a_clock_stepped_back_across_a_restart_does_not_extend_a_rate_window(
+    files: Files,
+) -> None:
+    assert files.ledger.take_rate_slot("mail|task-1", 600, now=10_000.0)  # window to 10 600
+    ledger = files.reopen()
+    stepped_back = 10_000.0 - 3600  # the clock now reads an hour earlier
+    assert not ledger.take_rate_slot("mail|task-1", 600, now=stepped_back)
+    # One window after the step, by the clock as it now reads, the next message goes.
+    assert files.reopen().take_rate_slot("mail|task-1", 600, now=stepped_back + 600)
