@@ -28,9 +28,11 @@ from herald_shared.delivery.destination import (
 from herald_shared.events import Event
 from herald_shared.settings import BrokerSettings, DeliverySettings
 from herald_shared.subscriber import SubscriberService
+from herald_testkit import full_disk
 from herald_testkit.memory_bus import memory_runner
 from herald_testkit.mosquitto import Mosquitto
 from herald_testkit.mqtt import Observer, Seen, publisher
+from herald_testkit.polling import wait_until
 from herald_testkit.services import started
 
 FAST = DeliverySettings(initial_backoff=0.05, max_backoff=0.2, deadline=30, shutdown_grace=5)
@@ -385,20 +387,11 @@ class Unreachable(Destination):
 
 
 def fill_the_disk(service: SubscriberService) -> None:
-    """A real "database or disk is full": the database may not grow past its current size."""
-    connection = service.db.connection
-    [(pages,)] = connection.execute("PRAGMA page_count").fetchall()
-    connection.execute(f"PRAGMA max_page_count = {pages}")
+    full_disk.fill(service.db)
 
 
 def make_room(service: SubscriberService) -> None:
-    service.db.connection.execute("PRAGMA max_page_count = 1073741823")
-
-
-async def wait_until(condition: Callable[[], bool], within: float = 60.0) -> None:
-    async with asyncio.timeout(within):
-        while not condition():
-            await asyncio.sleep(0.05)
+    full_disk.make_room(service.db)
 
 
 def ledger_errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
