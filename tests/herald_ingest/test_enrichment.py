@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 
+from herald_ingest.poison import retry_delay
 from herald_ingest.service import IngestConfig, IngestService
 from herald_ingest.settings import IngestSettings, QlikSettings
 from herald_qlik_sim import QlikSim, emitter
 from herald_qlik_sim import data as sim_data
+from herald_qlik_sim.model import Status
 from herald_shared import events, topics
 from herald_shared.settings import BrokerSettings
 from herald_testkit.mosquitto import Mosquitto
@@ -59,6 +61,24 @@ async def ingest_for(
     )
     async with started(IngestService(IngestConfig(ingest=settings, qlik=qlik), broker)) as service:
         yield service
+
+
+def distribute_datagram(sim: QlikSim) -> str:
+    """The scheduler's datagram about the sim's distribute task: only the QRS knows how it ended."""
+    task = sim.task("succeeded", sim_data.TASK_DISTRIBUTE_ID)
+    return (
+        emitter.datagram("succeeded", task, sim.site.app_of(task))
+        .text.replace("/scheduler-task-success//", "/scheduler-distribute/")
+        .replace(
+            "Execution State Change to FinishedSuccess",
+            "Exiting execute of Distribute task request.",
+        )
+    )
+
+
+def send_text(ingest: IngestService, text: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        sender.sendto(text.encode(), ("127.0.0.1", ingest.udp_port))
 
 
 def only_event(seen: list[Seen]) -> events.Event:
@@ -188,22 +208,11 @@ async def test_a_distribute_task_gets_its_outcome_from_the_qrs(
     broker_settings: BrokerSettings,
     tmp_path: Path,
 ) -> None:
-    task = sim.task("succeeded", sim_data.TASK_DISTRIBUTE_ID)
-    app = sim.site.apps[task.app_id] if task.app_id else None
-    text = (
-        emitter.datagram("succeeded", task, app)
-        .text.replace("/scheduler-task-success//", "/scheduler-distribute/")
-        .replace(
-            "Execution State Change to FinishedSuccess",
-            "Exiting execute of Distribute task request.",
-        )
-    )
     async with (
         Observer(mosquitto.host, mosquitto.port, f"{topic_prefix}/v1/events/#") as seen,
         ingest_for(broker_settings, tmp_path, qlik_for(sim)) as ingest,
     ):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
-            sender.sendto(text.encode(), ("127.0.0.1", ingest.udp_port))
+        send_text(ingest, distribute_datagram(sim))
         await seen.wait_for(lambda s: len(s) == 1)
     [message] = seen.seen
     assert message.topic == (
@@ -241,6 +250,7 @@ async def test_a_poison_datagram_holds_up_no_other_and_its_bounded_retries_survi
             handling_attempts=3,
             handling_retry_delay="1h",
             handling_retry_max_delay="1h",
+            enrichment_concurrency=1,  # one worker: the poison datagram must not keep it
         ) as ingest:
             to = ("127.0.0.1", ingest.udp_port)
             [poison] = await sim.emit("failed", to=to)
@@ -296,8 +306,7 @@ async def test_a_datagram_that_can_no_longer_be_an_event_is_dead_lettered_not_dr
             handling_retry_delay="1h",
             handling_retry_max_delay="1h",
         ) as ingest:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
-                sender.sendto(text.encode(), ("127.0.0.1", ingest.udp_port))
+            send_text(ingest, text)
             await wait_until(lambda: failures() - before == 1)
         async with ingest_for(
             broker_settings,
@@ -354,3 +363,30 @@ async def test_names_from_the_qrs_are_capped_like_the_datagrams_fields(
     assert event.app.stream.name == capped
     assert event.app.owner.name == capped
     assert len(events.encode(event)) < 20_000
+
+
+def test_the_wait_between_attempts_doubles_up_to_its_cap() -> None:
+    assert [retry_delay(n, 1.0, 60.0) for n in range(1, 9)] == [1, 2, 4, 8, 16, 32, 60, 60]
+    assert retry_delay(1, 3600.0, 60.0) == 60.0
+
+
+async def test_a_distribute_task_that_never_finishes_is_dead_lettered(
+    sim: QlikSim,
+    mosquitto: Mosquitto,
+    topic_prefix: str,
+    broker_settings: BrokerSettings,
+    tmp_path: Path,
+) -> None:
+    task = sim.task("succeeded", sim_data.TASK_DISTRIBUTE_ID)
+    task.executions[-1].status = Status.DISTRIBUTION_RUNNING
+    text = distribute_datagram(sim)
+    async with (
+        Observer(mosquitto.host, mosquitto.port, f"{topic_prefix}/v1/dead-letter/#") as seen,
+        ingest_for(broker_settings, tmp_path, qlik_for(sim), distribute_recheck_for=0) as ingest,
+    ):
+        send_text(ingest, text)
+        await seen.wait_for(lambda s: len(s) == 1)
+    letter = json.loads(seen.seen[0].payload)
+    assert letter["payload"] == text
+    assert "reached no final state" in letter["reason"]
+    assert "ingest.distribute_recheck_for" in letter["reason"]

@@ -40,6 +40,11 @@ Item = tuple[Stored, Datagram]
 Publish = Callable[[Stored, Datagram, Gathered | None], Awaitable[None]]
 
 
+def retry_delay(attempts: int, first: float, most: float) -> float:
+    """The wait after the ``attempts``-th failure: ``first``, doubling, never more than ``most``."""
+    return min(first * 2.0 ** max(0, attempts - 1), most)
+
+
 class Retries:
     def __init__(
         self,
@@ -62,11 +67,9 @@ class Retries:
         self._dead_letters = metrics.DATAGRAMS_DEAD_LETTERED.labels(service=service)
 
     def delay(self, attempts: int) -> float:
-        """How long to wait after the ``attempts``-th failure."""
         settings = self._settings
-        return min(
-            settings.handling_retry_delay * 2.0 ** max(0, attempts - 1),
-            settings.handling_retry_max_delay,
+        return retry_delay(
+            attempts, settings.handling_retry_delay, settings.handling_retry_max_delay
         )
 
     async def failed(self, item: Item, error: Exception, publish: Publish) -> bool:
