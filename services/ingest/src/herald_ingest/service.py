@@ -193,7 +193,11 @@ class IngestService:
         if not len(self._unstored):
             return
         held = self._unstored.take()
-        problem = self._store(held)
+        try:
+            problem = self._store(held)
+        except BaseException:
+            self._unstored.restore(held, "storing them failed unexpectedly")  # kept, not lost
+            raise
         if problem is None:
             self._unstored.stored(len(held))
         else:
