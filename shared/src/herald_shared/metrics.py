@@ -70,7 +70,8 @@ PUBLISHES_REFUSED = Counter(
 
 DATAGRAMS = Counter(
     "herald_datagrams_total",
-    "Scheduler datagrams received, by outcome: accepted, duplicate, rejected",
+    "Scheduler datagrams received, by outcome: accepted, duplicate, rejected, unstored (held in "
+    "memory while the state disk cannot be written), lost (the memory for them was full)",
     ["service", "outcome"],
 )
 DATAGRAMS_REJECTED = Counter(
@@ -88,6 +89,16 @@ ENRICHMENT_SECONDS = Histogram(
     "Time from a datagram's arrival to its event being stored for publishing",
     ["service"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+DATAGRAM_HANDLING_FAILURES = Counter(
+    "herald_datagram_handling_failures_total",
+    "Handlings of an accepted datagram that failed unexpectedly (each is retried a bounded number of times)",
+    ["service"],
+)
+DATAGRAMS_DEAD_LETTERED = Counter(
+    "herald_datagrams_dead_lettered_total",
+    "Accepted datagrams that could not be made into an event at all, published as dead letters",
+    ["service"],
 )
 INBOX = Gauge(
     "herald_ingest_inbox",

@@ -35,6 +35,15 @@ class IngestSettings(ServiceSection):
     # for this long (Butler: every 30 s for 6 h).
     distribute_recheck_interval: Duration = 30.0
     distribute_recheck_for: Duration = 6 * 3600.0
+    # A datagram whose handling fails unexpectedly (a bug, a QRS answer of an unforeseen shape) is
+    # tried this many times in all, the wait doubling from handling_retry_delay up to
+    # handling_retry_max_delay; then its alert goes out from what the datagram says, marked partial.
+    handling_attempts: int = Field(default=5, ge=1, le=100)
+    handling_retry_delay: Duration = 1.0
+    handling_retry_max_delay: Duration = 60.0
+    # While the state disk cannot be written, accepted datagrams wait in memory up to this many
+    # bytes; past it, each datagram that arrives is lost (counted, logged at ERROR).
+    unstored_buffer_bytes: int = Field(default=64 * 2**20, ge=0)
 
     @field_validator("allowed_sources")
     @classmethod
