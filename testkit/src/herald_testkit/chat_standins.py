@@ -46,6 +46,7 @@ class Received:
     at: float  # time.monotonic() when it arrived
     status: int = 0
     error: str = ""
+    event_id: str = ""  # the X-Herald-Event-Id header: which alert this message carries
 
     @property
     def payload(self) -> Any:
@@ -287,6 +288,7 @@ class ChatStandins(LoopbackServer):
     async def _handle(self, request: web.Request) -> web.Response:
         platform = request.match_info["platform"]
         received = Received(platform, request.path, await request.read(), time.monotonic())
+        received.event_id = request.headers.get("X-Herald-Event-Id", "")
         self.received.append(received)
         self._changed.set()
         answer = self._scripted(request.path)
