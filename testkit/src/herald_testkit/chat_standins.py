@@ -1,5 +1,6 @@
 """Stand-in Slack and Microsoft Teams webhook servers on loopback that check payloads as the
-platforms do, record what they accept, and misbehave on request.
+platforms do, record what they accept (with the X-Herald-Event-Id header that names the alert),
+and misbehave on request.
 
 - Slack incoming webhooks (``/slack/services/…``): Block Kit block types, required fields and
   limits (50 blocks; section text 3000, fields 10 × 2000; header plain_text 150; actions 25

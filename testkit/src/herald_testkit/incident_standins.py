@@ -11,6 +11,7 @@ statuses on request (``respond_with``), so tests see retries and dead letters as
   ``[{"common": {"attributes": {…}}, "logs": [{"message": …}]}]``; answers 202.
 - Signl4: ``POST /webhook/<team secret>`` with a JSON object carrying Title, Message,
   X-S4-Service, X-S4-ExternalID and X-S4-Status (new, acknowledged or resolved); answers 201.
+  Each alert's X-Herald-Event-Id header is kept beside it (``alert_event_ids``).
 """
 
 from __future__ import annotations
