@@ -24,6 +24,7 @@ from herald_shared import topics
 from herald_shared.bus import Bus, Message
 from herald_shared.settings import BrokerSettings
 from herald_testkit.mosquitto import ShippedMosquitto
+from herald_testkit.services import connected
 from herald_testkit.tls import Certificates, make_certificates
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
@@ -85,11 +86,10 @@ class Emailer:
 
 @pytest.fixture
 async def ingest(shipped: ShippedMosquitto) -> AsyncIterator[Bus]:
-    bus = Bus(settings(shipped, "herald-ingest", uuid.uuid4().hex[:8]), "ingest")
-    bus.start()
-    await asyncio.wait_for(bus.wait_connected(), 10)
-    yield bus
-    await bus.close()
+    async with connected(
+        Bus(settings(shipped, "herald-ingest", uuid.uuid4().hex[:8]), "ingest")
+    ) as bus:
+        yield bus
 
 
 async def started(emailer: Emailer) -> Emailer:

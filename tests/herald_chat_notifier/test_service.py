@@ -166,6 +166,12 @@ async def test_each_outcome_reaches_the_targets_that_want_it_on_both_platforms(
     [legacy] = chat.accepted("legacy")
     assert legacy.payload["@type"] == "MessageCard"
     assert legacy.payload["title"] == "Qlik Sense reload failed"
+    # Each request names its alert in X-Herald-Event-Id: which event, and whether sent twice.
+    assert sorted(r.event_id for r in chat.accepted("slackops")) == sorted(
+        [failed.event_id, aborted.event_id]
+    )
+    assert [r.event_id for r in teams] == [aborted.event_id, recovered.event_id]
+    assert legacy.event_id == failed.event_id
 
     receipts = _receipts(observer.seen, prefix)
     assert {r.outcome for r in receipts} == {"delivered"}

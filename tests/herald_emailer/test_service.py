@@ -109,6 +109,32 @@ def _another_execution(event: TaskFailed, n: int) -> TaskFailed:
     )
 
 
+async def _alert_ops_of_a_failure_of(
+    task_name: str,
+    mosquitto: Mosquitto,
+    broker_settings: BrokerSettings,
+    smtp: SmtpServer,
+    tmp_path: Path,
+) -> list[Any]:
+    """One failure of a task so named, mailed to ops@example.com only; its dead letters."""
+    prefix = broker_settings.topic_prefix
+    settings = _settings(
+        tmp_path,
+        smtp,
+        {"failed": {"recipients": ["ops@example.com"], "app_owner": {"enabled": False}}},
+    )
+    failed = _with_task(samples.sample_failed(), name=task_name, custom_properties={})
+    async with (
+        Observer(mosquitto.host, mosquitto.port, f"{prefix}/v1/#") as observer,
+        _running(settings, broker_settings),
+    ):
+        await _publish(mosquitto, prefix, failed)
+        await observer.wait_for(
+            lambda seen: bool(_receipts(seen, prefix) or _dead_letters(seen, prefix))
+        )
+    return list(_dead_letters(observer.seen, prefix))
+
+
 def _parts(mail: ReceivedMail) -> tuple[str, str]:
     message = mail.message
     assert message.get_content_type() == "multipart/alternative"
@@ -252,21 +278,12 @@ async def test_each_outcome_reaches_exactly_its_recipients_with_its_subject_and_
 async def test_a_task_name_with_markup_and_accents_is_escaped_in_html_and_readable_in_the_subject(
     mosquitto: Mosquitto, broker_settings: BrokerSettings, smtp: SmtpServer, tmp_path: Path
 ) -> None:
-    prefix = broker_settings.topic_prefix
     name = "Sales <Q1> & \"Umsätze\" 'Größe' Ørsted"
-    settings = _settings(
-        tmp_path,
-        smtp,
-        {"failed": {"recipients": ["ops@example.com"], "app_owner": {"enabled": False}}},
+    dead_letters = await _alert_ops_of_a_failure_of(
+        name, mosquitto, broker_settings, smtp, tmp_path
     )
-    failed = _with_task(samples.sample_failed(), name=name, custom_properties={})
-    async with (
-        Observer(mosquitto.host, mosquitto.port, f"{prefix}/v1/#") as observer,
-        _running(settings, broker_settings),
-    ):
-        await _publish(mosquitto, prefix, failed)
-        await observer.wait_for(_receipt_count(prefix, 1))
 
+    assert dead_letters == []
     [mail] = smtp.received
     assert str(mail.message["Subject"]) == f'Qlik Sense reload failed: "{name}"'
     raw_subject = re.search(rb"^Subject:(.*(?:\r\n[ \t].*)*)", mail.raw, re.MULTILINE)
@@ -278,6 +295,25 @@ async def test_a_task_name_with_markup_and_accents_is_escaped_in_html_and_readab
     assert "<Q1>" not in html
     assert f"Task:                {name}" in text  # the text part is not HTML: no entities
     _assert_reads_well(mail)
+
+
+async def test_a_task_name_of_20000_characters_is_delivered_with_a_capped_folded_subject(
+    mosquitto: Mosquitto, broker_settings: BrokerSettings, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    name = "Sales_" + "x" * 19_994  # one word: nowhere for a folder to break it
+    dead_letters = await _alert_ops_of_a_failure_of(
+        name, mosquitto, broker_settings, smtp, tmp_path
+    )
+
+    assert dead_letters == []  # before: "500 Line too long (see RFC5321 4.5.3.1.6)"
+    [mail] = smtp.received
+    full_subject = f'Qlik Sense reload failed: "{name}"'
+    assert str(mail.message["Subject"]) == full_subject[:249] + "…"
+    head = mail.raw.partition(b"\r\n\r\n")[0]
+    assert max(len(line) for line in head.split(b"\r\n")) <= 78  # RFC 5322's recommended length
+    assert max(len(line) for line in mail.raw.split(b"\r\n")) <= 998  # and its limit, everywhere
+    text, _ = _parts(mail)
+    assert f"Task:                {name}\n" in text  # the body keeps the whole name
 
 
 async def test_three_failures_within_the_window_give_one_message_per_recipient(

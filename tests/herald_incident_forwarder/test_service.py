@@ -165,6 +165,8 @@ async def test_signl4_opens_an_alert_on_failure_and_resolves_it_when_the_task_su
     assert resolved["X-S4-Status"] == "resolved"
     assert resolved["X-S4-ExternalID"] == opened["X-S4-ExternalID"]
     assert [r.outcome for r in _receipts(observer.seen, prefix)] == ["delivered", "delivered"]
+    # Butler's body has no event id; the X-Herald-Event-Id header names each alert's event.
+    assert signl4.alert_event_ids == [failed.event_id, recovered.event_id]
 
 
 async def test_a_success_that_recovers_nothing_sends_nothing_to_signl4(

@@ -4,6 +4,7 @@ Configured as docs/testing.md found necessary: ``user root`` when run as root
 (otherwise it drops to ``mosquitto`` and cannot write its persistence folder), a raised
 ``max_queued_messages`` (the default 1000 silently drops QoS 1 messages to slow subscribers),
 persistence on with a one-second autosave, and logging to a file (stdout is block-buffered).
+:func:`with_accounts` adds a password file and an ACL (what the refusal and security tests need);
 :class:`ShippedMosquitto` runs the production configuration (deploy/mosquitto) instead.
 """
 
@@ -88,6 +89,31 @@ class Mosquitto:
         self.stop()
 
 
+def write_passwords(path: Path, accounts: dict[str, str]) -> Path:
+    """A Mosquitto password file at ``path`` with ``accounts`` (name -> password) added."""
+    path.touch()
+    for account, password in accounts.items():
+        subprocess.run(
+            ["mosquitto_passwd", "-b", str(path), account, password],
+            check=True,
+            capture_output=True,
+        )
+    return path
+
+
+def with_accounts(
+    workdir: Path, accounts: dict[str, str], *, acl: str | None = None, extra: str = ""
+) -> Mosquitto:
+    """A (not yet started) Mosquitto that lets in only ``accounts``, and, given ``acl`` (the
+    text of a Mosquitto ACL file), lets each do only what it grants."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    lines = [f"password_file {write_passwords(workdir / 'passwords', accounts)}"]
+    if acl is not None:
+        (workdir / "acl").write_text(acl)
+        lines.append(f"acl_file {workdir / 'acl'}")
+    return Mosquitto(workdir, extra="\n".join([*lines, extra]))
+
+
 class ShippedMosquitto(Mosquitto):
     """Mosquitto with ``deploy/mosquitto/mosquitto.conf`` as shipped, moved onto loopback.
 
@@ -107,15 +133,10 @@ class ShippedMosquitto(Mosquitto):
         self.source = (deploy / "mosquitto.conf").read_text()
         self.ports = {int(line.split()[1]): free_port() for line in self._listeners()}
         self.port = self.ports[1883]
-        for name in ("passwd", "passwd-consumers"):
-            (workdir / name).write_text("")
-        for account, password in accounts.items():
-            name = "passwd" if account.startswith("herald-") else "passwd-consumers"
-            subprocess.run(
-                ["mosquitto_passwd", "-b", str(workdir / name), account, password],
-                check=True,
-                capture_output=True,
-            )
+        services = {a: p for a, p in accounts.items() if a.startswith("herald-")}
+        consumers = {a: p for a, p in accounts.items() if a not in services}
+        write_passwords(workdir / "passwd", services)
+        write_passwords(workdir / "passwd-consumers", consumers)
 
     def _listeners(self) -> list[str]:
         return [line for line in self.source.splitlines() if line.startswith("listener ")]

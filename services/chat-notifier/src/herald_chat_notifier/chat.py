@@ -111,7 +111,9 @@ class ChatDestination(Destination):
             raise Skipped(f"{self.name} does not send {event.kind} messages")
         context = contexts.build(event, outcome, self.target)
         if self.target.message_type == "basic":
-            return self._described(await self._webhook.post(self.basic(context)), "basic")
+            return self._described(
+                await self._webhook.post(self.basic(context), event.event_id), "basic"
+            )
         try:
             payload = self.formatted(self._template(outcome), context)
         except templating.TemplateError as error:
@@ -123,7 +125,7 @@ class ChatDestination(Destination):
                 error,
             )
             return await self._fall_back(context, "render", f"the template failed: {error}")
-        result = await self._webhook.post(payload)
+        result = await self._webhook.post(payload, event.event_id)
         if isinstance(result, Rejected):
             log.warning(
                 "%s rejected the formatted %s message for task %r (%s); sending the basic one",
@@ -139,7 +141,7 @@ class ChatDestination(Destination):
 
     async def _fall_back(self, context: dict[str, Any], reason: str, why: str) -> str:
         self._fallbacks[reason].inc()
-        result = await self._webhook.post(self.basic(context))
+        result = await self._webhook.post(self.basic(context), context["event_id"])
         if isinstance(result, Rejected):
             raise PermanentError(f"HTTP 400: {result.error} (basic message; {why})")
         return f"basic message sent (HTTP {result}) because {why}"

@@ -42,6 +42,10 @@ TRANSIENT_STATUSES: Final = frozenset({408, 425, 429})
 #: Path segments and query values at least this long are taken for tokens (Slack's are 24
 #: characters, a GUID 36, a Signl4 team secret about 10 and up); shorter ones are words.
 TOKEN_LENGTH: Final = 10
+#: The request header that names the event a message is about, as the e-mail's header of the same
+#: name does: Slack, Teams and Signl4 take no idempotency key, so this is how a receiver, a proxy
+#: log or a test tells which alert a request carries, and spots one sent twice.
+EVENT_ID_HEADER: Final = "X-Herald-Event-Id"
 RESPONSE_TEXT_LIMIT: Final = 500  # enough to say why, short enough for a receipt
 #: Connections per destination's client: the runner decides how many deliveries are in flight
 #: (8 by default), and a smaller pool would make them queue for a connection, the wait counting

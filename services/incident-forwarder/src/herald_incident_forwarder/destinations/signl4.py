@@ -17,7 +17,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from herald_shared.config import Duration, Section, reveal
 from herald_shared.delivery.destination import Context, Destination, Target
-from herald_shared.delivery.http import CONNECTIONS, Request, send, url_secrets
+from herald_shared.delivery.http import CONNECTIONS, EVENT_ID_HEADER, Request, send, url_secrets
 from herald_shared.events import Event, TaskAborted, TaskFailed, TaskSucceeded
 from herald_shared.http_client import HttpClient
 from herald_shared.matcher import MATCH_ALL, When
@@ -114,7 +114,7 @@ class Signl4Destination(Destination):
         request = Request(
             "POST",
             self._url,
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", EVENT_ID_HEADER: event.event_id},
             body=msgspec.json.encode(body),
         )
         answer = await send(self._client, request, what="Signl4", secrets=self._secrets)
