@@ -180,7 +180,7 @@ class Run:
 
 
 @contextlib.contextmanager
-def _captured_logs() -> Iterator[io.StringIO]:
+def captured_logs() -> Iterator[io.StringIO]:
     """Every log line at DEBUG and above, with tracebacks, as the service would write them."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
@@ -209,7 +209,7 @@ async def run_until_ended(
     )
     receipts = topics.deliveries_topic("herald", SERVICE)
     letters = topics.dead_letter_topic("herald", SERVICE)
-    with _captured_logs() as logged:
+    with captured_logs() as logged:
         async with memory_runner(
             state_dir, destinations, delivery=FAST_RETRIES, service=SERVICE
         ) as running:
