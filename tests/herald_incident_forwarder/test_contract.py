@@ -99,7 +99,7 @@ def name(request: pytest.FixtureRequest) -> str:
 
 @pytest.mark.parametrize("row", contract.HTTP_STATUS_TABLE, ids=str)
 async def test_every_status_means_what_the_contract_says(name: str, row: contract.Row) -> None:
-    await contract.check_http_status(HTTP_BUILDERS[name], row, SAMPLE)
+    await contract.check_http_status(HTTP_BUILDERS[name], row, SAMPLE, SECRETS)
 
 
 async def test_no_key_url_or_webhook_secret_leaks(name: str, tmp_path: Path) -> None:

@@ -61,7 +61,7 @@ def version(request: pytest.FixtureRequest) -> int:
 
 @pytest.mark.parametrize("row", contract.HTTP_STATUS_TABLE, ids=str)
 async def test_every_status_means_what_the_contract_says(version: int, row: contract.Row) -> None:
-    await contract.check_http_status(_influx(version), row, SAMPLE)
+    await contract.check_http_status(_influx(version), row, SAMPLE, SECRETS[version])
 
 
 async def test_no_token_or_password_leaks(version: int, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ A destination's test file (``tests/herald_<service>/test_contract.py``) writes o
 
     @pytest.mark.parametrize("row", contract.HTTP_STATUS_TABLE, ids=str)
     async def test_the_status_table(row: contract.Row) -> None:
-        await contract.check_http_status(build, row, samples.sample_failed())
+        await contract.check_http_status(build, row, samples.sample_failed(), SECRETS)
 
     async def test_no_secret_leaks(tmp_path: Path) -> None:
         await contract.check_http_secrets(build, sample, SECRETS, tmp_path, settings)
@@ -106,7 +106,9 @@ class Row:
 
     @property
     def status(self) -> int | None:
-        return None if self.answer is None or self.answer.hang else self.answer.status
+        if self.answer is None or self.answer.hang or self.answer.drop:
+            return None
+        return self.answer.status
 
 
 def _status(status: int, result: Result, retry_after: str | None = None) -> Row:
@@ -137,24 +139,29 @@ HTTP_STATUS_TABLE: Sequence[Row] = (
     _status(413, "permanent"),
     _status(422, "permanent"),
     Row("timeout", Answer(hang=True), "transient", timeout=FAULT_TIMEOUT),
+    Row("connection dropped", Answer(drop=True), "transient"),
     Row("connection refused", None, "transient"),
 )
 
 
-async def check_http_status(build: Build, row: Row, event: Event) -> Attempted:
+async def check_http_status(
+    build: Build, row: Row, event: Event, secrets: Sequence[str] = ()
+) -> Attempted:
     """The destination, started against a server that answers 200, then delivering ``event``
-    while the server answers ``row``'s status to every request, says what the row says."""
+    while the server answers ``row``'s status to every request, says what the row says; none
+    of ``secrets`` is in its reason or in what it logged."""
     async with HttpReceiver() as server:
         url = server.url if row.answer is not None else f"http://127.0.0.1:{free_port()}/"
         destination = build(url, timeout=row.timeout)
-        await destination.start()
-        try:
-            if row.answer is not None:
-                server.default = row.answer
-            attempted = await attempt(destination, event)
-        finally:
-            server.release_hung()
-            await destination.close()
+        with captured_logs() as logged:
+            await destination.start()
+            try:
+                if row.answer is not None:
+                    server.default = row.answer
+                attempted = await attempt(destination, event)
+            finally:
+                server.release_hung()
+                await destination.close()
         if row.answer is not None:
             assert server.requests, f"{destination.name} sent nothing to {url}"
     where = f"{destination.name}, server answering {row}"
@@ -163,6 +170,7 @@ async def check_http_status(build: Build, row: Row, event: Event) -> Attempted:
         assert attempted.retry_after == row.retry_after, f"{where}: Retry-After not passed on"
     if row.status is not None and row.expect != "delivered":
         assert str(row.status) in attempted.text, f"{where}: the reason hides the status"
+    assert_hidden(secrets, reason=attempted.text, log=logged.getvalue())
     return attempted
 
 
@@ -247,6 +255,8 @@ def assert_hidden(secrets: Sequence[str], run: Run | None = None, **places: obje
         texts["log"] = run.logged
         texts["receipts and dead letters"] = b"\n".join(run.published).decode()
     assert all(secrets), "an empty secret would be found everywhere"
+    if not secrets:
+        return
     found = [
         f"secret #{number} in the {name}"
         for number, secret in enumerate(secrets)

@@ -2,7 +2,8 @@
 
 Tests script its answers: a status per request (``respond_with``), a delay, a hang (the
 request is held open and never answered, like a destination that died mid-delivery), or an
-echo of the request in the answer's body (as servers that quote what they refuse). Only
+echo of the request in the answer's body (as servers that quote what they refuse), or a
+dropped connection. Only
 requests that were answered with a 2xx count as accepted.
 """
 
@@ -38,6 +39,8 @@ class Answer:
     #: Append the request as received (URL, headers, body) to ``body``, as servers that quote
     #: the request in their error do: what a destination must not pass on.
     echo: bool = False
+    #: Close the connection instead of answering, as a server that crashes mid-request.
+    drop: bool = False
 
 
 class LoopbackServer:
@@ -118,6 +121,9 @@ class HttpReceiver(LoopbackServer):
             return web.Response(status=503, text="released")
         if answer.delay:
             await asyncio.sleep(answer.delay)
+        if answer.drop and http_request.transport is not None:
+            http_request.transport.close()
+            raise web.HTTPInternalServerError  # never sent: the connection is gone
         request.status = answer.status
         self._changed.set()
         text = answer.body
