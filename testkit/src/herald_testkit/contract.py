@@ -27,7 +27,7 @@ import contextlib
 import io
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -100,6 +100,9 @@ class Row:
     expect: Result
     retry_after: float | None = None
     timeout: float = 10.0
+    #: The answer's Location names another server, which must never see the request (nor
+    #: the keys in its headers): a redirect is not followed.
+    redirect: bool = False
 
     def __str__(self) -> str:
         return self.name
@@ -138,6 +141,10 @@ HTTP_STATUS_TABLE: Sequence[Row] = (
     _status(410, "permanent"),
     _status(413, "permanent"),
     _status(422, "permanent"),
+    *(
+        Row(f"{status} redirect", Answer(status, "moved"), "permanent", redirect=True)
+        for status in (301, 302, 303, 307, 308)
+    ),
     Row("timeout", Answer(hang=True), "transient", timeout=FAULT_TIMEOUT),
     Row("connection dropped", Answer(drop=True), "transient"),
     Row("connection refused", None, "transient"),
@@ -150,7 +157,7 @@ async def check_http_status(
     """The destination, started against a server that answers 200, then delivering ``event``
     while the server answers ``row``'s status to every request, says what the row says; none
     of ``secrets`` is in its reason or in what it logged."""
-    async with HttpReceiver() as server:
+    async with HttpReceiver() as server, HttpReceiver() as elsewhere:
         url = server.url if row.answer is not None else f"http://127.0.0.1:{free_port()}/"
         destination = build(url, timeout=row.timeout)
         with captured_logs() as logged:
@@ -158,12 +165,16 @@ async def check_http_status(
             try:
                 if row.answer is not None:
                     server.default = row.answer
+                    if row.redirect:
+                        location = {"Location": f"{elsewhere.url}collect"}
+                        server.default = replace(row.answer, headers=location)
                 attempted = await attempt(destination, event)
             finally:
                 server.release_hung()
                 await destination.close()
         if row.answer is not None:
             assert server.requests, f"{destination.name} sent nothing to {url}"
+        assert not elsewhere.requests, f"{destination.name} followed the redirect"
     where = f"{destination.name}, server answering {row}"
     assert attempted.result == row.expect, f"{where}: {attempted}"
     if row.expect == "transient":
