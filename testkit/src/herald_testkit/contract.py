@@ -7,15 +7,15 @@ A destination's test file (``tests/herald_<service>/test_contract.py``) writes o
 
     @pytest.mark.parametrize("row", contract.HTTP_STATUS_TABLE, ids=str)
     async def test_the_status_table(row: contract.Row) -> None:
-        await contract.check_http_status(build, row, samples.sample_failed(), SECRETS)
+        await contract.check_http_status(build, row, SAMPLE, SECRETS)
 
     async def test_no_secret_leaks(tmp_path: Path) -> None:
-        await contract.check_http_secrets(build, sample, SECRETS, tmp_path, settings)
+        await contract.check_http_secrets(build, SAMPLE, SECRETS, tmp_path)
 
     async def test_when_and_targets(tmp_path: Path) -> None:
         async with HttpReceiver() as server:
-            destination = build(server.url, when=contract.selecting(sample))
-            await contract.check_selection(destination, sample, ["prod"], tmp_path)
+            destination = build(server.url, when=contract.selecting(SAMPLE))
+            await contract.check_selection(destination, SAMPLE, ["prod"], tmp_path)
 
 Destinations that do not speak HTTP (SMTP, MQTT, files) use :func:`attempt`,
 :func:`run_until_ended` and :func:`assert_hidden` with their own servers and faults.
