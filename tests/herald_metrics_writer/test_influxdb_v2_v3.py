@@ -16,7 +16,7 @@ from herald_shared import samples
 from herald_shared.config import ConfigDocument, ConfigError
 from herald_shared.delivery.destination import PermanentError
 from herald_testkit import contract
-from herald_testkit.http import HttpReceiver
+from herald_testkit.http import Answer, HttpReceiver
 from herald_testkit.influxdb_v3 import InfluxDB3StandIn
 from herald_testkit.victoria_metrics import VictoriaMetrics
 
@@ -172,3 +172,35 @@ async def test_v1_credentials_go_as_basic_auth_and_never_into_the_receipt() -> N
     assert {create.headers["Authorization"], write.headers["Authorization"]} == {expected}
     assert detail is not None
     contract.assert_hidden(["v1-p4ssw0rd"], detail=detail, settings=settings)
+
+
+async def test_a_v1_user_without_admin_rights_still_writes_when_create_database_is_refused(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # InfluxDB 1.x answers CREATE DATABASE with 403 for a user that may only write; the
+    # database an administrator made is there, so the writes must go on.
+    async with HttpReceiver() as influx:
+        influx.respond_with(Answer(403, '{"error":"error authorizing query: requires admin"}'))
+        influx.default = Answer(204, "")
+        settings = InfluxDbSettings.model_validate(
+            {
+                "version": 1,
+                "url": influx.url,
+                "v1": {"database": "butler", "username": "writer", "password": "w-p4ss"},
+                "flush_interval": 0.05,
+            }
+        )
+        destination = InfluxDestination(settings, "metrics-writer")
+        await destination.start()
+        try:
+            detail = await destination.deliver(samples.sample_failed(), "")
+        finally:
+            await destination.close()
+    create, write = influx.requests
+    assert create.path.startswith("/query?q=CREATE+DATABASE")
+    assert write.path.startswith("/write?db=butler")
+    assert detail is not None
+    assert "reload_task_failed" in detail
+    [warning] = [r.getMessage() for r in caplog.records if "CREATE DATABASE" in r.getMessage()]
+    assert "403" in warning
+    assert "metrics_writer.influxdb.v1.create_database" in warning

@@ -174,8 +174,19 @@ class BatchWriter:
             await self._send_counted(Request("POST", self._base + "/query", params=query))
         except TransientError as error:
             raise TransientError(f"creating database {database}: {error.reason}") from None
+        except PermanentError as error:
+            # A user that may only write is refused CREATE DATABASE (403) although the
+            # database an administrator made is there: the writes will say whether it is.
+            log.warning(
+                "InfluxDB refused CREATE DATABASE %s (%s); writing to it anyway. If it does not"
+                " exist, create it as an administrator; to stop asking, set"
+                " metrics_writer.influxdb.v1.create_database: false",
+                database,
+                error.reason,
+            )
+        else:
+            log.info("InfluxDB database %s exists", database)
         self._database_ready = True
-        log.info("InfluxDB database %s exists", database)
 
     def _fail_pending(self, error: Exception) -> None:
         batch, self._pending = self._pending, []
