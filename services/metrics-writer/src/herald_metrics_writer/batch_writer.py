@@ -155,9 +155,9 @@ class BatchWriter:
             Request("POST", self._base + path, body=body.encode(), params=params)
         )
 
-    async def _send_counted(self, request: Request) -> None:
+    async def _send_counted(self, request: Request, what: str = "") -> None:
         try:
-            await send(self._client, request, what=self.describe, secrets=self._secrets)
+            await send(self._client, request, what=what or self.describe, secrets=self._secrets)
         except TransientError:
             self._writes["transient_error"].inc()
             raise
@@ -171,7 +171,8 @@ class BatchWriter:
         assert database is not None, "only v1 creates its database"
         query = {"q": create_database_query(database)}
         try:
-            await self._send_counted(Request("POST", self._base + "/query", params=query))
+            what = f"InfluxDB v1 /query (CREATE DATABASE {database})"
+            await self._send_counted(Request("POST", self._base + "/query", params=query), what)
         except TransientError as error:
             raise TransientError(f"creating database {database}: {error.reason}") from None
         except PermanentError as error:
