@@ -10,7 +10,7 @@ import pytest
 
 from herald_shared import samples
 from herald_shared.delivery.destination import Destination, PermanentError
-from herald_shared.delivery.http import CONNECTIONS, Request, send
+from herald_shared.delivery.http import CONNECTIONS, Request, send, url_secrets
 from herald_shared.events import Event
 from herald_shared.http_client import HttpClient
 from herald_shared.matcher import When
@@ -35,11 +35,15 @@ class Careless(Destination):
 
     async def deliver(self, event: Event, target: str) -> str | None:
         try:
-            answer = await send(self._client, Request("POST", self._url, body=b"{}"))
+            request = Request("POST", self._url, body=b"{}")
+            secrets = () if self._fault == "unredacted" else url_secrets(self._url)
+            answer = await send(self._client, request, secrets=secrets)
         except PermanentError:
             if self._fault == "leaks the url":
                 raise PermanentError(f"{self._url} refused it") from None
             raise
+        if self._fault == "unredacted":
+            return f"HTTP {answer.status}: {answer.text}"
         return f"HTTP {answer.status}"
 
     async def close(self) -> None:
@@ -60,6 +64,15 @@ async def test_a_destination_that_leaks_its_url_into_the_dead_letter_fails(tmp_p
         await contract.check_http_secrets(_careless("leaks the url"), SAMPLE, [TOKEN], tmp_path)
     assert "secret #0 in the receipts and dead letters" in str(failed.value)
     assert TOKEN not in str(failed.value)
+
+
+@pytest.mark.parametrize("status", ["200", "500", "404"])
+async def test_a_destination_that_passes_the_servers_words_on_unredacted_fails(
+    status: str,
+) -> None:
+    [row] = [row for row in contract.HTTP_STATUS_TABLE if row.name == status]
+    with pytest.raises(AssertionError, match="secret #0 in the reason"):
+        await contract.check_http_status(_careless("unredacted"), row, SAMPLE, [TOKEN])
 
 
 async def test_a_careful_destination_passes_every_row() -> None:

@@ -118,7 +118,8 @@ def _status(status: int, result: Result, retry_after: str | None = None) -> Row:
     headers = {"Retry-After": retry_after} if retry_after else {}
     name = f"{status} Retry-After {retry_after}" if retry_after else str(status)
     seconds = float(retry_after) if retry_after else None
-    return Row(name, Answer(status, f"answer {status}", headers), result, seconds)
+    # Every answer quotes the request: no secret may come back in a reason or a detail.
+    return Row(name, Answer(status, f"answer {status}", headers, echo=True), result, seconds)
 
 
 HTTP_STATUS_TABLE: Sequence[Row] = (
