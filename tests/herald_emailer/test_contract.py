@@ -63,6 +63,7 @@ class SmtpRow:
     name: str
     expect: contract.Result
     refuse: str = ""  # the server's reply to RCPT TO, when it refuses the recipient
+    refuse_data: str = ""  # its reply to the message's data, when it refuses the message
     listening: bool = True
     delay: float = 0.0  # seconds the server takes to accept the message
 
@@ -79,6 +80,9 @@ SMTP_STATUS_TABLE = (
     SmtpRow("550 no such user", "permanent", "550 5.1.1 No such user here"),
     SmtpRow("553 bad address", "permanent", "553 5.1.3 Mailbox name not allowed"),
     SmtpRow("554 rejected", "permanent", "554 5.7.1 Relay access denied"),
+    SmtpRow("451 after the data", "transient", refuse_data="451 4.7.1 Greylisted, try later"),
+    SmtpRow("552 after the data", "permanent", refuse_data="552 5.3.4 Message too big"),
+    SmtpRow("554 after the data", "permanent", refuse_data="554 5.7.1 Rejected as spam"),
     SmtpRow("connection refused", "transient", listening=False),
     SmtpRow("no answer in time", "transient", delay=3.0),
 )
@@ -90,7 +94,7 @@ async def test_every_smtp_reply_means_what_the_contract_says(
 ) -> None:
     if row.refuse:
         smtp.refuse[RECIPIENTS[0]] = row.refuse
-    smtp.delay = row.delay
+    smtp.delay, smtp.refuse_data = row.delay, row.refuse_data
     port = 0 if row.listening else free_port(smtp.host)
     timeout = contract.FAULT_TIMEOUT if row.delay else 5.0
     destination = _failed_destination(_settings(smtp, port=port, timeout=timeout))
@@ -100,8 +104,9 @@ async def test_every_smtp_reply_means_what_the_contract_says(
     finally:
         await destination.close()
     assert attempted.result == row.expect, attempted
-    if row.refuse:
-        assert row.refuse.split()[0] in attempted.text  # the server's code, for the admin
+    refusal = row.refuse or row.refuse_data
+    if refusal:
+        assert refusal.split()[0] in attempted.text  # the server's code, for the admin
         assert smtp.received == []
 
 
