@@ -48,10 +48,29 @@ from herald_testkit.http import Answer, HttpReceiver
 from herald_testkit.memory_bus import memory_runner
 from herald_testkit.ports import free_port
 
+__all__ = [
+    "FAULT_TIMEOUT",
+    "HTTP_STATUS_TABLE",
+    "SERVICE",
+    "Attempted",
+    "Build",
+    "Result",
+    "Row",
+    "Run",
+    "assert_hidden",
+    "attempt",
+    "captured_logs",
+    "check_http_secrets",
+    "check_http_status",
+    "check_selection",
+    "run_until_ended",
+    "selecting",
+]
+
 Result = Literal["delivered", "transient", "permanent", "skipped"]
-SERVICE = "contract"
+SERVICE = "contract"  # the service name the contract's runs report under
 #: Quick retries: a contract run ends in a second, not in the production backoff.
-FAST_RETRIES = DeliverySettings(initial_backoff=0.01, max_backoff=0.05, shutdown_grace=2.0)
+_FAST_RETRIES = DeliverySettings(initial_backoff=0.01, max_backoff=0.05, shutdown_grace=2.0)
 FAULT_TIMEOUT = 0.5  # the destination's own timeout in the row whose server never answers
 
 
@@ -231,7 +250,7 @@ async def run_until_ended(
     letters = topics.dead_letter_topic("herald", SERVICE)
     with captured_logs() as logged:
         async with memory_runner(
-            state_dir, destinations, delivery=FAST_RETRIES, service=SERVICE
+            state_dir, destinations, delivery=_FAST_RETRIES, service=SERVICE
         ) as running:
             await running.publish(*events)
             await running.bus.wait_for(
@@ -250,7 +269,7 @@ async def run_until_ended(
     )
 
 
-def metrics_text() -> str:
+def _metrics_text() -> str:
     """The Prometheus metrics every Herald process serves on /metrics."""
     return prometheus_client.generate_latest().decode()
 
@@ -262,7 +281,7 @@ def assert_hidden(secrets: Sequence[str], run: Run | None = None, **places: obje
     texts = {
         name: value if isinstance(value, str) else repr(value) for name, value in places.items()
     }
-    texts["metrics"] = metrics_text()
+    texts["metrics"] = _metrics_text()
     if run is not None:
         texts["log"] = run.logged
         texts["receipts and dead letters"] = b"\n".join(run.published).decode()
@@ -306,7 +325,7 @@ def selecting(event: Event) -> dict[str, Any]:
     return {"task_names": [event.task.name]}
 
 
-def excluded_by(event: Event) -> Event:
+def _excluded_by(event: Event) -> Event:
     """``event`` for another task (and with its own id), which :func:`selecting` excludes."""
     task = msgspec.structs.replace(event.task, name=f"Another task than {event.task.name}")
     return msgspec.structs.replace(event, event_id=f"other-{event.event_id}", task=task)
@@ -317,7 +336,7 @@ async def check_selection(
 ) -> Run:
     """With ``when:`` set to :func:`selecting` ``wanted``, the destination delivers ``wanted`` to
     exactly ``targets`` (the ids its settings configure) and never takes on the other task's."""
-    excluded = excluded_by(wanted)
+    excluded = _excluded_by(wanted)
     assert [target.id for target in destination.targets(wanted)] == list(targets)
     assert destination.when.matches(wanted)
     assert not destination.when.matches(excluded)
