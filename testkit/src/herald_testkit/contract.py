@@ -71,7 +71,7 @@ Result = Literal["delivered", "transient", "permanent", "skipped"]
 SERVICE = "contract"  # the service name the contract's runs report under
 #: Quick retries: a contract run ends in a second, not in the production backoff.
 _FAST_RETRIES = DeliverySettings(initial_backoff=0.01, max_backoff=0.05, shutdown_grace=2.0)
-FAULT_TIMEOUT = 0.5  # the destination's own timeout in the row whose server never answers
+FAULT_TIMEOUT = 1.0  # the destination's own timeout in the row whose server never answers
 
 
 class Build(Protocol):
