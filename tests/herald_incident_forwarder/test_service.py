@@ -20,6 +20,7 @@ from herald_incident_forwarder.settings import IncidentForwarderSettings
 from herald_shared import events, samples
 from herald_shared.events import Event
 from herald_shared.settings import BrokerSettings
+from herald_testkit import contract
 from herald_testkit.http import Answer, HttpReceiver
 from herald_testkit.incident_standins import NewRelicStandIn, Scripted, Signl4StandIn
 from herald_testkit.mosquitto import Mosquitto
@@ -492,9 +493,7 @@ async def test_keys_urls_and_webhook_secrets_never_reach_a_log_line_receipt_or_d
     assert any("Signl4 answered 503: upstream down for ***" in r.message for r in caplog.records)
     published = b"".join(seen.payload for seen in observer.seen).decode()
     logged = "\n".join(record.getMessage() for record in caplog.records)
-    for secret in secrets:
-        assert secret not in published
-        assert secret not in logged
+    contract.assert_hidden(secrets, published=published, log=logged, settings=settings)
 
 
 async def test_a_429_is_retried_after_the_servers_retry_after(

@@ -2,7 +2,8 @@
 
 2xx is delivered. 408, 425, 429 and 5xx are worth another try (passing on the server's
 ``Retry-After``); any other status will not change by asking again, so it is permanent and
-the reason (the server's own words) goes into the dead letter. URLs of chat webhooks, Signl4
+the reason (the server's own words) goes into the dead letter. That includes a 3xx: redirects
+are not followed (``http_client.py``), so the administrator fixes the URL instead. URLs of chat webhooks, Signl4
 teams and the like are secrets: :func:`url_secrets` says which parts of one a server could echo
 back, so they can be redacted from that reason.
 
