@@ -45,7 +45,7 @@ def _settings(
             "failed": {
                 "recipients": RECIPIENTS,
                 "recipients_custom_property": None,
-                "app_owner": {"enable": False},
+                "app_owner": {"enabled": False},
                 **failed,
             },
         }
