@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -188,6 +189,16 @@ def test_docker_compose_accepts_the_compose_file(profile: str | None) -> None:
         assert definition["restart"] == "unless-stopped"
         # Docker's default 10 s would SIGKILL a graceful stop (delivery.shutdown_grace is 20 s).
         assert definition["stop_grace_period"] == "30s"
+
+
+def test_a_plain_compose_up_starts_every_server_the_configuration_sends_to() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    started = {name for name, service in compose["services"].items() if "profiles" not in service}
+    configured = yaml.safe_load((DEPLOY / "config" / "herald.compose.yaml").read_text())
+    influxdb = configured["metrics_writer"]["influxdb"]
+    assert influxdb["enabled"] is True
+    # Otherwise `docker compose up` has the metrics writer retrying forever against no one.
+    assert urlsplit(influxdb["url"]).hostname in started
 
 
 def test_the_compose_demo_sends_the_recovery_for_the_task_that_failed() -> None:
