@@ -58,6 +58,7 @@ PUBLIC: Final[dict[str, set[str]]] = {
     },
     "herald_shared.delivery.http": {
         "CONNECTIONS",
+        "EVENT_ID_HEADER",
         "RESPONSE_TEXT_LIMIT",
         "TOKEN_LENGTH",
         "TRANSIENT_STATUSES",
@@ -110,6 +111,8 @@ PUBLIC: Final[dict[str, set[str]]] = {
     "herald_shared.metrics": {
         "BROKER_CONNECTED",
         "DATAGRAMS",
+        "DATAGRAMS_DEAD_LETTERED",
+        "DATAGRAM_HANDLING_FAILURES",
         "DATAGRAMS_REJECTED",
         "DELIVERIES",
         "DELIVERY_ATTEMPTS",

@@ -13,7 +13,9 @@ from prometheus_client import Counter, Gauge, Histogram
 __all__ = [
     "BROKER_CONNECTED",
     "DATAGRAMS",
+    "DATAGRAMS_DEAD_LETTERED",
     "DATAGRAMS_REJECTED",
+    "DATAGRAM_HANDLING_FAILURES",
     "DELIVERIES",
     "DELIVERY_ATTEMPTS",
     "DELIVERY_QUEUE",

@@ -27,6 +27,7 @@ from herald_shared.http_client import Answer, HttpClient, Unreachable
 
 __all__ = [
     "CONNECTIONS",
+    "EVENT_ID_HEADER",
     "RESPONSE_TEXT_LIMIT",
     "TOKEN_LENGTH",
     "TRANSIENT_STATUSES",
