@@ -20,7 +20,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from herald_shared import topics
+from herald_shared import config, topics
 from herald_shared.bus import Bus, Message
 from herald_shared.settings import BrokerSettings
 from herald_testkit.mosquitto import ShippedMosquitto
@@ -28,6 +28,7 @@ from herald_testkit.services import connected
 from herald_testkit.tls import Certificates, make_certificates
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
+TLS_EXAMPLE = DEPLOY.parent / "config" / "broker-tls.yaml"
 PASSWORD = "s3cret-for-tests"
 ACCOUNTS = ("herald-ingest", "herald-emailer", "herald-operator", "iot")
 PREFIX = "herald"  # the ACL's topics
@@ -203,3 +204,43 @@ async def test_a_consumer_reads_events_on_its_own_listener(
         async with asyncio.timeout(10):
             message = await anext(aiter(client.messages))
     assert message.payload == b"for-the-dashboard"
+
+
+async def test_the_documented_broker_tls_section_carries_events_over_the_tls_listener(
+    shipped: ShippedMosquitto, certificates: Certificates
+) -> None:
+    # The example as written, with only what differs here: this machine's host, port and CA.
+    document = config.load(
+        TLS_EXAMPLE,
+        environ={
+            "HERALD_BROKER__HOST": "localhost",
+            "HERALD_BROKER__PORT": str(shipped.ports[8883]),
+            "HERALD_BROKER__TLS__CA_FILE": str(certificates.ca),
+            "HERALD_BROKER__USERNAME": "herald-emailer",
+            "HERALD_BROKER__PASSWORD": PASSWORD,
+        },
+    )
+    tls = document.section("broker", BrokerSettings)
+    assert tls.tls.enabled
+    assert tls.tls.verify
+    received: list[bytes] = []
+
+    async def handle(message: Message) -> None:
+        received.append(message.payload)
+
+    emailer = Bus(
+        tls.model_copy(update={"topic_prefix": PREFIX, "instance": uuid.uuid4().hex[:8]}),
+        "emailer",
+        subscriptions=[topics.events_filter(PREFIX)],
+        handler=handle,
+    )
+    async with (
+        connected(emailer),
+        connected(
+            Bus(settings(shipped, "herald-ingest", uuid.uuid4().hex[:8]), "ingest")
+        ) as ingest,
+    ):
+        await publish_events(ingest, ["over-tls"])
+        async with asyncio.timeout(20):
+            while received != [b"over-tls"]:
+                await asyncio.sleep(0.05)
