@@ -70,7 +70,7 @@ async def tail(broker: BrokerSettings, out: TextIO = sys.stdout) -> None:
         )
 
     subscription = f"{broker.topic_prefix}/{topics.VERSION}/#"
-    bus = Bus(broker, "tail", subscriptions=[subscription], handler=show, persistent=False)
+    bus = Bus(broker, "tail", subscriptions=[subscription], handler=show, ephemeral=True)
     bus.start()
     try:
         await asyncio.Event().wait()

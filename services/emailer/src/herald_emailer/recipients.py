@@ -37,6 +37,11 @@ def recipients(settings: OutcomeSettings, event: Event) -> list[str]:
     return _valid_unique(candidates, event)
 
 
+def configured_recipients(settings: OutcomeSettings, event: Event) -> list[str]:
+    """The outcome's own ``recipients`` list, without its gate: where a test alert goes."""
+    return _valid_unique([(address, "recipients") for address in settings.recipients], event)
+
+
 def _owner_addresses(settings: AppOwnerSettings, event: Event) -> list[str]:
     owner = event.app.owner if event.app is not None else None
     if owner is None:

@@ -16,6 +16,7 @@ import msgspec
 from pydantic import Field, SecretStr, model_validator
 
 from herald_incident_forwarder.butler import Problem, problems
+from herald_shared import events
 from herald_shared.config import Duration, Section, reveal
 from herald_shared.delivery.destination import Context, Destination, Target
 from herald_shared.delivery.http import CONNECTIONS, Request, send, url_secrets
@@ -93,14 +94,17 @@ class Signl4Destination(Destination):
         else:
             title, status = TITLES[event.kind], "new"
             level = getattr(severity, event.kind)
-        return {
-            "Title": title,
+        body = {
+            "Title": events.labelled(event, title),
             "Message": f"Task: {event.task.name}",
             "Severity": level,
             "X-S4-Service": self._settings.service_name,
             "X-S4-ExternalID": event.task.id,
             "X-S4-Status": status,
         }
+        if event.test:
+            body["Test"] = "true"  # a Signl4 custom parameter: rules can ignore test alerts
+        return body
 
     async def close(self) -> None:
         await self._client.close()
