@@ -2,7 +2,8 @@
 
 Each recipient gets a message of their own. Addresses are compared case-insensitively (the
 first spelling wins), and an invalid address is skipped with a warning: one bad value in a
-custom property, or an owner without an address, never costs the others their alert.
+custom property, or an owner without an address, never costs the others their alert. A test
+alert (``herald send-test``) goes to the static recipients only (:func:`configured_recipients`).
 """
 
 from __future__ import annotations
