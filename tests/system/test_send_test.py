@@ -17,7 +17,7 @@ import httpx
 from herald_shared import samples
 from herald_testkit.chat_standins import Answer, ChatStandins
 from herald_testkit.http import HttpReceiver
-from herald_testkit.incident_standins import Signl4StandIn
+from herald_testkit.incident_standins import NewRelicStandIn, Signl4StandIn
 from herald_testkit.mosquitto import Mosquitto
 from herald_testkit.mqtt import Observer
 from herald_testkit.ports import free_port
@@ -27,6 +27,7 @@ from herald_testkit.smtp_server import SmtpServer
 SERVICES = ("emailer", "chat-notifier", "incident-forwarder", "metrics-writer", "log-archiver")
 SLACK_TOKEN = "slack-ops-token"
 SIGNL4_SECRET = "signl4-team-secret"
+NEW_RELIC_ACCOUNT, NEW_RELIC_KEY = "1234567", "new-relic-insert-key"
 RECIPIENT = "qlik-ops@example.com"
 SMTP_USER, SMTP_PASSWORD = "herald", "send-test-Passw0rd"
 
@@ -38,6 +39,7 @@ class System:
     chat: ChatStandins
     webhook: HttpReceiver
     signl4: Signl4StandIn
+    new_relic: NewRelicStandIn
     health_port: int
     logs: Path
     status: Observer
@@ -60,6 +62,7 @@ def _config(
     chat: ChatStandins,
     webhook: HttpReceiver,
     signl4: Signl4StandIn,
+    new_relic: NewRelicStandIn,
     health_port: int,
 ) -> Path:
     state = tmp_path / "state"
@@ -96,6 +99,13 @@ def _config(
             "state_dir": str(state),
             "webhooks": [{"name": "automation", "url": webhook.url}],
             "signl4": {"enabled": True, "url": signl4.url},
+            "new_relic": {
+                "accounts": [
+                    {"name": "ops", "account_id": NEW_RELIC_ACCOUNT, "insert_key": NEW_RELIC_KEY}
+                ],
+                "event_url": new_relic.base_url,
+                "event": {"enabled": True, "always_accounts": ["ops"]},
+            },
         },
         "metrics_writer": {
             "state_dir": str(state),
@@ -119,11 +129,21 @@ async def running_system(
         ChatStandins() as chat,
         HttpReceiver() as webhook,
         Signl4StandIn(SIGNL4_SECRET) as signl4,
+        NewRelicStandIn({NEW_RELIC_ACCOUNT: NEW_RELIC_KEY}) as new_relic,
         Observer(mosquitto.host, mosquitto.port, f"{prefix}/v1/status/#") as status,
     ):
         smtp_port = smtp.port if smtp_up else free_port()  # nothing listens there: SMTP is down
         config = _config(
-            tmp_path, mosquitto, prefix, smtp_port, smtp, chat, webhook, signl4, health_port
+            tmp_path,
+            mosquitto,
+            prefix,
+            smtp_port,
+            smtp,
+            chat,
+            webhook,
+            signl4,
+            new_relic,
+            health_port,
         )
         up = await Child.python("-m", "herald_shared.cli", "up", "--config", str(config))
         try:
@@ -133,7 +153,7 @@ async def running_system(
                 within=60,
             )
             logs = tmp_path / "script-logs"
-            yield System(config, smtp, chat, webhook, signl4, health_port, logs, status)
+            yield System(config, smtp, chat, webhook, signl4, new_relic, health_port, logs, status)
         finally:
             up.terminate()
             await up.wait()
@@ -191,6 +211,8 @@ async def test_every_destination_gets_a_labelled_test_and_send_test_exits_0(
         [alert] = system.signl4.alerts
         assert alert["Test"] == "true"
         assert alert["Title"].startswith("[TEST] ")
+        [posted] = system.new_relic.events
+        assert [event["herald_test"] for event in posted.events] == ["true"]
     assert "emailer: email-failed (qlik-ops@example.com): delivered" in out
     assert "chat-notifier: slack:ops: delivered" in out
     assert "summary: " in out

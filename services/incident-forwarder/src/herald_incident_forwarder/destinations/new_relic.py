@@ -170,10 +170,15 @@ class _NewRelicDestination(Destination):
             if isinstance(event, TaskFailed)
             else self._api.aborted_account_property
         )
+        # A test goes to the configured accounts only, not to those the sample task names.
+        chosen = [] if event.test else event.task.custom_properties.get(prop, [])
+        if event.test and not self._api.always_accounts:
+            raise Skipped(
+                f"test alert: {self.name} has no always_accounts, and a test is not sent to"
+                " accounts named by custom properties"
+            )
         # dict.fromkeys: in order, each account once however many times it is named.
-        named = dict.fromkeys(
-            [*event.task.custom_properties.get(prop, []), *self._api.always_accounts]
-        )
+        named = dict.fromkeys([*chosen, *self._api.always_accounts])
         unknown = [name for name in named if name not in self._accounts]
         for name in unknown:
             log.error(
