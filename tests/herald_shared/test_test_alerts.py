@@ -14,6 +14,7 @@ from herald_shared.delivery.destination import Destination, Target, TransientErr
 from herald_shared.events import Event
 from herald_shared.matcher import When
 from herald_shared.settings import DeliverySettings
+from herald_shared.tail import describe
 from herald_testkit.memory_bus import memory_runner
 from herald_testkit.mqtt import Seen
 
@@ -96,3 +97,22 @@ async def test_every_destination_answers_a_test_alert_and_its_retries_are_announ
         await runner.publish(alert(2, test=False))
         await runner.bus.wait_for(lambda s: len(reports(s, "deliveries")) == 1)
         assert reports(runner.bus.seen, "pending") == []
+
+
+def test_herald_tail_shows_what_each_instance_serves_and_a_test_alerts_retries() -> None:
+    assert (
+        describe("herald/v1/destinations/emailer/node1", b'["email-failed", "email-aborted"]')
+        == "SERVES     emailer/node1: email-failed, email-aborted"
+    )
+    assert describe("herald/v1/destinations/emailer/node1", b"") == (
+        "SERVES     emailer/node1: (stopped)"
+    )
+    pending = (
+        b'{"event_id": "x", "service": "emailer", "destination": "email-failed",'
+        b' "target": "ops@example.com", "attempts": 2, "reason": "connection refused",'
+        b' "at": "2026-12-02T16:00:00Z"}'
+    )
+    assert describe("herald/v1/pending/emailer", pending) == (
+        "PENDING    emailer/email-failed to ops@example.com (test alert) after 2 attempts:"
+        " connection refused"
+    )

@@ -179,7 +179,7 @@ async def test_with_smtp_down_and_slack_refusing_send_test_fails_and_says_why(
     # What did work is shown too.
     assert "incident-forwarder: webhook:automation: delivered" in out
     assert "1 dead_lettered" in out
-    assert "1 without an end" in out
+    assert "1 still pending" in out
 
 
 async def test_every_destination_gets_a_labelled_test_and_send_test_exits_0(

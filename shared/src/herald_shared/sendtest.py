@@ -158,9 +158,12 @@ class Watch:
         for receipt in self.receipts.values():
             counts[receipt.outcome] = counts.get(receipt.outcome, 0) + 1
         parts = [f"{counts[outcome]} {outcome}" for outcome in sorted(counts)]
-        still = len(self.unfinished())
-        if still:
-            parts.append(f"{still} without an end")
+        unfinished = self.unfinished()
+        silent = sum(line.endswith(": no report") for line in unfinished)
+        if len(unfinished) > silent:
+            parts.append(f"{len(unfinished) - silent} still pending")
+        if silent:
+            parts.append(f"{silent} without a report")
         return ", ".join(parts) or "no reports"
 
 

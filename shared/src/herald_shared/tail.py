@@ -1,6 +1,7 @@
 """``herald tail``: everything that goes over Herald's topics, one readable line each.
 
-Events, delivery receipts, dead letters and service status, as an operator wants to watch them
+Events, delivery receipts, dead letters, service status and destination lists, and a test
+alert's pending deliveries, as an operator wants to watch them
 (``herald tail --config herald.yaml``); ``herald demo`` uses it to show what happens.
 """
 
@@ -29,6 +30,9 @@ def describe(topic: str, payload: bytes) -> str:
             return _event_line(events.decode(payload))
         if section == "status":
             return f"STATUS     {'/'.join(parts[3:])} is {payload.decode()}"
+        if section == "destinations":
+            names = msgspec.json.decode(payload, type=list[str]) if payload else []
+            return f"SERVES     {'/'.join(parts[3:])}: {', '.join(names) or '(stopped)'}"
         report: dict[str, Any] = msgspec.json.decode(payload)
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
         return f"?          {topic}: {payload[:120]!r}"
@@ -37,6 +41,10 @@ def describe(topic: str, payload: bytes) -> str:
         target = f" to {report['target']}" if report.get("target") else ""
         detail = f": {report['detail']}" if report.get("detail") else ""
         return f"DELIVERY   {where}{target} {report['outcome']} ({report['task_name']}){detail}"
+    if section == "pending":
+        where = f"{report['service']}/{report['destination']}"
+        target = f" to {report['target']}" if report.get("target") else ""
+        return f"PENDING    {where}{target} (test alert) after {report['attempts']} attempts: {report['reason']}"
     if section == "dead-letter":
         return f"DEAD       {report['service']}/{report.get('destination')}: {report['reason']}"
     return f"?          {topic}"
