@@ -243,6 +243,11 @@ async def test_send_test_runs_side_by_side_and_reads_what_services_may_announce(
         for reader in readers:
             assert await reader.wait_for(announcement) == b'["email-failed"]'
             assert reader.bus.connected
+        # A clean stop clears the list, so nobody waits for a service that is gone.
+        await service.close()
+        async with asyncio.timeout(20):
+            while readers[0].seen[announcement] != b"":
+                await asyncio.sleep(0.05)
     finally:
         for reader in readers:
             await reader.bus.close()
