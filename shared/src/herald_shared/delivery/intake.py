@@ -13,8 +13,9 @@ ready. Metrics and log lines follow the commit, so each thing that happened is c
 
 A test alert (``herald send-test``) is never rate limited, and every destination answers for
 it: one whose ``when:`` does not choose it, that ``skips_tests``, that has no target for it or
-that raises :class:`Skipped` from ``targets()`` ends with a ``skipped`` receipt saying why, and each of its
-pending deliveries is announced on the pending topic, so the sender knows what to wait for.
+that raises :class:`Skipped` from ``targets()`` ends with a ``skipped`` receipt saying why; each
+of its pending deliveries is announced on the pending topic, so the sender knows what to wait
+for.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import msgspec
 
 from herald_shared import events, metrics
 from herald_shared.db import Database
-from herald_shared.delivery.destination import Skipped
+from herald_shared.delivery.destination import Destination, Skipped
 from herald_shared.delivery.lanes import Lane
 from herald_shared.delivery.ledger import Job, Ledger, State
 from herald_shared.delivery.reporting import Reporter
@@ -249,9 +250,8 @@ class Intake:
                 self._route(lane, event, now, batch)
             elif event.test:
                 # A test alert hears from every destination, even one that does not want it.
-                job = Job(event.event_id, lane.destination.name, "", now, next_attempt_at=now)
                 reason = "its when: does not choose this test alert"
-                self._end_at_once(batch, event, job, reason, now, state="skipped")
+                self._skip(batch, event, lane.destination, reason, now)
         if len(batch.accepted) > accepted:
             self._ledger.store_event(event.event_id, payload)
             self.events.remember(event)
@@ -260,14 +260,12 @@ class Intake:
     def _route(self, lane: Lane, event: Event, now: float, batch: _Batch) -> None:
         destination = lane.destination
         if event.test and destination.skips_tests is not None:
-            job = Job(event.event_id, destination.name, "", received_at=now, next_attempt_at=now)
-            self._end_at_once(batch, event, job, destination.skips_tests, now, state="skipped")
+            self._skip(batch, event, destination, destination.skips_tests, now)
             return
         try:
             targets = destination.targets(event)
         except Skipped as skipped:
-            job = Job(event.event_id, destination.name, "", received_at=now, next_attempt_at=now)
-            self._end_at_once(batch, event, job, skipped.reason, now, state="skipped")
+            self._skip(batch, event, destination, skipped.reason, now)
             return
         except Exception as error:
             # A bug in choosing targets must not block the other destinations.
@@ -276,9 +274,7 @@ class Intake:
             self._end_at_once(batch, event, job, f"could not choose targets: {error!r}", now)
             return
         if not targets and event.test:
-            job = Job(event.event_id, destination.name, "", received_at=now, next_attempt_at=now)
-            reason = "no targets for this test alert"
-            self._end_at_once(batch, event, job, reason, now, state="skipped")
+            self._skip(batch, event, destination, "no targets for this test alert", now)
         for target in targets:
             job = Job(
                 event.event_id, destination.name, target.id, received_at=now, next_attempt_at=now
@@ -299,6 +295,12 @@ class Intake:
                 batch.accepted.append((lane, job))
                 if event.test:
                     self._reporter.pending(job, "taken on", now, now)
+
+    def _skip(
+        self, batch: _Batch, event: Event, destination: Destination, reason: str, now: float
+    ) -> None:
+        job = Job(event.event_id, destination.name, "", received_at=now, next_attempt_at=now)
+        self._end_at_once(batch, event, job, reason, now, state="skipped")
 
     def _end_at_once(
         self,
