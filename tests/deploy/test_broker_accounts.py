@@ -20,7 +20,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from herald_shared import config, topics
+from herald_shared import config, sendtest, topics
 from herald_shared.bus import Bus, Message
 from herald_shared.settings import BrokerSettings
 from herald_testkit.mosquitto import ShippedMosquitto
@@ -244,3 +244,58 @@ async def test_the_documented_broker_tls_section_carries_events_over_the_tls_lis
         async with asyncio.timeout(20):
             while received != [b"over-tls"]:
                 await asyncio.sleep(0.05)
+
+
+class Reader:
+    """A send-test connection (account herald-operator), recording what it reads."""
+
+    def __init__(self, broker: ShippedMosquitto, instance: str) -> None:
+        self.seen: dict[str, bytes] = {}
+        self.bus = sendtest.connection(settings(broker, "herald-operator", instance), self._read)
+
+    async def _read(self, message: Message) -> None:
+        self.seen[message.topic] = message.payload
+
+    async def wait_for(self, topic: str) -> bytes:
+        async with asyncio.timeout(20):
+            while topic not in self.seen:
+                await asyncio.sleep(0.05)
+        return self.seen[topic]
+
+
+async def test_send_test_runs_side_by_side_and_reads_what_services_may_announce(
+    shipped: ShippedMosquitto,
+) -> None:
+    instance = uuid.uuid4().hex[:8]
+    announcement = topics.destinations_topic(PREFIX, "emailer", instance)
+    service = Bus(
+        settings(shipped, "herald-emailer", instance),
+        "emailer",
+        retained=[(announcement, b'["email-failed"]')],
+    )
+    service.start()
+    readers = [Reader(shipped, "ops-laptop"), Reader(shipped, "ops-laptop")]  # the same user twice
+    try:
+        await asyncio.wait_for(service.wait_connected(), 10)
+        # A test alert's progress is the service's to publish (MQTT 5: a denial would raise).
+        await service.publish(topics.pending_topic(PREFIX, "emailer"), b"{}")
+        for reader in readers:
+            reader.bus.start()
+        for reader in readers:
+            assert await reader.wait_for(announcement) == b'["email-failed"]'
+            assert reader.bus.connected
+        # A clean stop clears the list, so nobody waits for a service that is gone.
+        await service.close()
+        async with asyncio.timeout(20):
+            while readers[0].seen[announcement] != b"":
+                await asyncio.sleep(0.05)
+    finally:
+        for reader in readers:
+            await reader.bus.close()
+        await service.close()
+    taken_over = [
+        line
+        for line in shipped.log_file.read_text().splitlines()
+        if "herald-send-test-ops-laptop" in line and "already connected" in line
+    ]
+    assert taken_over == []

@@ -9,7 +9,14 @@ One connection per service instance, under the stable client id ``herald-<servic
 with a persistent session (clean start off, a session expiry), so messages published while the
 service is down or reconnecting wait in the broker. The connection is retried forever with
 exponential backoff and jitter; subscriptions are renewed on every connect. A retained
-``online``/``offline`` status is published on the status topic, with ``offline`` as the will.
+``online``/``offline`` status is published on the status topic, with ``offline`` as the will;
+a service's other retained announcements (its destination list) come just before ``online`` on
+every connect and are cleared on a clean stop.
+
+A command's connection (``herald send-test``, ``herald tail``) is ephemeral: a fresh client id
+per run, so two runs never take each other's connection, a clean session acknowledged on
+arrival, and no status or will, which the operator's account may not publish
+(``deploy/mosquitto/acl``).
 
 A publish the broker refuses is an error (:class:`PublishRefused`), not a success: aiomqtt 2.5
 drops the PUBACK's reason code, so the bus's client keeps the code paho reports for each message
@@ -25,6 +32,7 @@ import logging
 import random
 import socket
 import ssl
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -114,16 +122,21 @@ class Bus:
         subscriptions: Sequence[str] = (),
         handler: Handler | None = None,
         persistent: bool = True,
+        ephemeral: bool = False,
+        retained: Sequence[tuple[str, bytes]] = (),
     ) -> None:
         if subscriptions and handler is None:
             raise ValueError("subscriptions need a handler")
         self.settings = settings
         self.service = service
         self.client_id = f"herald-{service}-{settings.instance}"
+        if ephemeral:
+            self.client_id += f"-{uuid.uuid4().hex[:12]}"
         self.status_topic = topics.status_topic(settings.topic_prefix, service, settings.instance)
-        # A one-shot client (herald send-test) must not leave a session behind collecting
-        # messages for a day.
-        self._persistent = persistent
+        # A one-shot client must not leave a session behind collecting messages for a day.
+        self._persistent = persistent and not ephemeral
+        self._ephemeral = ephemeral
+        self._retained = tuple(retained)
         self._subscriptions = tuple(subscriptions)
         self._handler = handler
         self._client: _Client | None = None
@@ -165,8 +178,10 @@ class Bus:
         self._consuming = False
         self._stopping = True
         client = self._client
-        if client is not None and self.connected:
+        if client is not None and self.connected and not self._ephemeral:
             with contextlib.suppress(aiomqtt.MqttError, asyncio.TimeoutError):
+                for topic, _ in self._retained:
+                    await client.publish(topic, b"", qos=1, retain=True, timeout=2)
                 await client.publish(self.status_topic, OFFLINE, qos=1, retain=True, timeout=2)
         if self._runner is not None:
             # Python 3.11's wait_for can swallow a cancellation that races with the connection
@@ -263,7 +278,9 @@ class Bus:
             password=reveal(settings.password),
             keepalive=settings.keepalive,
             timeout=settings.connect_timeout,
-            will=aiomqtt.Will(self.status_topic, OFFLINE, qos=1, retain=True),
+            will=aiomqtt.Will(self.status_topic, OFFLINE, qos=1, retain=True)
+            if not self._ephemeral
+            else None,
             tls_context=self._tls_context(),
             max_inflight_messages=max(20, settings.receive_maximum),
             # Nagle's algorithm holds a small PUBLISH or PUBACK back until the previous one is
@@ -272,7 +289,10 @@ class Bus:
         )
         # Publishing many receipts at once is normal here, not a sign of trouble.
         client.pending_calls_threshold = 100_000
-        client._client.manual_ack_set(True)
+        # An ephemeral client has no session to redeliver into, so it acknowledges on arrival;
+        # it also must: amqtt holds the SUBACK until retained messages are acknowledged, which a
+        # handler that runs after the subscription could never do.
+        client._client.manual_ack_set(not self._ephemeral)
         return client
 
     def _tls_context(self) -> ssl.SSLContext | None:
@@ -286,7 +306,11 @@ class Bus:
     async def _on_connect(self, client: aiomqtt.Client) -> None:
         for subscription in self._subscriptions:
             await client.subscribe(subscription, qos=1)
-        await client.publish(self.status_topic, ONLINE, qos=1, retain=True)
+        if not self._ephemeral:
+            # Before `online`, so that whoever sees the instance online also sees these.
+            for topic, payload in self._retained:
+                await client.publish(topic, payload, qos=1, retain=True)
+            await client.publish(self.status_topic, ONLINE, qos=1, retain=True)
         self._connected.set()
         self._metric_connected.set(1)
         log.info(

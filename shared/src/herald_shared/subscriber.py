@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,7 +48,18 @@ class SubscriberService:
         subscription = topics.events_subscription(
             broker.topic_prefix, name, shared=broker.effective_shared_subscriptions
         )
-        self.bus = Bus(broker, name, subscriptions=[subscription], handler=self._handle)
+        # What `herald send-test` waits for: the names of the destinations this instance runs.
+        announcement = (
+            topics.destinations_topic(broker.topic_prefix, name, broker.instance),
+            json.dumps([destination.name for destination in destinations]).encode(),
+        )
+        self.bus = Bus(
+            broker,
+            name,
+            subscriptions=[subscription],
+            handler=self._handle,
+            retained=[announcement],
+        )
         self.outbox = Outbox(self.db, self.bus)
         self._supervisor = Supervisor(name)
         self.runner = Runner(

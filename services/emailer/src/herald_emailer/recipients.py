@@ -2,7 +2,8 @@
 
 Each recipient gets a message of their own. Addresses are compared case-insensitively (the
 first spelling wins), and an invalid address is skipped with a warning: one bad value in a
-custom property, or an owner without an address, never costs the others their alert.
+custom property, or an owner without an address, never costs the others their alert. A test
+alert (``herald send-test``) goes to the static recipients only (:func:`configured_recipients`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ def recipients(settings: OutcomeSettings, event: Event) -> list[str]:
             (address, "app owner") for address in _owner_addresses(settings.app_owner, event)
         ]
     return _valid_unique(candidates, event)
+
+
+def configured_recipients(settings: OutcomeSettings, event: Event) -> list[str]:
+    """The outcome's own ``recipients`` list, without its gate: where a test alert goes."""
+    return _valid_unique([(address, "recipients") for address in settings.recipients], event)
 
 
 def _owner_addresses(settings: AppOwnerSettings, event: Event) -> list[str]:

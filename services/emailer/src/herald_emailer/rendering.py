@@ -9,6 +9,7 @@ never sends a raw placeholder or an empty field by mistake.
 
 from __future__ import annotations
 
+import re
 import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import jinja2
 
 from herald_emailer.context import build_context
 from herald_shared.config import ConfigError
-from herald_shared.events import Event
+from herald_shared.events import TEST_LABEL, Event
 from herald_shared.outcomes import outcome_of
 
 if TYPE_CHECKING:
@@ -114,6 +115,31 @@ def _template_frame(error: BaseException) -> str:
             name = "subject" if frame.filename == "<template>" else frame.filename
             return f"{name}:{frame.lineno}"
     return "template"
+
+
+TEST_NOTICE = (
+    "This is a test alert sent with herald send-test: no reload task failed. It went to this"
+    " outcome's configured recipients only."
+)
+_BODY_TAG = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
+
+
+def as_test(rendered: Rendered) -> Rendered:
+    """The alert labelled as a test: ``[TEST]`` in the subject, the notice as its first line."""
+    html = rendered.html
+    if html is not None:
+        banner = (
+            '<p style="margin:0;padding:12px;background-color:#fef3c7;font-weight:bold;">'
+            f"{TEST_NOTICE}</p>"
+        )
+        body = _BODY_TAG.search(html)
+        at = body.end() if body else 0
+        html = html[:at] + banner + html[at:]
+    return Rendered(
+        subject=f"{TEST_LABEL} {rendered.subject}",
+        text=f"{TEST_NOTICE}\n\n{rendered.text}",
+        html=html,
+    )
 
 
 def fallback(event: Event, error: BaseException) -> Rendered:

@@ -182,7 +182,7 @@ class Runner:
             self._finish(lane, job, event, "dead_lettered", decision.reason)
             return
         job.next_attempt_at = self._clock() + decision.delay
-        self._intake.reschedule(job, failed.reason)
+        self._intake.reschedule(job, failed.reason, test=event.test)
         log.warning(
             "delivery of %s %s to %s failed (attempt %d), retrying in %.1f s: %s",
             event.kind,

@@ -14,12 +14,19 @@ from typing import Literal
 from pydantic import Field
 
 from herald_emailer.message import build_body, build_message, envelope_sender
-from herald_emailer.recipients import recipients
-from herald_emailer.rendering import Rendered, Renderer, check_renderer, fallback, load_renderer
+from herald_emailer.recipients import configured_recipients, recipients
+from herald_emailer.rendering import (
+    Rendered,
+    Renderer,
+    as_test,
+    check_renderer,
+    fallback,
+    load_renderer,
+)
 from herald_emailer.smtp import SmtpSettings, SmtpTransport
 from herald_shared import samples
 from herald_shared.config import ConfigError, Duration, Section
-from herald_shared.delivery.destination import Context, Destination, Target
+from herald_shared.delivery.destination import Context, Destination, Skipped, Target
 from herald_shared.events import Event
 from herald_shared.matcher import MATCH_ALL, When
 from herald_shared.outcomes import OUTCOMES, Outcome, outcome_of
@@ -151,11 +158,26 @@ class EmailDestination(Destination):
 
     def targets(self, event: Event) -> Sequence[Target]:
         if outcome_of(event) not in self._outcomes:
+            if event.test:
+                raise Skipped(f"test alert: {self.name} sends {self.outcome} alerts only")
             return ()
+        if event.test:
+            return self._test_targets(event)
         addresses = recipients(self._settings, event)
         if not addresses:
             log.info("%s of task %r: no recipients", self.name, event.task.name)
         return [Target(id=address, rate_key=f"{event.task.id}|{address}") for address in addresses]
+
+    def _test_targets(self, event: Event) -> Sequence[Target]:
+        # A test goes to the configured recipients only: the sample's owner and custom-property
+        # addresses are made up, and a real owner must not get a test.
+        addresses = configured_recipients(self._settings, event)
+        if not addresses:
+            raise Skipped(
+                f"test alert: emailer.{self.outcome}.recipients is empty, and a test is not sent"
+                " to app owners or custom-property addresses"
+            )
+        return [Target(id=address) for address in addresses]
 
     def render(self, event: Event) -> tuple[Rendered, bytes, str | None]:
         """The message's parts and its body, or the plain-text alert (and why) when a template
@@ -170,6 +192,10 @@ class EmailDestination(Destination):
         return prepared
 
     def _render(self, event: Event) -> tuple[Rendered, str | None]:
+        rendered, problem = self._render_alert(event)
+        return (as_test(rendered) if event.test else rendered), problem
+
+    def _render_alert(self, event: Event) -> tuple[Rendered, str | None]:
         try:
             return self._renderer.render(event), None
         except Exception as error:
