@@ -21,9 +21,11 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-from herald_shared import logs
+from herald_shared import logs, preflight
+from herald_shared.bus import account_refusal
 from herald_shared.config import ConfigDocument, ConfigError, secret_values
 from herald_shared.health import HealthServer
+from herald_shared.preflight import Preflight
 from herald_shared.settings import BrokerSettings, HealthSettings, LoggingSettings
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,9 @@ class ServiceSpec(Generic[S]):
     publisher: bool = False
     # Validates every section the service reads; by default just its own.
     configure: Callable[[ConfigDocument], S] | None = None
+    # Checks what the settings point at (files, time zones, templates, ports) before the start
+    # and in check-config (herald_shared.preflight).
+    preflight: Callable[[S, Preflight], None] | None = None
 
     def load_settings(self, document: ConfigDocument) -> S:
         if self.configure is not None:
@@ -142,7 +147,13 @@ def configure(document: ConfigDocument, specs: Sequence[ServiceSpec[Any]]) -> Pr
 
 
 async def serve(document: ConfigDocument, process: ProcessSettings) -> int:
-    """Run the configured services until SIGTERM/SIGINT; the process's exit code."""
+    """Run the configured services until SIGTERM/SIGINT; the process's exit code.
+
+    A configuration that cannot work (a missing certificate, a busy port, a refused broker
+    account) raises :class:`ConfigError` before anything is served.
+    """
+    preflight.run(document, process)
+    await _check_account(document, process)
     logs.setup(process.logging)
     logs.REDACTOR.add(process.secrets())
     stop = asyncio.Event()
@@ -182,6 +193,19 @@ async def serve(document: ConfigDocument, process: ProcessSettings) -> int:
             await embedded.stop()
     log.info("stopped")
     return 0
+
+
+async def _check_account(document: ConfigDocument, process: ProcessSettings) -> None:
+    if process.broker.embedded or not process.services:
+        return
+    refusal = await account_refusal(process.broker, process.services[0][0].name)
+    if refusal is not None:
+        written = document.data.get("broker") or {}
+        key = next(
+            (f"broker.{name}" for name in ("password_file", "password") if name in written),
+            "broker.username",
+        )
+        raise ConfigError([f"{document.origin(key)}: {key}: {refusal}"])
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:
