@@ -217,7 +217,7 @@ class Bus:
                     log.warning("lost the broker connection: %s", error)
                 elif (refusal := _account_refused(error)) is not None:
                     log.error(
-                        "the broker at %s:%s does not authorise the account %s (%s): check "
+                        "the broker at %s:%s refuses the account %s (%s): check "
                         "broker.username and broker.password; retrying",
                         self.settings.host,
                         self.settings.port,
@@ -388,8 +388,9 @@ async def account_refusal(settings: BrokerSettings, service: str) -> str | None:
         if refusal is None:
             return None
         return (
-            f"the broker at {settings.host}:{settings.port} does not authorise the account "
-            f"{_account(settings)}: {refusal}"
+            f"the broker at {settings.host}:{settings.port} refuses the account "
+            f"{_account(settings)} ({refusal}): is the password right, and does the broker "
+            "know the account?"
         )
 
 

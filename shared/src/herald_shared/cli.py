@@ -182,6 +182,8 @@ def _check_config(arguments: argparse.Namespace) -> int:
         (spec, settings) for spec, settings in process.services if spec.name in chosen
     ]
     preflight.run(document, process, mounted=mounted)
+    if mounted:
+        asyncio.run(preflight.broker_account(document, process))
     others = [name for name in services if name not in chosen]
     unused = f" (not configured: {', '.join(others)})" if others else ""
     print(f"{arguments.config}: valid for {', '.join(sorted(chosen))}{unused}")

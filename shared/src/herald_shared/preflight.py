@@ -13,7 +13,11 @@ anything. The shared sections' checks are here; each service adds its own throug
 ``mounted=False`` (``herald check-config --secrets-not-mounted``) checks a file away from where it
 runs (CI, a workstation before a rollout): files that only the container has (``*_file`` secrets,
 certificates and keys, state databases) must be absolute paths but are not read, and ports are not
-tried, since they are the container's.
+tried, since they are the container's, nor is the broker asked whether it takes the account.
+
+The broker account is the one check that needs the network (:func:`broker_account`): one short
+connection, whose refusal ("bad user name or password") stops the start; an unreachable broker
+does not, since the connection loop waits for it.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from herald_shared.bus import account_refusal
 from herald_shared.config import ConfigDocument, ConfigError, secret_files_mounted
 from herald_shared.settings import BrokerSettings, HealthSettings, ServiceSection, TlsSettings
 
@@ -204,6 +209,21 @@ def run(
     check.raise_problems()
 
 
+async def broker_account(document: ConfigDocument, process: ProcessSettings) -> None:
+    """The broker takes the configured account (when it can be reached: a broker that is down is
+    no configuration mistake, the connection loop waits for it); raises :class:`ConfigError`."""
+    if process.broker.embedded or not process.services:
+        return
+    refusal = await account_refusal(process.broker, process.services[0][0].name)
+    if refusal is not None:
+        written = document.data.get("broker") or {}
+        key = next(
+            (f"broker.{name}" for name in ("password_file", "password") if name in written),
+            "broker.username",
+        )
+        raise ConfigError([f"{document.origin(key)}: {key}: {refusal}"])
+
+
 def _service(check: Preflight, spec: ServiceSpec[Any], settings: Any) -> None:
     section = settings if isinstance(settings, ServiceSection) else None
     if section is None:  # a service reading several sections keeps its own in an attribute
@@ -230,6 +250,7 @@ ServiceCheck = Callable[[Any, Preflight], None]
 __all__: Sequence[str] = (
     "Preflight",
     "ServiceCheck",
+    "broker_account",
     "run",
     "secrets_not_mounted",
     "tls_files",

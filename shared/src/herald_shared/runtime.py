@@ -22,7 +22,6 @@ from typing import Any, Generic, Protocol, TypeVar
 from pydantic import BaseModel
 
 from herald_shared import logs, preflight
-from herald_shared.bus import account_refusal
 from herald_shared.config import ConfigDocument, ConfigError, secret_values
 from herald_shared.health import HealthServer
 from herald_shared.preflight import Preflight
@@ -153,7 +152,7 @@ async def serve(document: ConfigDocument, process: ProcessSettings) -> int:
     account) raises :class:`ConfigError` before anything is served.
     """
     preflight.run(document, process)
-    await _check_account(document, process)
+    await preflight.broker_account(document, process)
     logs.setup(process.logging)
     logs.REDACTOR.add(process.secrets())
     stop = asyncio.Event()
@@ -193,19 +192,6 @@ async def serve(document: ConfigDocument, process: ProcessSettings) -> int:
             await embedded.stop()
     log.info("stopped")
     return 0
-
-
-async def _check_account(document: ConfigDocument, process: ProcessSettings) -> None:
-    if process.broker.embedded or not process.services:
-        return
-    refusal = await account_refusal(process.broker, process.services[0][0].name)
-    if refusal is not None:
-        written = document.data.get("broker") or {}
-        key = next(
-            (f"broker.{name}" for name in ("password_file", "password") if name in written),
-            "broker.username",
-        )
-        raise ConfigError([f"{document.origin(key)}: {key}: {refusal}"])
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:
