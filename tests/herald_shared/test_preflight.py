@@ -197,6 +197,26 @@ BROKEN = {
             "not render on the sample event (UndefinedError: 'no_such_field' is undefined)"
         ),
     ),
+    "a missing webhook CA file": Broken(
+        "incident-forwarder",
+        lambda tmp: (
+            base(tmp) + f"incident_forwarder:\n  state_dir: {tmp / 'state'}\n  webhooks:\n"
+            "    - {name: ops, url: 'https://hooks.example.com/x', ca_file: /nope/ca.pem}\n"
+        ),
+        lambda tmp, path: (
+            f"herald: {path}: incident_forwarder.webhooks[0].ca_file: /nope/ca.pem does not exist"
+        ),
+    ),
+    "a missing InfluxDB CA file": Broken(
+        "metrics-writer",
+        lambda tmp: (
+            base(tmp) + f"metrics_writer:\n  state_dir: {tmp / 'state'}\n  influxdb:\n"
+            "    {enabled: true, url: 'https://influxdb:8086', ca_file: /nope/influx-ca.pem}\n"
+        ),
+        lambda tmp, path: (
+            f"herald: {path}: metrics_writer.influxdb.ca_file: /nope/influx-ca.pem does not exist"
+        ),
+    ),
 }
 
 

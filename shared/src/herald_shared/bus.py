@@ -217,8 +217,8 @@ class Bus:
                     log.warning("lost the broker connection: %s", error)
                 elif (refusal := _account_refused(error)) is not None:
                     log.error(
-                        "the broker at %s:%s refuses the account %s (%s): check "
-                        "broker.username and broker.password; retrying",
+                        "cannot connect to the broker at %s:%s: it refuses the account %s "
+                        "(%s); check broker.username and broker.password; retrying",
                         self.settings.host,
                         self.settings.port,
                         _account(self.settings),
