@@ -263,7 +263,7 @@ def test_a_busy_health_port_is_named(tmp_path: Path, busy_tcp_port: int, command
     code, _, err = herald(tmp_path, *arguments, "--config", str(path))
     assert err == [
         f"herald: {path}: health.port: cannot listen on TCP 127.0.0.1:{busy_tcp_port}: "
-        "Address already in use"
+        "Address already in use (does another program, or Herald already running, hold it?)"
     ]
     assert code == 2
 
@@ -276,7 +276,7 @@ def test_a_busy_udp_port_is_named(tmp_path: Path, busy_udp_port: int, command: s
     code, _, err = herald(tmp_path, *arguments, "--config", str(path))
     assert err == [
         f"herald: {path}: ingest.udp.port: cannot listen on UDP 127.0.0.1:{busy_udp_port}: "
-        "Address already in use"
+        "Address already in use (does another program, or Herald already running, hold it?)"
     ]
     assert code == 2
 
@@ -364,6 +364,7 @@ def test_secrets_not_mounted_wants_absolute_paths_without_reading_them(tmp_path:
     path = tmp_path / "herald.yaml"
     path.write_text(
         "broker: {host: mqtt, password_file: /run/secrets/mqtt-password}\n"
+        "chat_notifier:\n  slack: [{name: ops, webhook_url_file: /run/secrets/slack-ops}]\n"
         + ingest(
             tmp_path,
             "url: 'https://sense:4242', client_cert: /etc/herald/qlik/client.pem, "
@@ -384,4 +385,4 @@ def test_secrets_not_mounted_wants_absolute_paths_without_reading_them(tmp_path:
     )
     assert err == []
     assert code == 0
-    assert out.startswith(f"{path}: valid for ingest (not configured: ")
+    assert out.startswith(f"{path}: valid for chat-notifier, ingest (not configured: ")

@@ -127,7 +127,7 @@ class Preflight:
 
     def absolute_url(self, key: str, url: str | None, *, secret: bool = False) -> None:
         """An http(s) URL with a host; a ``secret`` one is never shown (it may carry a token)."""
-        if url is None:
+        if url is None or (secret and not self.mounted):  # a secret's file was not read
             return
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -147,7 +147,11 @@ class Preflight:
                 probe.bind((host, port))
         except OSError as error:
             what = "UDP" if udp else "TCP"
-            self.fail(key, f"cannot listen on {what} {host}:{port}: {error.strerror}")
+            self.fail(
+                key,
+                f"cannot listen on {what} {host}:{port}: {error.strerror} (does another "
+                "program, or Herald already running, hold it?)",
+            )
 
     def state_database(self, key: str, state_dir: Path, service: str) -> None:
         """The service's SQLite file, if it exists, must be one (it is created otherwise)."""
