@@ -193,8 +193,8 @@ BROKEN = {
             f"      template_dir: {_templates(tmp, 'failed.yaml', SLACK)}\n"
         ),
         lambda tmp, path: (
-            f"herald: {tmp / 'templates' / 'failed.yaml'}: slack:ops: the failed template does "
-            "not render on the sample event (UndefinedError: 'no_such_field' is undefined)"
+            f"herald: {tmp / 'templates' / 'failed.yaml'}: chat_notifier.slack[0].template_dir: "
+            "the failed template does not render on the sample event (UndefinedError: 'no_such_field' is undefined)"
         ),
     ),
     "a missing webhook CA file": Broken(

@@ -92,9 +92,10 @@ class ChatDestination(Destination):
         for problem in self.template_problems():
             log.warning("%s; basic messages will be sent", problem)
 
-    def template_problems(self) -> list[str]:
+    def template_problems(self, key: str | None = None) -> list[str]:
         """Every template this target sends, rendered against realistic events: why one does
-        not render, naming its file."""
+        not render, naming its file and ``key`` (the target's place in herald.yaml; by default
+        the destination's name)."""
         if self.target.message_type == "basic":
             return []
         problems: list[str] = []
@@ -109,7 +110,7 @@ class ChatDestination(Destination):
             except templating.TemplateError as error:
                 where = self._files.get(outcome, "the built-in template")
                 problems.append(
-                    f"{where}: {self.name}: the {outcome} template does not render on the "
+                    f"{where}: {key or self.name}: the {outcome} template does not render on the "
                     f"sample event ({error})"
                 )
         return problems

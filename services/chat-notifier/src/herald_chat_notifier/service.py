@@ -51,7 +51,7 @@ def preflight(settings: ChatNotifierSettings, check: Preflight) -> None:
             if unreadable:
                 check.problems += unreadable
                 continue
-            check.problems += kind(target, service=NAME).template_problems()
+            check.problems += kind(target, service=NAME).template_problems(f"{where}.template_dir")
 
 
 SERVICE = ServiceSpec(
