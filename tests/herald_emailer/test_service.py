@@ -276,6 +276,36 @@ async def test_each_outcome_reaches_exactly_its_recipients_with_its_subject_and_
     assert smtp.connections <= 4  # smtp.connections: kept open and reused for all nine
 
 
+async def test_addresses_under_company_domains_such_as_local_lan_internal_and_corp_get_their_mail(
+    mosquitto: Mosquitto, broker_settings: BrokerSettings, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    # email-validator's default refuses these as "special-use or reserved"; they are where many
+    # Qlik sites keep their mail. Static, custom-property and owner addresses alike.
+    prefix = broker_settings.topic_prefix
+    settings = _settings(tmp_path, smtp, {"failed": {"recipients": ["qlik-alerts@bench.local"]}})
+    failed = _with_task(
+        samples.sample_failed(),
+        custom_properties={"Butler_FailedAlertSendToEmail": ["bi@team.lan", "ops@finance.corp"]},
+    )
+    assert failed.app is not None
+    assert failed.app.owner is not None
+    owner = msgspec.structs.replace(failed.app.owner, emails=["goran@qlik.internal"])
+    failed = msgspec.structs.replace(failed, app=msgspec.structs.replace(failed.app, owner=owner))
+    async with (
+        Observer(mosquitto.host, mosquitto.port, f"{prefix}/v1/#") as observer,
+        _running(settings, broker_settings),
+    ):
+        await _publish(mosquitto, prefix, failed)
+        await observer.wait_for(_receipt_count(prefix, 4))
+    assert sorted(mail.recipients[0] for mail in smtp.received) == [
+        "bi@team.lan",
+        "goran@qlik.internal",
+        "ops@finance.corp",
+        "qlik-alerts@bench.local",
+    ]
+    assert {receipt.outcome for receipt in _receipts(observer.seen, prefix)} == {"delivered"}
+
+
 async def test_a_task_name_with_markup_and_accents_is_escaped_in_html_and_readable_in_the_subject(
     mosquitto: Mosquitto, broker_settings: BrokerSettings, smtp: SmtpServer, tmp_path: Path
 ) -> None:

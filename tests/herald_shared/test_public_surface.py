@@ -128,6 +128,14 @@ PUBLIC: Final[dict[str, set[str]]] = {
         "PUBLISHES_REFUSED",
     },
     "herald_shared.outbox": {"REFUSED_LOG_EVERY", "Outbox", "Publisher"},
+    "herald_shared.preflight": {
+        "Preflight",
+        "ServiceCheck",
+        "broker_account",
+        "run",
+        "secrets_not_mounted",
+        "tls_files",
+    },
     "herald_shared.outcomes": {
         "OUTCOMES",
         "PROBLEMS",

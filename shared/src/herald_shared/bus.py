@@ -39,6 +39,7 @@ from typing import Any, Final
 
 import aiomqtt
 import paho.mqtt.client as mqtt
+from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -218,8 +219,10 @@ class Bus:
     async def _run(self) -> None:
         delay = self.settings.reconnect_min
         while not self._stopping:
-            client = self._new_client()
             try:
+                # Inside the try: a TLS file that went missing after the start is logged and
+                # retried, never a silent end of the loop.
+                client = self._new_client()
                 async with client:
                     self._client = client
                     await self._on_connect(client)
@@ -230,6 +233,15 @@ class Bus:
                     break
                 if self.connected:
                     log.warning("lost the broker connection: %s", error)
+                elif (refusal := _account_refused(error)) is not None:
+                    log.error(
+                        "cannot connect to the broker at %s:%s: it refuses the account %s "
+                        "(%s); check broker.username and broker.password; retrying",
+                        self.settings.host,
+                        self.settings.port,
+                        _account(self.settings),
+                        refusal,
+                    )
                 else:
                     log.warning(
                         "cannot connect to the broker at %s:%s: %s",
@@ -281,7 +293,7 @@ class Bus:
             will=aiomqtt.Will(self.status_topic, OFFLINE, qos=1, retain=True)
             if not self._ephemeral
             else None,
-            tls_context=self._tls_context(),
+            tls_context=_tls_context(settings),
             max_inflight_messages=max(20, settings.receive_maximum),
             # Nagle's algorithm holds a small PUBLISH or PUBACK back until the previous one is
             # acknowledged, which with delayed ACKs costs up to 40 ms per hop.
@@ -294,14 +306,6 @@ class Bus:
         # handler that runs after the subscription could never do.
         client._client.manual_ack_set(not self._ephemeral)
         return client
-
-    def _tls_context(self) -> ssl.SSLContext | None:
-        tls = self.settings.tls
-        if not tls.enabled:
-            return None
-        return client_context(
-            ca_file=tls.ca_file, verify=tls.verify, cert_file=tls.cert_file, key_file=tls.key_file
-        )
 
     async def _on_connect(self, client: aiomqtt.Client) -> None:
         for subscription in self._subscriptions:
@@ -366,6 +370,66 @@ class Bus:
             message.ack()
         finally:
             self._slots.release()
+
+
+# CONNACK codes for a refused account: MQTT 3.1.1 (4, 5) and MQTT 5 (0x86, 0x87).
+_ACCOUNT_REFUSED: Final = frozenset({4, 5, 0x86, 0x87})
+
+
+def _account_refused(error: aiomqtt.MqttError) -> str | None:
+    """The broker's words if ``error`` is a refused user name or password, else None."""
+    if not isinstance(error, MqttConnectError):
+        return None
+    code = error.rc.value if isinstance(error.rc, ReasonCode) else error.rc
+    if code not in _ACCOUNT_REFUSED:
+        return None
+    return str(error.rc) if isinstance(error.rc, ReasonCode) else "not authorised"
+
+
+def _account(settings: BrokerSettings) -> str:
+    return repr(settings.username) if settings.username else "anonymous (no broker.username)"
+
+
+async def account_refusal(settings: BrokerSettings, service: str) -> str | None:
+    """Why the broker refuses the configured account, or None if it takes it or cannot be reached.
+
+    One short connection before a service starts, under a client id of its own, without a session
+    or a will: a refused account is a configuration mistake to stop at, while a broker that is
+    down is what the connection loop rides out. The sentence names the account, never the password.
+    """
+    v5 = settings.effective_protocol == "5"
+    client = aiomqtt.Client(
+        settings.host,
+        settings.port,
+        identifier=f"herald-{service}-{settings.instance}-check",
+        protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+        clean_session=None if v5 else True,
+        username=settings.username,
+        password=reveal(settings.password),
+        timeout=min(settings.connect_timeout, 5.0),
+        tls_context=_tls_context(settings),
+    )
+    try:
+        async with client:
+            return None
+    except aiomqtt.MqttError as error:
+        refusal = _account_refused(error)
+        if refusal is None:
+            return None
+        return (
+            f"the broker at {settings.host}:{settings.port} refuses the account "
+            f"{_account(settings)} ({refusal}): is the password right, and does the broker "
+            "know the account?"
+        )
+
+
+def _tls_context(settings: BrokerSettings) -> ssl.SSLContext | None:
+    tls = settings.tls
+    if not tls.enabled:
+        return None
+    return client_context(
+        ca_file=tls.ca_file, verify=tls.verify, cert_file=tls.cert_file, key_file=tls.key_file
+    )
 
 
 class _RenewConnection(Exception):

@@ -34,9 +34,10 @@ from herald_ingest.state import IngestState, Stored
 from herald_ingest.unstored import Checked, Unstored
 from herald_shared import events, metrics, topics
 from herald_shared.bus import Bus
-from herald_shared.config import ConfigDocument, ConfigError, Section
+from herald_shared.config import ConfigDocument, ConfigError, Section, reveal
 from herald_shared.db import Database, database_for
 from herald_shared.outbox import Outbox
+from herald_shared.preflight import Preflight
 from herald_shared.runtime import Context, ServiceSpec
 from herald_shared.settings import BrokerSettings
 from herald_shared.supervision import Supervisor, WorkerPool, every
@@ -355,6 +356,33 @@ def configure(document: ConfigDocument) -> IngestConfig:
     return IngestConfig(ingest=ingest, qlik=qlik)
 
 
+def preflight(config: IngestConfig, check: Preflight) -> None:
+    """What ingest's settings point at: the QRS and its certificates, the time zone, the links,
+    the UDP port."""
+    qrs = config.qlik.qrs
+    if "url" not in ((check.document.data.get("qlik") or {}).get("qrs") or {}):
+        check.fail(
+            "qlik.qrs.url",
+            "not set: ingest asks the QRS about every task (usually https://<central node>:4242)",
+        )
+    if qrs.url.startswith("https"):
+        check.certificate_authority("qlik.qrs.ca_cert", qrs.ca_cert)
+        check.client_certificate(
+            "qlik.qrs.client_cert",
+            qrs.client_cert,
+            "qlik.qrs.client_key",
+            qrs.client_key,
+            reveal(qrs.client_key_password),
+        )
+    check.timezone("qlik.timezone", config.qlik.timezone)
+    for key in ("qmc_url", "hub_url", "app_base_url"):
+        check.absolute_url(f"qlik.{key}", getattr(config.qlik, key))
+    for index, link in enumerate(config.qlik.generic_links):
+        check.absolute_url(f"qlik.generic_links[{index}].url", link.url)
+    udp = config.ingest.udp
+    check.port_free("ingest.udp.port", udp.host, udp.port, udp=True)
+
+
 def build(config: IngestConfig, context: Context) -> IngestService:
     return IngestService(config, context.broker)
 
@@ -366,4 +394,5 @@ SERVICE = ServiceSpec(
     build=build,
     publisher=True,
     configure=configure,
+    preflight=preflight,
 )

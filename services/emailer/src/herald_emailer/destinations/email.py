@@ -14,12 +14,13 @@ from typing import Literal
 from pydantic import Field
 
 from herald_emailer.message import build_body, build_message, envelope_sender
-from herald_emailer.recipients import configured_recipients, recipients
+from herald_emailer.recipients import address_problem, configured_recipients, recipients
 from herald_emailer.rendering import (
     Rendered,
     Renderer,
     as_test,
     check_renderer,
+    compile_folder,
     fallback,
     load_renderer,
 )
@@ -30,6 +31,7 @@ from herald_shared.delivery.destination import Context, Destination, Skipped, Ta
 from herald_shared.events import Event
 from herald_shared.matcher import MATCH_ALL, When
 from herald_shared.outcomes import OUTCOMES, Outcome, outcome_of
+from herald_shared.preflight import Preflight
 
 log = logging.getLogger(__name__)
 
@@ -225,10 +227,11 @@ class EmailDestination(Destination):
         await self._transport.close()
 
 
-def check_templates(settings: EmailSettings) -> None:
+def check_templates(settings: EmailSettings, origin: str = "herald.yaml") -> None:
     """Render every enabled outcome's templates against the sample events.
 
-    Raises :class:`ConfigError` naming the file and line, before anything connects.
+    Raises :class:`ConfigError` naming the file and line (or the configuration file and the
+    subject's key), before anything connects.
     """
     problems: list[str] = []
     for outcome in OUTCOMES:
@@ -236,12 +239,34 @@ def check_templates(settings: EmailSettings) -> None:
         if not block.enabled:
             continue
         try:
-            renderer = load_renderer(outcome, block, settings.template_dir)
-            check_renderer(outcome, renderer, samples.sample_events())
+            renderer = load_renderer(outcome, block, settings.template_dir, origin)
+            check_renderer(outcome, renderer, samples.sample_events(), origin)
         except ConfigError as error:
             problems += error.problems
     if problems:
         raise ConfigError(problems)
+
+
+def preflight(settings: EmailSettings, check: Preflight, section: str = "emailer") -> None:
+    """The template folder and every template in it, the addresses, the SMTP server's CA."""
+    if check.directory(f"{section}.template_dir", settings.template_dir):
+        assert settings.template_dir is not None
+        check.problems += compile_folder(settings.template_dir)
+    addresses = [(f"{section}.from_address", settings.from_address)]
+    for outcome in OUTCOMES:
+        block = settings.outcome(outcome)
+        if block.from_address is not None:
+            addresses.append((f"{section}.{outcome}.from_address", block.from_address))
+        addresses += [
+            (f"{section}.{outcome}.recipients[{index}]", address)
+            for index, address in enumerate(block.recipients)
+        ]
+    for key, address in addresses:
+        problem = address_problem(address)
+        if problem is not None:
+            check.fail(key, problem)
+    if settings.smtp.tls != "none":
+        check.certificate_authority(f"{section}.smtp.ca_file", settings.smtp.ca_file)
 
 
 def destinations(settings: EmailSettings, context: Context) -> list[Destination]:
