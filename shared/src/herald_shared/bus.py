@@ -10,6 +10,9 @@ with a persistent session (clean start off, a session expiry), so messages publi
 service is down or reconnecting wait in the broker. The connection is retried forever with
 exponential backoff and jitter; subscriptions are renewed on every connect. A retained
 ``online``/``offline`` status is published on the status topic, with ``offline`` as the will.
+A one-shot client (``persistent=False``: ``herald tail``, ``herald send-test``) publishes no
+status: it holds no session, and ingest takes every status it sees for a subscriber service that
+acknowledges events (``herald_ingest.redelivery``).
 
 A publish the broker refuses is an error (:class:`PublishRefused`), not a success: aiomqtt 2.5
 drops the PUBACK's reason code, so the bus's client keeps the code paho reports for each message
@@ -163,7 +166,7 @@ class Bus:
         self._consuming = False
         self._stopping = True
         client = self._client
-        if client is not None and self.connected:
+        if client is not None and self.connected and self._persistent:
             with contextlib.suppress(aiomqtt.MqttError, asyncio.TimeoutError):
                 await client.publish(self.status_topic, OFFLINE, qos=1, retain=True, timeout=2)
         if self._runner is not None:
@@ -260,7 +263,9 @@ class Bus:
             password=reveal(settings.password),
             keepalive=settings.keepalive,
             timeout=settings.connect_timeout,
-            will=aiomqtt.Will(self.status_topic, OFFLINE, qos=1, retain=True),
+            will=aiomqtt.Will(self.status_topic, OFFLINE, qos=1, retain=True)
+            if self._persistent
+            else None,
             tls_context=self._tls_context(),
             max_inflight_messages=max(20, settings.receive_maximum),
             # Nagle's algorithm holds a small PUBLISH or PUBACK back until the previous one is
@@ -283,7 +288,8 @@ class Bus:
     async def _on_connect(self, client: aiomqtt.Client) -> None:
         for subscription in self._subscriptions:
             await client.subscribe(subscription, qos=1)
-        await client.publish(self.status_topic, ONLINE, qos=1, retain=True)
+        if self._persistent:
+            await client.publish(self.status_topic, ONLINE, qos=1, retain=True)
         self._connected.set()
         self._metric_connected.set(1)
         log.info(

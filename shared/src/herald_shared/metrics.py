@@ -78,3 +78,21 @@ INBOX = Gauge(
     "Accepted datagrams waiting for enrichment",
     ["service"],
 )
+
+# --- end-to-end acknowledgement (ingest's redelivery) ------------------------------------------
+
+EVENTS_RESENT = Counter(
+    "herald_events_resent_total",
+    "Events ingest published again because a subscriber service had not acknowledged them",
+    ["service"],
+)
+EVENTS_UNACKNOWLEDGED = Gauge(
+    "herald_events_unacknowledged",
+    "Events a subscriber service has not acknowledged within ingest.redelivery.after (overdue)",
+    ["service"],
+)
+EVENTS_EXPIRED = Counter(
+    "herald_events_expired_total",
+    "Events ingest stopped resending, never acknowledged by the service (ingest.redelivery.keep_for)",
+    ["service"],
+)

@@ -1,7 +1,8 @@
 """Taking events on, and the group commit of everything the runner writes to the ledger.
 
 An event is routed (each destination's ``when:`` and targets, then the rate limits) and its
-deliveries are stored in one commit; only then does the bus acknowledge the message. What
+deliveries are stored in one commit, with one acknowledgement for ingest per batch (its event
+ids, through the outbox); only then does the bus acknowledge the message. What
 arrives, ends or is rescheduled within one turn of the event loop is written in one
 transaction: under a burst that turns many commits into one; alone, an event waits for nothing
 but its own commit.
@@ -159,6 +160,8 @@ class Intake:
                 now = self._clock()
                 for event, payload, _ in arrived:
                     self._take(event, payload, now, batch)
+                # Duplicates too: ingest resends what it has no acknowledgement for.
+                self._reporter.acknowledge([event.event_id for event, _, _ in arrived])
                 for write in writes:
                     write(batch)
         except Exception as error:

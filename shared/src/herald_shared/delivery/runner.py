@@ -51,6 +51,7 @@ class Runner:
         outbox: Outbox,
         settings: DeliverySettings,
         topic_prefix: str,
+        instance: str | None = None,
         clock: Callable[[], float] = time.time,
         supervisor: Supervisor | None = None,
         uniform: policy.Uniform = random.uniform,
@@ -63,7 +64,8 @@ class Runner:
         self._clock = clock
         self._uniform = uniform
         self._supervisor = supervisor or Supervisor(service)
-        self._reporter = Reporter(service, outbox, topic_prefix)
+        # With an instance, every batch taken on is acknowledged to ingest (reporting.py).
+        self._reporter = Reporter(service, outbox, topic_prefix, instance)
         self._lanes = {
             destination.name: Lane(
                 destination,
