@@ -32,10 +32,11 @@ from herald_testkit.probe import ProbeSettings, build
 from herald_testkit.subscribers import running
 
 SERVICE = "probe"
+LABELS = {"service": "ingest", "subscriber": SERVICE}  # ingest's metrics about the probe
 
 
 def resent() -> float:
-    sample = REGISTRY.get_sample_value("herald_events_resent_total", {"service": SERVICE})
+    sample = REGISTRY.get_sample_value("herald_events_resent_total", LABELS)
     return sample or 0.0
 
 
@@ -168,12 +169,12 @@ async def test_a_full_broker_queue_loses_nothing_and_ingest_says_how_many_it_res
 async def test_events_a_service_never_acknowledges_are_given_up_with_an_error_and_a_count(
     tmp_path: Path, topic_prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    expired = REGISTRY.get_sample_value("herald_events_expired_total", {"service": SERVICE}) or 0
+    expired = REGISTRY.get_sample_value("herald_events_expired_total", LABELS) or 0
     async with scene(tmp_path, topic_prefix, redelivery={"keep_at_most": 4}) as it:
         await it.introduce(it.probe())
         await it.publish(10)
         await until(lambda: it.ingest.redelivery.waiting_for(SERVICE) == 4)
-    now = REGISTRY.get_sample_value("herald_events_expired_total", {"service": SERVICE})
+    now = REGISTRY.get_sample_value("herald_events_expired_total", LABELS)
     assert now == expired + 6
     errors = [r.message for r in caplog.records if r.levelno == logging.ERROR]
     assert errors

@@ -79,20 +79,20 @@ INBOX = Gauge(
     ["service"],
 )
 
-# --- end-to-end acknowledgement (ingest's redelivery) ------------------------------------------
+# --- end-to-end acknowledgement (ingest's redelivery; `subscriber` names the service waited for) ---
 
 EVENTS_RESENT = Counter(
     "herald_events_resent_total",
-    "Events ingest published again because a subscriber service had not acknowledged them",
-    ["service"],
+    "Events ingest published again because the subscriber service had not acknowledged them",
+    ["service", "subscriber"],
 )
 EVENTS_UNACKNOWLEDGED = Gauge(
     "herald_events_unacknowledged",
-    "Events a subscriber service has not acknowledged within ingest.redelivery.after (overdue)",
-    ["service"],
+    "Events the subscriber service has not acknowledged within ingest.redelivery.after (overdue)",
+    ["service", "subscriber"],
 )
 EVENTS_EXPIRED = Counter(
     "herald_events_expired_total",
-    "Events ingest stopped resending, never acknowledged by the service (ingest.redelivery.keep_for)",
-    ["service"],
+    "Events ingest gave up resending, never acknowledged by the subscriber service",
+    ["service", "subscriber"],
 )

@@ -1,6 +1,7 @@
 """``herald tail``: everything that goes over Herald's topics, one readable line each.
 
-Events, delivery receipts, dead letters and service status, as an operator wants to watch them
+Events, delivery receipts, dead letters and service status (not the acknowledgements the
+services send ingest), as an operator wants to watch them
 (``herald tail --config herald.yaml``); ``herald demo`` uses it to show what happens.
 """
 
@@ -63,6 +64,8 @@ async def tail(broker: BrokerSettings, out: TextIO = sys.stdout) -> None:
     """Print until cancelled."""
 
     async def show(message: Message) -> None:
+        if message.topic.split("/")[2:3] == ["acks"]:
+            return  # bookkeeping between the services and ingest, one per batch and service
         print(
             f"{datetime.now():%H:%M:%S} {describe(message.topic, message.payload)}",
             file=out,

@@ -192,7 +192,7 @@ class Redelivery:
             if not instances:
                 del self._instances[service]
                 log.info("%s's status was cleared: no event waits for it any more", service)
-                metrics.EVENTS_UNACKNOWLEDGED.labels(service=service).set(0)
+                metrics.EVENTS_UNACKNOWLEDGED.labels(service=self._own, subscriber=service).set(0)
 
     def _forget(self, service: str) -> None:
         sql = self._db.connection
@@ -218,7 +218,7 @@ class Redelivery:
             self._expire(now)
             resent = self._resend(now)
         for service, count in resent.items():
-            metrics.EVENTS_RESENT.labels(service=service).inc(count)
+            metrics.EVENTS_RESENT.labels(service=self._own, subscriber=service).inc(count)
             self._resent_since_report[service] += count
         self._report(self._overdue(now), now)
 
@@ -265,7 +265,7 @@ class Redelivery:
             by_service.update(service for (service,) in services)
             sql.execute("DELETE FROM unacknowledged WHERE event_id = ?", (event_id,))
         for service, lost in by_service.items():
-            metrics.EVENTS_EXPIRED.labels(service=service).inc(lost)
+            metrics.EVENTS_EXPIRED.labels(service=self._own, subscriber=service).inc(lost)
             log.error(
                 "%s never acknowledged %d event(s) within ingest.redelivery.keep_for (%g s) or "
                 "keep_at_most (%d events); ingest no longer resends them, and they may never "
@@ -288,7 +288,7 @@ class Redelivery:
     def _report(self, overdue: dict[str, int], now: float) -> None:
         for service in self._instances:
             count = overdue.get(service, 0)
-            metrics.EVENTS_UNACKNOWLEDGED.labels(service=service).set(count)
+            metrics.EVENTS_UNACKNOWLEDGED.labels(service=self._own, subscriber=service).set(count)
             resent = self._resent_since_report[service]
             if not (count or resent):
                 continue
