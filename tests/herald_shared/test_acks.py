@@ -1,4 +1,5 @@
-"""A subscriber service acknowledges to ingest every event it stored, duplicates again.
+"""A subscriber service acknowledges to ingest every event it stored, duplicates again, and
+what it recorded before a crash at its next start.
 
 The probe (the real subscriber frame around one HTTP destination) runs against the shared
 Mosquitto; an observer reads ``<prefix>/v1/acks/probe/<instance>``.
@@ -11,8 +12,12 @@ from pathlib import Path
 import msgspec
 
 from herald_shared import samples, topics
+from herald_shared.db import database_for
+from herald_shared.delivery.acks import Acknowledgements
+from herald_shared.outbox import Outbox
 from herald_shared.settings import BrokerSettings, DeliverySettings
 from herald_testkit.http import HttpReceiver
+from herald_testkit.memory_bus import MemoryBus
 from herald_testkit.mosquitto import Mosquitto
 from herald_testkit.mqtt import Observer, Seen
 from herald_testkit.probe import ProbeSettings, build
@@ -42,3 +47,19 @@ async def test_every_stored_event_is_acknowledged_and_a_redelivered_one_again(
     assert sorted(ids) == sorted([failed.event_id, aborted.event_id, failed.event_id])
     assert ids[-1] == failed.event_id
     assert len(receiver.accepted) == 2  # the duplicate was acknowledged, not delivered again
+
+
+async def test_ids_recorded_before_a_crash_are_acknowledged_at_the_next_start(
+    mosquitto: Mosquitto, topic_prefix: str, broker_settings: BrokerSettings, tmp_path: Path
+) -> None:
+    # What the intake's last commit recorded when the process died before sending it.
+    db = database_for(tmp_path, "probe")
+    acks = topics.acks_topic(topic_prefix, "probe", broker_settings.instance)
+    recorder = Acknowledgements(db, Outbox(db, MemoryBus("probe")), acks)
+    with db.transaction():
+        recorder.record(["left-over"])
+    db.close()
+    async with HttpReceiver() as receiver, Observer(mosquitto.host, mosquitto.port, acks) as seen:
+        settings = ProbeSettings(url=receiver.url, state_dir=tmp_path)
+        async with running(build, settings, broker_settings):
+            await seen.wait_for(lambda s: acknowledged(s) == ["left-over"])

@@ -1,8 +1,8 @@
 """Taking events on, and the group commit of everything the runner writes to the ledger.
 
 An event is routed (each destination's ``when:`` and targets, then the rate limits) and its
-deliveries are stored in one commit, with one acknowledgement for ingest per batch (its event
-ids, through the outbox); only then does the bus acknowledge the message. What
+deliveries are stored in one commit, with the event's id for ingest's acknowledgement
+(``acks.py``); only then does the bus acknowledge the message. What
 arrives, ends or is rescheduled within one turn of the event loop is written in one
 transaction: under a burst that turns many commits into one; alone, an event waits for nothing
 but its own commit.
@@ -25,6 +25,7 @@ import msgspec
 
 from herald_shared import events, metrics
 from herald_shared.db import Database
+from herald_shared.delivery.acks import Acknowledgements
 from herald_shared.delivery.lanes import Lane
 from herald_shared.delivery.ledger import Job, Ledger, State
 from herald_shared.delivery.reporting import Reporter
@@ -89,12 +90,14 @@ class Intake:
         lanes: dict[str, Lane],
         db: Database,
         reporter: Reporter,
+        acks: Acknowledgements,
         clock: Callable[[], float],
     ) -> None:
         self._lanes = lanes
         self._db = db
         self._ledger = Ledger(db)
         self._reporter = reporter
+        self._acks = acks
         self._clock = clock
         self.events = EventCache(self._ledger)
         self._received = {
@@ -161,7 +164,7 @@ class Intake:
                 for event, payload, _ in arrived:
                     self._take(event, payload, now, batch)
                 # Duplicates too: ingest resends what it has no acknowledgement for.
-                self._reporter.acknowledge([event.event_id for event, _, _ in arrived])
+                self._acks.record([event.event_id for event, _, _ in arrived])
                 for write in writes:
                     write(batch)
         except Exception as error:
@@ -213,6 +216,8 @@ class Intake:
             self._failing = None
         for _, _, stored in arrived:
             stored.set_result(None)
+        if arrived:
+            self._acks.send_soon()
         for outcome in batch.received:
             self._received[outcome].inc()
         for report in batch.reports:

@@ -1,6 +1,5 @@
 """What a subscriber service says about each delivery that ended: its receipt, its dead letter,
-its log line and its metrics; and, for every batch of events it took on, the acknowledgement
-ingest waits for (``herald/v1/acks/<service>/<instance>``, a JSON list of event ids).
+its log line and its metrics.
 
 A delivery ends once, and is reported once: the receipt and the dead letter go into the durable
 outbox inside the ledger transaction that records the end, so they are published even if the
@@ -11,8 +10,6 @@ a write that failed and was tried again is not counted twice.
 from __future__ import annotations
 
 import logging
-
-import msgspec
 
 from herald_shared import metrics, topics
 from herald_shared.delivery.ledger import FINISHED, Job, State
@@ -40,14 +37,9 @@ class LaneMetrics:
 
 
 class Reporter:
-    def __init__(
-        self, service: str, outbox: Outbox, topic_prefix: str, instance: str | None = None
-    ) -> None:
+    def __init__(self, service: str, outbox: Outbox, topic_prefix: str) -> None:
         self.service = service
         self._outbox = outbox
-        self._acks_topic = (
-            None if instance is None else topics.acks_topic(topic_prefix, service, instance)
-        )
         self._deliveries_topic = topics.deliveries_topic(topic_prefix, service)
         self._dead_letter_topic = topics.dead_letter_topic(topic_prefix, service)
         self.metrics: dict[str, LaneMetrics] = {}
@@ -78,12 +70,6 @@ class Reporter:
         self._outbox.add(self._deliveries_topic, encode(receipt))
         if state == "dead_lettered":
             self._dead_letter(event, job, detail or "", now)
-
-    def acknowledge(self, event_ids: list[str]) -> None:
-        """Tell ingest these events are taken on, into the caller's (the intake's) transaction:
-        the acknowledgement commits with the ledger, so a crash right after still sends it."""
-        if self._acks_topic is not None and event_ids:
-            self._outbox.add(self._acks_topic, msgspec.json.encode(event_ids))
 
     def announce(
         self, event: Event | None, job: Job, state: State, detail: str | None, now: float
