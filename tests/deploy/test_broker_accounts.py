@@ -299,3 +299,33 @@ async def test_send_test_runs_side_by_side_and_reads_what_services_may_announce(
         if "herald-send-test-ops-laptop" in line and "already connected" in line
     ]
     assert taken_over == []
+
+
+async def test_ingest_hears_a_subscribers_status_and_acknowledgements_under_the_shipped_acl(
+    shipped: ShippedMosquitto,
+) -> None:
+    heard: list[tuple[str, bytes]] = []
+
+    async def hear(message: Message) -> None:
+        heard.append((message.topic, message.payload))
+
+    instance = uuid.uuid4().hex[:8]
+    ingest = Bus(
+        settings(shipped, "herald-ingest", instance),
+        "ingest",
+        subscriptions=[topics.status_filter(PREFIX), topics.acks_filter(PREFIX)],
+        handler=hear,
+    )
+    ingest.start()
+    emailer = await started(Emailer(shipped, instance))
+    acks = topics.acks_topic(PREFIX, "emailer", instance)
+    try:
+        await asyncio.wait_for(ingest.wait_connected(), 10)
+        await emailer.bus.publish(acks, b'["an-event-id"]')  # refused (MQTT 5) if the ACL denies
+        async with asyncio.timeout(20):
+            while (acks, b'["an-event-id"]') not in heard:
+                await asyncio.sleep(0.05)
+    finally:
+        await emailer.bus.close()
+        await ingest.close()
+    assert (topics.status_topic(PREFIX, "emailer", instance), b"online") in heard

@@ -16,7 +16,9 @@ every connect and are cleared on a clean stop.
 A command's connection (``herald send-test``, ``herald tail``) is ephemeral: a fresh client id
 per run, so two runs never take each other's connection, a clean session acknowledged on
 arrival, and no status or will, which the operator's account may not publish
-(``deploy/mosquitto/acl``).
+(``deploy/mosquitto/acl``). No one-shot client (``persistent=False``, e.g. the Butler MQTT
+destination's) publishes status either: it holds no session, and ingest takes every status it
+sees for a subscriber service that acknowledges events (``herald_ingest.redelivery``).
 
 A publish the broker refuses is an error (:class:`PublishRefused`), not a success: aiomqtt 2.5
 drops the PUBACK's reason code, so the bus's client keeps the code paho reports for each message
@@ -179,7 +181,7 @@ class Bus:
         self._consuming = False
         self._stopping = True
         client = self._client
-        if client is not None and self.connected and not self._ephemeral:
+        if client is not None and self.connected and self._persistent:
             with contextlib.suppress(aiomqtt.MqttError, asyncio.TimeoutError):
                 for topic, _ in self._retained:
                     await client.publish(topic, b"", qos=1, retain=True, timeout=2)
@@ -291,7 +293,7 @@ class Bus:
             keepalive=settings.keepalive,
             timeout=settings.connect_timeout,
             will=aiomqtt.Will(self.status_topic, OFFLINE, qos=1, retain=True)
-            if not self._ephemeral
+            if self._persistent
             else None,
             tls_context=_tls_context(settings),
             max_inflight_messages=max(20, settings.receive_maximum),
@@ -310,7 +312,7 @@ class Bus:
     async def _on_connect(self, client: aiomqtt.Client) -> None:
         for subscription in self._subscriptions:
             await client.subscribe(subscription, qos=1)
-        if not self._ephemeral:
+        if self._persistent:
             # Before `online`, so that whoever sees the instance online also sees these.
             for topic, payload in self._retained:
                 await client.publish(topic, payload, qos=1, retain=True)

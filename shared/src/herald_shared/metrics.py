@@ -107,3 +107,21 @@ INBOX = Gauge(
     "Accepted datagrams waiting for enrichment",
     ["service"],
 )
+
+# --- end-to-end acknowledgement (ingest's redelivery; `subscriber` names the service waited for) ---
+
+EVENTS_RESENT = Counter(
+    "herald_events_resent_total",
+    "Events ingest published again because the subscriber service had not acknowledged them",
+    ["service", "subscriber"],
+)
+EVENTS_UNACKNOWLEDGED = Gauge(
+    "herald_events_unacknowledged",
+    "Events the subscriber service has not acknowledged within ingest.redelivery.after (overdue)",
+    ["service", "subscriber"],
+)
+EVENTS_EXPIRED = Counter(
+    "herald_events_expired_total",
+    "Events ingest gave up resending, never acknowledged by the subscriber service",
+    ["service", "subscriber"],
+)

@@ -1,7 +1,9 @@
 """A subscriber service: the bus, the runner and the outbox around a list of destinations.
 
 Every destination service (emailer, chat-notifier, …, log-archiver) is one of these; the service
-package only builds its destinations from its settings. The bus connection, the outbox loop and
+package only builds its destinations from its settings. The runner acknowledges the events it
+stores to ingest (``herald/v1/acks/<service>/<instance>``, ``delivery/acks.py``), which resends
+what a broker lost (``herald_ingest.redelivery``). The bus connection, the outbox loop and
 the runner's workers are vital tasks of one :class:`Supervisor`: if one ends, ``/readyz`` and
 ``/livez`` say which and why.
 """
@@ -69,6 +71,7 @@ class SubscriberService:
             outbox=self.outbox,
             settings=delivery,
             topic_prefix=broker.topic_prefix,
+            instance=broker.instance,
             supervisor=self._supervisor,
         )
         self._publishing: asyncio.Task[None] | None = None

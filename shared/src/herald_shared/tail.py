@@ -1,7 +1,7 @@
 """``herald tail``: everything that goes over Herald's topics, one readable line each.
 
 Events, delivery receipts, dead letters, service status and destination lists, and a test
-alert's pending deliveries, as an operator wants to watch them
+alert's pending deliveries (not the acknowledgements the services send ingest), as an operator wants to watch them
 (``herald tail --config herald.yaml``); ``herald demo`` uses it to show what happens. ``--json``
 prints one JSON object per message instead (for ``jq``), and ``--service``, ``--kind`` and
 ``--task`` keep only what concerns a service, an event kind or tasks whose name matches. Its
@@ -152,6 +152,8 @@ async def tail(
     """Print until cancelled."""
 
     async def show(message: Message) -> None:
+        if message.topic.split("/")[2:3] == ["acks"]:
+            return  # bookkeeping between the services and ingest, one per batch and service
         if not only.admits(message.topic, message.payload):
             return
         now = datetime.now().astimezone()

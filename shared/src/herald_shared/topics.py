@@ -66,6 +66,27 @@ def pending_topic(prefix: str, service: str) -> str:
     return f"{prefix}/{VERSION}/pending/{service}"
 
 
+def status_filter(prefix: str) -> str:
+    """Every service instance's status."""
+    return f"{prefix}/{VERSION}/status/+/+"
+
+
+def acks_topic(prefix: str, service: str, instance: str) -> str:
+    """The event ids one instance of a subscriber service has taken on (ledger committed)."""
+    return f"{prefix}/{VERSION}/acks/{service}/{instance}"
+
+
+def acks_filter(prefix: str) -> str:
+    """Every subscriber service's acknowledgements."""
+    return f"{prefix}/{VERSION}/acks/+/+"
+
+
+def service_and_instance(topic: str) -> tuple[str, str]:
+    """``(service, instance)`` of a status or acks topic."""
+    *_, service, instance = topic.split("/")
+    return service, instance
+
+
 def deliveries_topic(prefix: str, service: str) -> str:
     """Delivery receipts: event id, destination, outcome, attempts, time."""
     return f"{prefix}/{VERSION}/deliveries/{service}"

@@ -3,7 +3,8 @@
 Configured as docs/testing.md found necessary: ``user root`` when run as root
 (otherwise it drops to ``mosquitto`` and cannot write its persistence folder), a raised
 ``max_queued_messages`` (the default 1000 silently drops QoS 1 messages to slow subscribers),
-persistence on with a one-second autosave, and logging to a file (stdout is block-buffered).
+persistence on with a one-second autosave (both can be set, e.g. to the production values, which
+:func:`shipped_setting` reads), and logging to a file (stdout is block-buffered).
 :func:`with_accounts` adds a password file and an ACL (what the refusal and security tests need);
 :class:`ShippedMosquitto` runs the production configuration (deploy/mosquitto) instead.
 """
@@ -25,8 +26,18 @@ MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
 class Mosquitto:
-    def __init__(self, workdir: Path, *, port: int | None = None, extra: str = "") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        port: int | None = None,
+        extra: str = "",
+        autosave_interval: int = 1,
+        max_queued_messages: int = 100_000,
+    ) -> None:
         self.workdir = workdir
+        self.autosave_interval = autosave_interval
+        self.max_queued_messages = max_queued_messages
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.extra = extra
@@ -40,12 +51,12 @@ class Mosquitto:
             "user root" if os.geteuid() == 0 else "",
             f"listener {self.port} {self.host}",
             "allow_anonymous true" if "password_file" not in self.extra else "",
-            "max_queued_messages 100000",
+            f"max_queued_messages {self.max_queued_messages}",
             "max_inflight_messages 100",
             "set_tcp_nodelay true",
             "persistence true",
             f"persistence_location {self.workdir / 'data'}/",
-            "autosave_interval 1",
+            f"autosave_interval {self.autosave_interval}",
             f"log_dest file {self.log_file}",
             "log_type error",
             "log_type warning",
@@ -72,10 +83,23 @@ class Mosquitto:
         process, self._process = self._process, None
         stop(process, within=10)
 
+    def kill(self) -> None:
+        """SIGKILL: a crash, so only what the last autosave wrote survives."""
+        process, self._process = self._process, None
+        if process is not None:
+            process.kill()
+            process.wait()
+
     def restart(self, downtime: float = 0.0) -> None:
         self.stop()
         time.sleep(downtime)
         self.start()
+
+    def saves(self) -> int:
+        """How often the broker wrote its persistence database (needs ``log_type information``)."""
+        if not self.log_file.exists():
+            return 0
+        return self.log_file.read_text(errors="replace").count("Saving in-memory database")
 
     @property
     def running(self) -> bool:
@@ -112,6 +136,18 @@ def with_accounts(
         (workdir / "acl").write_text(acl)
         lines.append(f"acl_file {workdir / 'acl'}")
     return Mosquitto(workdir, extra="\n".join([*lines, extra]))
+
+
+DEPLOY = Path(__file__).resolve().parents[3] / "deploy" / "mosquitto"
+
+
+def shipped_setting(key: str) -> str:
+    """The value of ``key`` in ``deploy/mosquitto/mosquitto.conf``, as production runs it."""
+    for line in (DEPLOY / "mosquitto.conf").read_text().splitlines():
+        name, _, value = line.partition(" ")
+        if name == key:
+            return value.strip()
+    raise KeyError(f"{key} is not set in {DEPLOY / 'mosquitto.conf'}")
 
 
 class ShippedMosquitto(Mosquitto):

@@ -132,10 +132,12 @@ class Pipeline:
     ingest_extra: dict[str, Any] = field(default_factory=dict)
     #: every service in one ``herald up`` process instead of one process each
     one_process: bool = False
+    #: Mosquitto's settings (e.g. production's ``autosave_interval``)
+    broker_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.broker = Mosquitto(self.workdir / "mosquitto")
+        self.broker = Mosquitto(self.workdir / "mosquitto", **self.broker_options)
         self.qrs_port = free_port()
         self.udp_port = free_port(kind=socket.SOCK_DGRAM)
         self.certs = CertPaths((self.workdir / "qlik-certs").resolve())
@@ -240,6 +242,10 @@ class Pipeline:
         await self.kill(name)
         await self.start_service(name)
 
+    async def stop_service(self, name: str) -> None:
+        """SIGTERM: a clean stop (``offline``; the broker keeps the session)."""
+        await self._terminate(self.services[name])
+
     async def _terminate(self, service: Service) -> None:
         process = service.process
         if process is None or process.returncode is not None:
@@ -267,6 +273,11 @@ class Pipeline:
 
     async def restart_broker(self, downtime: float = 1.0) -> None:
         await asyncio.to_thread(self.broker.restart, downtime)
+
+    async def crash_broker(self) -> None:
+        """SIGKILL Mosquitto and start it again: only its last autosave survives."""
+        await asyncio.to_thread(self.broker.kill)
+        await asyncio.to_thread(self.broker.start)
 
     # --- the Qlik Sense stand-in -----------------------------------------------------------------
 
@@ -342,9 +353,8 @@ class Pipeline:
 
     async def metric(self, name: str, sample: str) -> float:
         """A sample of a service's /metrics, e.g. ("ingest", 'herald_datagrams_total{outcome="accepted"')."""
-        text = await self.metrics_text(name)
         total = 0.0
-        for line in text.splitlines():
+        for line in (await self.metrics_text(name)).splitlines():
             if line.startswith(sample):
                 total += float(line.rsplit(" ", 1)[-1])
         return total
@@ -516,7 +526,13 @@ class Pipeline:
 
 
 @contextlib.asynccontextmanager
-async def whole_system(work: Path, *, one_process: bool = False) -> AsyncIterator[Pipeline]:
+async def whole_system(
+    work: Path,
+    *,
+    one_process: bool = False,
+    ingest_extra: dict[str, Any] | None = None,
+    broker_options: dict[str, Any] | None = None,
+) -> AsyncIterator[Pipeline]:
     """Every destination's server (SMTP, Slack/Teams, New Relic, Signl4, a webhook, InfluxDB)
     and the Herald pipeline that delivers to them, all started under ``work``."""
     influx = InfluxDB(work / "influxdb")
@@ -530,7 +546,13 @@ async def whole_system(work: Path, *, one_process: bool = False) -> AsyncIterato
             HttpReceiver() as webhook,
         ):
             destinations = Destinations(smtp, chat, new_relic, signl4, webhook, influx)
-            async with Pipeline(work / "herald", destinations, one_process=one_process) as system:
+            async with Pipeline(
+                work / "herald",
+                destinations,
+                ingest_extra=ingest_extra or {},
+                one_process=one_process,
+                broker_options=broker_options or {},
+            ) as system:
                 yield system
     finally:
         influx.stop()

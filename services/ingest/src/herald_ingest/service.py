@@ -8,6 +8,8 @@ event on PUBACK. A crash at any point leaves the datagram in the inbox or the ev
 A datagram whose handling keeps failing is retried a bounded number of times without holding up
 the others (``herald_ingest.poison``); datagrams the state disk will not take wait in memory until
 it does (``herald_ingest.unstored``).
+The same commit keeps the event until every subscriber service has acknowledged it, and resends
+it if one does not (``redelivery.py``): what the broker loses is published again.
 The enrichers, the outbox loop and the broker connection are vital tasks: if one ends,
 ``/readyz`` and ``/livez`` say which and why (``herald_shared.supervision``).
 """
@@ -29,11 +31,12 @@ from herald_ingest.enrich import Enricher, Gathered, kind_of_distribute
 from herald_ingest.listener import Address, Listener, SourceFilter, listen
 from herald_ingest.poison import Retries
 from herald_ingest.qrs import QrsClient
+from herald_ingest.redelivery import Redelivery
 from herald_ingest.settings import IngestSettings, QlikSettings
 from herald_ingest.state import IngestState, Stored
 from herald_ingest.unstored import Checked, Unstored
 from herald_shared import events, metrics, topics
-from herald_shared.bus import Bus
+from herald_shared.bus import Bus, Message
 from herald_shared.config import ConfigDocument, ConfigError, Section, reveal
 from herald_shared.db import Database, database_for
 from herald_shared.outbox import Outbox
@@ -67,8 +70,16 @@ class IngestService:
         self._prefix = broker.topic_prefix
         self._db = database_for(Path(config.ingest.state_dir), NAME)
         self._state = IngestState(self._db)
-        self.bus = Bus(broker, NAME)
+        self.bus = Bus(
+            broker,
+            NAME,
+            subscriptions=Redelivery.subscriptions(broker.topic_prefix),
+            handler=self._on_message,
+        )
         self.outbox = Outbox(self._db, self.bus)
+        self.redelivery = Redelivery(
+            self._db, self.outbox, config.ingest.redelivery, own_service=NAME
+        )
         self._qrs = QrsClient(config.qlik.qrs)
         self._enricher = Enricher(
             self._qrs,
@@ -123,6 +134,12 @@ class IngestService:
         self._supervisor.spawn(forget, "forgetting old datagrams")
         store_held = every(STORE_HELD_INTERVAL, self._store_held, what="storing held datagrams")
         self._supervisor.spawn(store_held, "storing held datagrams")
+        redeliver = every(
+            self.redelivery.interval,
+            self.redelivery.check,
+            what="resending unacknowledged events",
+        )
+        self._supervisor.spawn(redeliver, "resending unacknowledged events")
         self._supervisor.watch(self.bus.start(), "the broker connection loop")
         udp = self._settings.udp
         self._listener = listen(udp.host, udp.port, udp.receive_buffer_bytes, self._on_datagrams)
@@ -167,6 +184,10 @@ class IngestService:
 
     def liveness(self) -> tuple[bool, str]:
         return self._supervisor.health()
+
+    async def _on_message(self, message: Message) -> None:
+        """Subscriber services' statuses and acknowledgements (``redelivery.py``)."""
+        self.redelivery.handle(message.topic, message.payload)
 
     # --- receiving -----------------------------------------------------------------------
 
@@ -300,8 +321,10 @@ class IngestService:
         event = self._enricher.build(
             parsed, gathered, kind=kind, received_at=received_at, recovers=recovers
         )
+        topic, payload = topics.topic_of(self._prefix, event), events.encode(event)
         with self._db.transaction():
-            self.outbox.add(topics.topic_of(self._prefix, event), events.encode(event))
+            seq = self.outbox.add(topic, payload)
+            self.redelivery.track(event.event_id, topic, payload, seq)
             self._state.record_outcome(event)
             self._state.done(stored.seq)
         metrics.ENRICHMENTS.labels(service=NAME, status=event.enrichment.status).inc()

@@ -21,8 +21,23 @@ class UdpSettings(Section):
     max_field_length: int = Field(default=500, ge=50)
 
 
+class RedeliverySettings(Section):
+    """End-to-end acknowledgement (``herald_ingest.redelivery``)."""
+
+    # An event a subscriber service has not acknowledged this long after it reached the broker
+    # is published again (while an instance of that service is online), then after twice as
+    # long, and so on up to max_interval.
+    after: Duration = Field(default=30.0, gt=0)
+    max_interval: Duration = Field(default=600.0, gt=0)
+    # Unacknowledged events are kept (and resent) this long, and at most this many; what is
+    # dropped is counted (herald_events_expired_total) and logged as an error.
+    keep_for: Duration = Field(default=24 * 3600.0, gt=0)
+    keep_at_most: int = Field(default=100_000, ge=1)
+
+
 class IngestSettings(ServiceSection):
     udp: UdpSettings = UdpSettings()
+    redelivery: RedeliverySettings = RedeliverySettings()
     # IP addresses and CIDR ranges (IPv4 and IPv6) of the Sense nodes; empty accepts any source.
     allowed_sources: list[str] = Field(default_factory=list)
     # A datagram of the same kind and execution within this window is a duplicate (several

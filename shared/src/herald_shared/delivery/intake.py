@@ -1,7 +1,8 @@
 """Taking events on, and the group commit of everything the runner writes to the ledger.
 
 An event is routed (each destination's ``when:`` and targets, then the rate limits) and its
-deliveries are stored in one commit; only then does the bus acknowledge the message. What
+deliveries are stored in one commit, with the event's id for ingest's acknowledgement
+(``acks.py``); only then does the bus acknowledge the message. What
 arrives, ends or is rescheduled within one turn of the event loop is written in one
 transaction: under a burst that turns many commits into one; alone, an event waits for nothing
 but its own commit.
@@ -30,6 +31,7 @@ import msgspec
 
 from herald_shared import events, metrics
 from herald_shared.db import Database
+from herald_shared.delivery.acks import Acknowledgements
 from herald_shared.delivery.destination import Destination, Skipped
 from herald_shared.delivery.lanes import Lane
 from herald_shared.delivery.ledger import Job, Ledger, State
@@ -95,12 +97,14 @@ class Intake:
         lanes: dict[str, Lane],
         db: Database,
         reporter: Reporter,
+        acks: Acknowledgements,
         clock: Callable[[], float],
     ) -> None:
         self._lanes = lanes
         self._db = db
         self._ledger = Ledger(db)
         self._reporter = reporter
+        self._acks = acks
         self._clock = clock
         self.events = EventCache(self._ledger)
         self._received = {
@@ -172,6 +176,8 @@ class Intake:
                 now = self._clock()
                 for event, payload, _ in arrived:
                     self._take(event, payload, now, batch)
+                # Duplicates too: ingest resends what it has no acknowledgement for.
+                self._acks.record([event.event_id for event, _, _ in arrived])
                 for write in writes:
                     write(batch)
         except Exception as error:
@@ -223,6 +229,8 @@ class Intake:
             self._failing = None
         for _, _, stored in arrived:
             stored.set_result(None)
+        if arrived:
+            self._acks.send_soon()
         for outcome in batch.received:
             self._received[outcome].inc()
         for report in batch.reports:
