@@ -6,11 +6,14 @@ from herald_shared.events import Event, Kind, TaskType
 
 __all__ = [
     "VERSION",
+    "acks_filter",
     "dead_letter_topic",
     "deliveries_topic",
     "event_topic",
     "events_filter",
     "events_subscription",
+    "service_and_instance",
+    "status_filter",
     "status_topic",
     "topic_of",
 ]
