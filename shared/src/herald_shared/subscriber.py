@@ -1,7 +1,9 @@
 """A subscriber service: the bus, the runner and the outbox around a list of destinations.
 
 Every destination service (emailer, chat-notifier, …, log-archiver) is one of these; the service
-package only builds its destinations from its settings. The bus connection, the outbox loop and
+package only builds its destinations from its settings. Besides the events it follows the
+silences (retained, so one added while the service was down is known when it is back; they are
+subscribed first, so they arrive before the events a new session brings). The bus connection, the outbox loop and
 the runner's workers are vital tasks of one :class:`Supervisor`: if one ends, ``/readyz`` and
 ``/livez`` say which and why.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from herald_shared import topics
@@ -21,7 +23,9 @@ from herald_shared.delivery.destination import Destination
 from herald_shared.delivery.runner import Runner
 from herald_shared.outbox import Outbox
 from herald_shared.settings import BrokerSettings, DeliverySettings
+from herald_shared.silences import SilenceBook
 from herald_shared.supervision import Supervisor
+from herald_shared.time_intervals import NamedInterval
 
 __all__ = ["OUTBOX_FLUSH_SECONDS", "SubscriberService"]
 
@@ -40,6 +44,7 @@ class SubscriberService:
         broker: BrokerSettings,
         delivery: DeliverySettings,
         state_dir: Path,
+        time_intervals: Mapping[str, NamedInterval] | None = None,
     ) -> None:
         self.name = name
         self._delivery = delivery
@@ -47,7 +52,13 @@ class SubscriberService:
         subscription = topics.events_subscription(
             broker.topic_prefix, name, shared=broker.effective_shared_subscriptions
         )
-        self.bus = Bus(broker, name, subscriptions=[subscription], handler=self._handle)
+        self.silences = SilenceBook(broker.topic_prefix, name)
+        self.bus = Bus(
+            broker,
+            name,
+            subscriptions=[self.silences.subscription, subscription],
+            handler=self._handle,
+        )
         self.outbox = Outbox(self.db, self.bus)
         self._supervisor = Supervisor(name)
         self.runner = Runner(
@@ -58,10 +69,15 @@ class SubscriberService:
             settings=delivery,
             topic_prefix=broker.topic_prefix,
             supervisor=self._supervisor,
+            silences=self.silences,
+            time_intervals=time_intervals,
         )
         self._publishing: asyncio.Task[None] | None = None
 
     async def _handle(self, message: Message) -> None:
+        if self.silences.takes(message.topic):
+            self.silences.update(message.topic, message.payload)
+            return
         await self.runner.handle(message.topic, message.payload)
 
     async def start(self) -> None:

@@ -1,6 +1,7 @@
 """Taking events on, and the group commit of everything the runner writes to the ledger.
 
-An event is routed (each destination's ``when:`` and targets, then the rate limits) and its
+An event is routed (each destination's ``when:`` and targets, then the silences and maintenance
+windows of ``quiet.py``, then the rate limits) and its
 deliveries are stored in one commit; only then does the bus acknowledge the message. What
 arrives, ends or is rescheduled within one turn of the event loop is written in one
 transaction: under a burst that turns many commits into one; alone, an event waits for nothing
@@ -26,6 +27,7 @@ from herald_shared import events, metrics
 from herald_shared.db import Database
 from herald_shared.delivery.lanes import Lane
 from herald_shared.delivery.ledger import Job, Ledger, State
+from herald_shared.delivery.quiet import EventQuiet, Quiet
 from herald_shared.delivery.reporting import Reporter
 from herald_shared.events import Event
 
@@ -89,8 +91,10 @@ class Intake:
         db: Database,
         reporter: Reporter,
         clock: Callable[[], float],
+        quiet: Quiet,
     ) -> None:
         self._lanes = lanes
+        self._quiet = quiet
         self._db = db
         self._ledger = Ledger(db)
         self._reporter = reporter
@@ -232,15 +236,18 @@ class Intake:
             )
             return
         accepted = len(batch.accepted)
+        quiet = self._quiet.for_event(event, now)
         for lane in self._lanes.values():
             if lane.destination.when.matches(event):
-                self._route(lane, event, now, batch)
+                self._route(lane, event, now, batch, quiet)
         if len(batch.accepted) > accepted:
             self._ledger.store_event(event.event_id, payload)
             self.events.remember(event)
         batch.received.append("stored")
 
-    def _route(self, lane: Lane, event: Event, now: float, batch: _Batch) -> None:
+    def _route(
+        self, lane: Lane, event: Event, now: float, batch: _Batch, quiet: EventQuiet
+    ) -> None:
         destination = lane.destination
         try:
             targets = destination.targets(event)
@@ -250,10 +257,14 @@ class Intake:
             job = Job(event.event_id, destination.name, "", received_at=now, next_attempt_at=now)
             self._end_at_once(batch, event, job, f"could not choose targets: {error!r}", now)
             return
+        held = quiet.held(destination) if targets else None  # silenced or muted
         for target in targets:
             job = Job(
                 event.event_id, destination.name, target.id, received_at=now, next_attempt_at=now
             )
+            if held is not None:
+                self._end_at_once(batch, event, job, held.reason, now, state=held.state)
+                continue
             window = destination.rate_limit
             key = f"{destination.name}|{target.rate_key}"
             if (
