@@ -11,11 +11,12 @@ import msgspec
 import pytest
 from prometheus_client import REGISTRY
 
-from herald_shared import events, samples, silences, topics
+from herald_shared import silences, topics
 from herald_shared.delivery.destination import Destination
 from herald_shared.events import Event
 from herald_shared.settings import DeliverySettings
 from herald_shared.silences import Matcher, Silence, SilenceBook
+from herald_testkit.made_events import failure, recovery_of
 from herald_testkit.memory_bus import memory_runner
 from herald_testkit.mqtt import Seen
 
@@ -41,40 +42,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def failure(n: int, stream: str = "Finance", name: str | None = None) -> events.TaskFailed:
-    base = samples.sample_failed()
-    execution_id = f"00000000-0000-4000-8000-{n:012d}"
-    assert base.app is not None
-    assert base.app.stream is not None
-    app = msgspec.structs.replace(
-        base.app, stream=msgspec.structs.replace(base.app.stream, name=stream)
-    )
-    task = msgspec.structs.replace(
-        base.task,
-        id=f"11111111-0000-4000-8000-{n:012d}",
-        name=name if name is not None else base.task.name,
-    )
-    return msgspec.structs.replace(
-        base,
-        event_id=events.event_id_for("task_failed", execution_id),
-        execution=msgspec.structs.replace(base.execution, id=execution_id),
-        app=app,
-        task=task,
-    )
-
-
-def recovery_of(failed: events.TaskFailed, n: int) -> events.TaskSucceeded:
-    base = samples.sample_succeeded(recovers=failed)
-    execution_id = f"00000000-0000-4000-9000-{n:012d}"
-    return msgspec.structs.replace(
-        base,
-        event_id=events.event_id_for("task_succeeded", execution_id),
-        execution=msgspec.structs.replace(base.execution, id=execution_id),
-        task=failed.task,
-        app=failed.app,
-    )
 
 
 def silence(

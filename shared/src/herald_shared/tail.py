@@ -1,6 +1,6 @@
 """``herald tail``: everything that goes over Herald's topics, one readable line each.
 
-Events, delivery receipts, dead letters and service status, as an operator wants to watch them
+Events, delivery receipts, dead letters, silences and service status, as an operator wants to watch them
 (``herald tail --config herald.yaml``); ``herald demo`` uses it to show what happens. ``--json``
 prints one JSON object per message instead (for ``jq``), and ``--service``, ``--kind`` and
 ``--task`` keep only what concerns a service, an event kind or tasks whose name matches.
@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 import msgspec
 
-from herald_shared import config, events, topics
+from herald_shared import config, events, silences, topics
 from herald_shared.bus import Bus, Message
 from herald_shared.settings import BrokerSettings
 
@@ -35,6 +35,8 @@ def describe(topic: str, payload: bytes) -> str:
             return _event_line(events.decode(payload))
         if section == "status":
             return f"STATUS     {'/'.join(parts[3:])} is {payload.decode()}"
+        if section == "silences":
+            return _silence_line("/".join(parts[3:]), payload)
         report: dict[str, Any] = msgspec.json.decode(payload)
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
         return f"?          {topic}: {payload[:120]!r}"
@@ -49,6 +51,15 @@ def describe(topic: str, payload: bytes) -> str:
 
 
 _PROBLEM = {"task_failed": "failure", "task_aborted": "abort"}
+
+
+def _silence_line(silence_id: str, payload: bytes) -> str:
+    if not payload:
+        return f"SILENCE    {silence_id} expired (cleared)"
+    try:
+        return f"SILENCE    {silences.decode(payload).describe()}"
+    except ValueError as error:
+        return f"SILENCE    {silence_id}: unreadable, ignored by the services ({error})"
 
 
 def _event_line(event: events.Event) -> str:
