@@ -160,16 +160,10 @@ def state(silence: Silence, now: datetime) -> str:
 
 
 def _list_line(silence: Silence, now: datetime) -> str:
-    what = " ".join(str(matcher) for matcher in silence.matchers)
-    scope = ""
-    if silence.services:
-        scope += f" services={','.join(silence.services)}"
-    if silence.destinations:
-        scope += f" destinations={','.join(silence.destinations)}"
     ends = silence.ends.astimezone()
     return (
         f"{silence.id}  {state(silence, now):<7}  until {ends:%Y-%m-%d %H:%M %Z}  "
-        f"{what}{scope}  by {silence.author}: {silence.comment}"
+        f"{silence.what()}  by {silence.author}: {silence.comment}"
     )
 
 

@@ -79,16 +79,19 @@ class Silence(msgspec.Struct, kw_only=True, frozen=True):
     services: list[str] | None = None  # None: every service
     destinations: list[str] | None = None  # None: every destination
 
+    def what(self) -> str:
+        """Its matchers and scope, e.g. ``streams=Finance in emailer to email-failed``."""
+        what = " ".join(str(matcher) for matcher in self.matchers)
+        if self.services:
+            what += f" in {', '.join(self.services)}"
+        if self.destinations:
+            what += f" to {', '.join(self.destinations)}"
+        return what
+
     def describe(self) -> str:
         """One line for a person: what, until when, who and why."""
-        what = " ".join(str(matcher) for matcher in self.matchers)
-        scope = ""
-        if self.services:
-            scope += f" in {', '.join(self.services)}"
-        if self.destinations:
-            scope += f" to {', '.join(self.destinations)}"
         return (
-            f"{self.id} {what}{scope} from {self.starts:%Y-%m-%d %H:%M} until "
+            f"{self.id} {self.what()} from {self.starts:%Y-%m-%d %H:%M} until "
             f"{self.ends:%Y-%m-%d %H:%M %Z}, by {self.author}: {self.comment}"
         )
 
