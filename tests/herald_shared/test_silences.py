@@ -11,7 +11,7 @@ import msgspec
 import pytest
 from prometheus_client import REGISTRY
 
-from herald_shared import silences, topics
+from herald_shared import samples, silences, topics
 from herald_shared.delivery.destination import Destination
 from herald_shared.events import Event
 from herald_shared.settings import DeliverySettings
@@ -241,3 +241,44 @@ def test_a_bad_silence_message_is_ignored_and_the_others_still_apply() -> None:
     known.update(topics.silence_topic(PREFIX, "not-its-id"), silences.encode(other))
     assert [s.id for s in known.matching(failure(1), NOW.timestamp())] == [good.id]
     assert known.get(other.id) is None
+
+
+@pytest.mark.parametrize(
+    "matcher",
+    [
+        "kinds=task_failed",
+        "kinds=task_succeeded",
+        "task_types=reload",
+        "task_types=distribute",
+        "task_names=manually TRIGGERED*",
+        "task_names=Reload*",
+        "task_names=Manually triggered reload of Test failing reloads 2",
+        "app_names=test failing reloads ?",
+        "app_names=[A-Z]*",
+        "streams=FINANCE",
+        "streams=Fin*",
+        "streams=Sales",
+        "task_tags=Daily",
+        "task_tags=daily",
+        "app_tags=Finance",
+        "task_custom_properties.Herald_Team=finance",
+        "task_custom_properties.Herald_Team=Finance",
+        "task_custom_properties.Nobody=finance",
+        "app_custom_properties.Department=Finance",
+    ],
+)
+def test_a_service_decides_each_criterion_as_when_does(matcher: str) -> None:
+    # The service compiles matchers for speed; when: is what they mean.
+    key, value = matcher.split("=", 1)
+    criterion = silences.criterion(Matcher(key, value))
+    no_stream = samples.sample_failed()
+    assert no_stream.app is not None
+    no_stream = msgspec.structs.replace(
+        no_stream, app=msgspec.structs.replace(no_stream.app, stream=None)
+    )
+    for event in (failure(1), samples.sample_partial(), no_stream, samples.sample_succeeded()):
+        known = book(silence(matcher))
+        assert bool(known.matching(event, NOW.timestamp())) == criterion.matches(event), (
+            matcher,
+            event.event_id,
+        )

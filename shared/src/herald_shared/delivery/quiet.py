@@ -73,24 +73,19 @@ class EventQuiet:
         self._matching = matching
         self._following = following  # silences of the failure this success recovers from
         self._now = now
-        self._moment: datetime | None = None
+        self._remembered: set[str] = set()
 
     def held(self, destination: Destination) -> Held | None:
         """Why ``destination`` delivers nothing of this event now, or None."""
         for silences, recovery in ((self._matching, False), (self._following, True)):
             for silence in silences:
                 if SilenceBook.covers(silence, destination.name):
-                    self._quiet.remember(self._event.event_id, silence.id, self._now)
+                    if silence.id not in self._remembered:
+                        self._remembered.add(silence.id)
+                        self._quiet.remember(self._event.event_id, silence.id, self._now)
                     return Held("silenced", silenced_because(silence, recovery))
         if destination.mute_during or destination.active_during:
-            if self._moment is None:
-                self._moment = datetime.fromtimestamp(self._now, UTC)
-            reason = muted(
-                destination.mute_during,
-                destination.active_during,
-                self._quiet.intervals,
-                self._moment,
-            )
+            reason = self._quiet.muted(destination, self._now)
             if reason is not None:
                 return Held("muted", reason)
         return None
@@ -105,7 +100,27 @@ class Quiet:
         self._db = db
         self.silences = silences
         self.intervals = intervals
+        self._minute = -1
+        self._muted: dict[str, str | None] = {}
         db.execute_script(_SCHEMA)
+
+    def muted(self, destination: Destination, now: float) -> str | None:
+        """Why a destination's time intervals hold it back now, or None.
+
+        Intervals are written to the minute, so the answer holds for the whole minute: it is
+        worked out once per destination and minute, not per event.
+        """
+        minute = int(now // 60)
+        if minute != self._minute:
+            self._minute, self._muted = minute, {}
+        if destination.name not in self._muted:
+            self._muted[destination.name] = muted(
+                destination.mute_during,
+                destination.active_during,
+                self.intervals,
+                datetime.fromtimestamp(minute * 60, UTC),
+            )
+        return self._muted[destination.name]
 
     def check(self, destinations: Sequence[Destination]) -> None:
         """Every interval a destination names exists (the configuration check said so)."""
