@@ -13,6 +13,7 @@ from herald_shared import config, runtime, time_intervals
 from herald_shared.config import ConfigError
 from herald_shared.runtime import installed_service
 from herald_shared.time_intervals import Interval, NamedInterval
+from herald_testkit.processes import herald
 
 
 def interval(**fields: object) -> Interval:
@@ -231,3 +232,14 @@ def test_an_interval_name_given_twice_is_refused(tmp_path: Path) -> None:
     assert raised.value.problems == [
         f"{document.path}: time_intervals: Value error, each name once; given more than once: x"
     ]
+
+
+async def test_check_config_names_the_file_and_key_of_an_unknown_interval(tmp_path: Path) -> None:
+    path = tmp_path / "herald.yaml"
+    path.write_text(INTERVALS + "log_archiver:\n  mute_during: [sunday-maintenance]\n")
+    status, out, err = await herald("check-config", "--config", str(path))
+    assert (status, out) == (2, "")
+    assert err == (
+        f"herald: {path}: log_archiver.mute_during[0]: no time interval is named"
+        " 'sunday-maintenance' (time_intervals defines: office-hours)\n"
+    )
