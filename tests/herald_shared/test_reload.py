@@ -131,6 +131,7 @@ async def test_post_reload_answers_what_happened_and_the_prometheus_style_aliase
     )
     try:
         await up.wait_for_line(lambda line: "started log-archiver" in line)
+        await _ready(port)  # connected to the broker: "started" comes before the connection
         assert (await _get(port, "/-/healthy"))[0] == 200
         assert (await _get(port, "/-/reload"))[0] == 405  # a GET never reloads
 
