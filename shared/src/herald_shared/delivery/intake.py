@@ -1,10 +1,9 @@
 """Taking events on, and the group commit of everything the runner writes to the ledger.
 
 An event is routed (each destination's ``when:`` and targets, then the silences and maintenance
-windows of ``quiet.py``, then the rate limits) and its
-deliveries are stored in one commit; only then does the bus acknowledge the message. What
-arrives, ends or is rescheduled within one turn of the event loop is written in one
-transaction: under a burst that turns many commits into one; alone, an event waits for nothing
+windows of ``quiet.py``, then the rate limits) and its deliveries are stored in one commit; only
+then does the bus acknowledge the message. What arrives, ends or is rescheduled within one turn
+of the event loop is written in one transaction: under a burst that turns many commits into one; alone, an event waits for nothing
 but its own commit.
 
 A write that fails (the disk is full) loses nothing and ends nothing: the events were not
