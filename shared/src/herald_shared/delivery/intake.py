@@ -3,8 +3,8 @@
 An event is routed (each destination's ``when:`` and targets, then the silences and maintenance
 windows of ``quiet.py``, then the rate limits) and its deliveries are stored in one commit; only
 then does the bus acknowledge the message. What arrives, ends or is rescheduled within one turn
-of the event loop is written in one transaction: under a burst that turns many commits into one; alone, an event waits for nothing
-but its own commit.
+of the event loop is written in one transaction: under a burst that turns many commits into
+one; alone, an event waits for nothing but its own commit.
 
 A write that fails (the disk is full) loses nothing and ends nothing: the events were not
 acknowledged, so the broker delivers them again; ends and reschedules are kept and written with
