@@ -102,7 +102,9 @@ async def _connected(broker: BrokerSettings, handler: Callable[[Message], None] 
         "silence",
         subscriptions=subscriptions,
         handler=handle if handler else None,
-        persistent=False,
+        # A fresh client id per run and no status: two commands at once never push each other
+        # off, and ingest never takes the command for a service that acknowledges events.
+        ephemeral=True,
     )
     bus.start()
     try:

@@ -3,7 +3,10 @@
 Every destination service (emailer, chat-notifier, …, log-archiver) is one of these; the service
 package only builds its destinations from its settings. Besides the events it follows the
 silences (retained, so one added while the service was down is known when it is back; they are
-subscribed first, so they arrive before the events a new session brings). The bus connection, the outbox loop and
+subscribed first, so they arrive before the events a new session brings). The runner
+acknowledges the events it stores to ingest (``herald/v1/acks/<service>/<instance>``,
+``delivery/acks.py``), which resends what a broker lost (``herald_ingest.redelivery``). The bus
+connection, the outbox loop and
 the runner's workers are vital tasks of one :class:`Supervisor`: if one ends, ``/readyz`` and
 ``/livez`` say which and why.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -53,11 +57,17 @@ class SubscriberService:
             broker.topic_prefix, name, shared=broker.effective_shared_subscriptions
         )
         self.silences = SilenceBook(broker.topic_prefix, name)
+        # What `herald send-test` waits for: the names of the destinations this instance runs.
+        announcement = (
+            topics.destinations_topic(broker.topic_prefix, name, broker.instance),
+            json.dumps([destination.name for destination in destinations]).encode(),
+        )
         self.bus = Bus(
             broker,
             name,
             subscriptions=[self.silences.subscription, subscription],
             handler=self._handle,
+            retained=[announcement],
         )
         self.outbox = Outbox(self.db, self.bus)
         self._supervisor = Supervisor(name)
@@ -68,6 +78,7 @@ class SubscriberService:
             outbox=self.outbox,
             settings=delivery,
             topic_prefix=broker.topic_prefix,
+            instance=broker.instance,
             supervisor=self._supervisor,
             silences=self.silences,
             time_intervals=time_intervals,
