@@ -21,7 +21,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from herald_shared import config, sendtest, topics
-from herald_shared.bus import Bus, Message
+from herald_shared.bus import Bus, Message, PublishRefused
 from herald_shared.settings import BrokerSettings
 from herald_testkit.mosquitto import ShippedMosquitto
 from herald_testkit.services import connected
@@ -204,6 +204,41 @@ async def test_a_consumer_reads_events_on_its_own_listener(
         async with asyncio.timeout(10):
             message = await anext(aiter(client.messages))
     assert message.payload == b"for-the-dashboard"
+
+
+async def test_the_operator_adds_silences_the_services_read_them_and_ingest_may_not(
+    shipped: ShippedMosquitto, ingest: Bus
+) -> None:
+    topic = topics.silence_topic(PREFIX, uuid.uuid4().hex[:8])
+    operator = Bus(
+        settings(shipped, "herald-operator", uuid.uuid4().hex[:8]), "silence", ephemeral=True
+    )
+    operator.start()
+    await asyncio.wait_for(operator.wait_connected(), 10)
+    received: list[bytes] = []
+
+    async def take(message: Message) -> None:
+        received.append(message.payload)
+
+    emailer = Bus(
+        settings(shipped, "herald-emailer", uuid.uuid4().hex[:8]),
+        "emailer",
+        subscriptions=[topics.silence_topic(PREFIX, "+")],
+        handler=take,
+    )
+    try:
+        await operator.publish(topic, b'{"id": "acl"}', retain=True)
+        emailer.start()  # after the publish: the retained message is what it reads
+        async with asyncio.timeout(20):
+            while not received:
+                await asyncio.sleep(0.05)
+        assert received == [b'{"id": "acl"}']
+        with pytest.raises(PublishRefused, match="Not authorized"):
+            await ingest.publish(topic, b"", retain=True)
+    finally:
+        await operator.publish(topic, b"", retain=True)
+        await operator.close()
+        await emailer.close()
 
 
 async def test_the_documented_broker_tls_section_carries_events_over_the_tls_listener(

@@ -63,6 +63,7 @@ SECTIONS: Final = (
     "log_archiver",
     "logging",
     "health",
+    "time_intervals",
 )
 
 
@@ -166,10 +167,12 @@ def reveal(secret: SecretStr | None) -> str | None:
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML with only ``true``/``false`` as booleans (as YAML 1.2 has it).
+    """YAML with only ``true``/``false`` as booleans and no base-60 numbers (as YAML 1.2 has it).
 
     YAML 1.1 reads ``Yes``, ``No``, ``on`` and ``off`` as booleans, but they are what Qlik custom
-    properties hold (``Butler_FailedAlertEnableEmail: [Yes]`` must stay the text ``Yes``).
+    properties hold (``Butler_FailedAlertEnableEmail: [Yes]`` must stay the text ``Yes``); and it
+    reads ``17:30`` as the number 1050, but it is a time of day (``time_intervals``), as ``1:3``
+    is a range of months.
     """
 
 
@@ -182,6 +185,11 @@ _Loader.add_implicit_resolver(
     re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
     list("tTfF"),
 )
+_SEXAGESIMAL = re.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")
+for _first in "-+0123456789":  # text, checked before the int and float resolvers
+    _Loader.yaml_implicit_resolvers.setdefault(_first, []).insert(
+        0, ("tag:yaml.org,2002:str", _SEXAGESIMAL)
+    )
 
 
 # --- the document ----------------------------------------------------------------------------

@@ -29,6 +29,7 @@ __all__ = [
     "INBOX",
     "OUTBOX",
     "PUBLISHES_REFUSED",
+    "SILENCES_ACTIVE",
 ]
 
 BROKER_CONNECTED = Gauge(
@@ -41,8 +42,14 @@ EVENTS_RECEIVED = Counter(
 )
 DELIVERIES = Counter(
     "herald_deliveries_total",
-    "Finished deliveries by outcome: delivered, dead_lettered, suppressed (rate limit), skipped",
+    "Finished deliveries by outcome: delivered, dead_lettered, suppressed (rate limit), skipped,"
+    " silenced (a silence), muted (a time interval)",
     ["service", "destination", "outcome"],
+)
+SILENCES_ACTIVE = Gauge(
+    "herald_silences_active",
+    "Silences on the broker that apply to this service and are active now",
+    ["service"],
 )
 DELIVERY_ATTEMPTS = Counter(
     "herald_delivery_attempts_total",

@@ -16,14 +16,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-from herald_shared import logs, preflight
+from herald_shared import logs, preflight, time_intervals
 from herald_shared.config import ConfigDocument, ConfigError, secret_values
 from herald_shared.health import HealthServer
 from herald_shared.preflight import Preflight
@@ -72,6 +72,8 @@ class Context:
 
     broker: BrokerSettings
     document: ConfigDocument
+    #: The named ``time_intervals`` that destinations' ``mute_during``/``active_during`` name.
+    time_intervals: Mapping[str, time_intervals.NamedInterval] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,7 @@ class ProcessSettings:
     health: HealthSettings
     logging: LoggingSettings
     services: list[tuple[ServiceSpec[Any], BaseModel]] = field(default_factory=list)
+    time_intervals: dict[str, time_intervals.NamedInterval] = field(default_factory=dict)
 
     def secrets(self) -> list[str]:
         models: list[BaseModel] = [self.broker, *(settings for _, settings in self.services)]
@@ -145,12 +148,18 @@ def configure(document: ConfigDocument, specs: Sequence[ServiceSpec[Any]]) -> Pr
             shared[section] = document.section(section, model)
         except ConfigError as error:
             problems += error.problems
+    intervals, interval_problems = time_intervals.problems_of(document)
+    problems += interval_problems
     services: list[tuple[ServiceSpec[Any], BaseModel]] = []
     for spec in specs:
         try:
-            services.append((spec, spec.load_settings(document)))
+            settings = spec.load_settings(document)
         except ConfigError as error:
             problems += error.problems
+            continue
+        services.append((spec, settings))
+        if not interval_problems:  # names are only checked against intervals that are valid
+            problems += time_intervals.check_references(document, spec.section, settings, intervals)
     if problems:
         raise ConfigError(problems)
     return ProcessSettings(
@@ -158,6 +167,7 @@ def configure(document: ConfigDocument, specs: Sequence[ServiceSpec[Any]]) -> Pr
         health=shared["health"],  # type: ignore[arg-type]
         logging=shared["logging"],  # type: ignore[arg-type]
         services=services,
+        time_intervals=intervals,
     )
 
 
@@ -217,7 +227,9 @@ async def serve(
 async def _start_services(
     document: ConfigDocument, process: ProcessSettings, health: HealthServer
 ) -> list[Service]:
-    context = Context(broker=process.broker, document=document)
+    context = Context(
+        broker=process.broker, document=document, time_intervals=process.time_intervals
+    )
     running: list[Service] = []
     try:
         for spec, settings in sorted(process.services, key=lambda item: item[0].publisher):

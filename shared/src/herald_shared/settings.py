@@ -1,5 +1,6 @@
-"""The configuration sections every service shares: ``broker``, ``health``, ``logging``, and the
-``delivery`` block each subscriber section carries."""
+"""The configuration sections every service shares: ``broker``, ``health``, ``logging``, the
+``delivery`` block each subscriber section carries, and what every destination's settings have
+(:class:`DestinationSettings`)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, SecretStr, model_validator
 
 from herald_shared.config import Duration, Section
+from herald_shared.matcher import MATCH_ALL, When
 
 __all__ = [
     "BrokerSettings",
     "DeliverySettings",
+    "DestinationSettings",
     "HealthSettings",
     "LoggingSettings",
     "ServiceSection",
@@ -112,3 +115,17 @@ class ServiceSection(Section):
 
     enabled: bool = True  # `herald up` runs a service whose section is present and enabled
     state_dir: Path = Path("var/herald")  # SQLite state: <state_dir>/<service>.sqlite3
+
+
+#: The name of an entry of the top-level ``time_intervals:`` (checked when the file is loaded).
+IntervalName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+class DestinationSettings(Section):
+    """What the settings of every destination have: which events it takes (``when:``) and the
+    time intervals (``time_intervals:``) during which it is quiet (``mute_during:``) or outside
+    which it is (``active_during:``). A destination takes them with ``Destination.route_by``."""
+
+    when: When = MATCH_ALL
+    mute_during: list[IntervalName] = Field(default_factory=list)
+    active_during: list[IntervalName] = Field(default_factory=list)

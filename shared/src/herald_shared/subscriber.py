@@ -1,9 +1,12 @@
 """A subscriber service: the bus, the runner and the outbox around a list of destinations.
 
 Every destination service (emailer, chat-notifier, …, log-archiver) is one of these; the service
-package only builds its destinations from its settings. The runner acknowledges the events it
-stores to ingest (``herald/v1/acks/<service>/<instance>``, ``delivery/acks.py``), which resends
-what a broker lost (``herald_ingest.redelivery``). The bus connection, the outbox loop and
+package only builds its destinations from its settings. Besides the events it follows the
+silences (retained, so one added while the service was down is known when it is back; they are
+subscribed first, so they arrive before the events a new session brings). The runner
+acknowledges the events it stores to ingest (``herald/v1/acks/<service>/<instance>``,
+``delivery/acks.py``), which resends what a broker lost (``herald_ingest.redelivery``). The bus
+connection, the outbox loop and
 the runner's workers are vital tasks of one :class:`Supervisor`: if one ends, ``/readyz`` and
 ``/livez`` say which and why.
 """
@@ -14,7 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from herald_shared import topics
@@ -24,7 +27,9 @@ from herald_shared.delivery.destination import Destination
 from herald_shared.delivery.runner import Runner
 from herald_shared.outbox import Outbox
 from herald_shared.settings import BrokerSettings, DeliverySettings
+from herald_shared.silences import SilenceBook
 from herald_shared.supervision import Supervisor
+from herald_shared.time_intervals import NamedInterval
 
 __all__ = ["OUTBOX_FLUSH_SECONDS", "SubscriberService"]
 
@@ -43,6 +48,7 @@ class SubscriberService:
         broker: BrokerSettings,
         delivery: DeliverySettings,
         state_dir: Path,
+        time_intervals: Mapping[str, NamedInterval] | None = None,
     ) -> None:
         self.name = name
         self._delivery = delivery
@@ -50,6 +56,7 @@ class SubscriberService:
         subscription = topics.events_subscription(
             broker.topic_prefix, name, shared=broker.effective_shared_subscriptions
         )
+        self.silences = SilenceBook(broker.topic_prefix, name)
         # What `herald send-test` waits for: the names of the destinations this instance runs.
         announcement = (
             topics.destinations_topic(broker.topic_prefix, name, broker.instance),
@@ -58,7 +65,7 @@ class SubscriberService:
         self.bus = Bus(
             broker,
             name,
-            subscriptions=[subscription],
+            subscriptions=[self.silences.subscription, subscription],
             handler=self._handle,
             retained=[announcement],
         )
@@ -73,10 +80,15 @@ class SubscriberService:
             topic_prefix=broker.topic_prefix,
             instance=broker.instance,
             supervisor=self._supervisor,
+            silences=self.silences,
+            time_intervals=time_intervals,
         )
         self._publishing: asyncio.Task[None] | None = None
 
     async def _handle(self, message: Message) -> None:
+        if self.silences.takes(message.topic):
+            self.silences.update(message.topic, message.payload)
+            return
         await self.runner.handle(message.topic, message.payload)
 
     async def start(self) -> None:

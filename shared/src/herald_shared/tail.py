@@ -1,7 +1,8 @@
 """``herald tail``: everything that goes over Herald's topics, one readable line each.
 
-Events, delivery receipts, dead letters, service status and destination lists, and a test
-alert's pending deliveries (not the acknowledgements the services send ingest), as an operator wants to watch them
+Events, delivery receipts, dead letters, silences, service status and destination lists, and a
+test alert's pending deliveries (not the acknowledgements the services send ingest), as an
+operator wants to watch them
 (``herald tail --config herald.yaml``); ``herald demo`` uses it to show what happens. ``--json``
 prints one JSON object per message instead (for ``jq``), and ``--service``, ``--kind`` and
 ``--task`` keep only what concerns a service, an event kind or tasks whose name matches. Its
@@ -22,7 +23,7 @@ from typing import Any, TextIO
 
 import msgspec
 
-from herald_shared import config, events, topics
+from herald_shared import config, events, silences, topics
 from herald_shared.bus import Bus, Message
 from herald_shared.settings import BrokerSettings
 
@@ -38,6 +39,8 @@ def describe(topic: str, payload: bytes) -> str:
             return _event_line(events.decode(payload))
         if section == "status":
             return f"STATUS     {'/'.join(parts[3:])} is {payload.decode()}"
+        if section == "silences":
+            return _silence_line("/".join(parts[3:]), payload)
         if section == "destinations":
             names = msgspec.json.decode(payload, type=list[str]) if payload else []
             return f"SERVES     {'/'.join(parts[3:])}: {', '.join(names) or '(stopped)'}"
@@ -59,6 +62,15 @@ def describe(topic: str, payload: bytes) -> str:
 
 
 _PROBLEM = {"task_failed": "failure", "task_aborted": "abort"}
+
+
+def _silence_line(silence_id: str, payload: bytes) -> str:
+    if not payload:
+        return f"SILENCE    {silence_id} expired (cleared)"
+    try:
+        return f"SILENCE    {silences.decode(payload).describe()}"
+    except ValueError as error:
+        return f"SILENCE    {silence_id}: unreadable, ignored by the services ({error})"
 
 
 def _event_line(event: events.Event) -> str:

@@ -13,6 +13,7 @@ __all__ = [
     "events_filter",
     "events_subscription",
     "service_and_instance",
+    "silence_topic",
     "status_filter",
     "status_topic",
     "topic_of",
@@ -98,3 +99,8 @@ def deliveries_topic(prefix: str, service: str) -> str:
 def dead_letter_topic(prefix: str, service: str) -> str:
     """Events that could not be delivered, with the reason."""
     return f"{prefix}/{VERSION}/dead-letter/{service}"
+
+
+def silence_topic(prefix: str, silence_id: str) -> str:
+    """``herald/v1/silences/<id>``: one silence, retained; an empty payload clears it."""
+    return f"{prefix}/{VERSION}/silences/{silence_id}"

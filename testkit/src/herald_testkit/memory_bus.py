@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 
 from herald_shared import events, topics
@@ -24,6 +24,8 @@ from herald_shared.delivery.runner import PURGE_INTERVAL, Runner
 from herald_shared.events import Event
 from herald_shared.outbox import Outbox
 from herald_shared.settings import DeliverySettings
+from herald_shared.silences import SilenceBook
+from herald_shared.time_intervals import NamedInterval
 from herald_testkit.mqtt import Seen, wait_for_seen
 
 
@@ -80,6 +82,8 @@ async def memory_runner(
     topic_prefix: str = "herald",
     clock: Callable[[], float] = time.time,
     purge_interval: float = PURGE_INTERVAL,
+    silences: SilenceBook | None = None,
+    time_intervals: Mapping[str, NamedInterval] | None = None,
 ) -> AsyncIterator[MemoryRunner]:
     db = database_for(state_dir, service)
     bus = MemoryBus(service)
@@ -93,6 +97,8 @@ async def memory_runner(
         topic_prefix=topic_prefix,
         clock=clock,
         purge_interval=purge_interval,
+        silences=silences,
+        time_intervals=time_intervals,
     )
     await runner.start()
     publishing = asyncio.create_task(outbox.run(), name=f"{service}-memory-outbox")

@@ -20,23 +20,22 @@ from herald_chat_notifier import context as contexts
 from herald_chat_notifier import metrics, templating
 from herald_chat_notifier.webhook import Rejected, Webhook
 from herald_shared import samples
-from herald_shared.config import Duration, Section
+from herald_shared.config import Duration
 from herald_shared.delivery.destination import Destination, PermanentError, Skipped, Target
 from herald_shared.events import Event
-from herald_shared.matcher import MATCH_ALL, When
 from herald_shared.outcomes import OUTCOMES, Outcome, outcome_of, problem_outcomes
+from herald_shared.settings import DestinationSettings
 
 log = logging.getLogger(__name__)
 
 
-class ChatTarget(Section):
+class ChatTarget(DestinationSettings):
     """What every chat target has, whatever the platform."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")  # part of the destination name: keep stable
     webhook_url: SecretStr  # a secret: whoever has it can post to the channel
     # `recovered` is a success that ends an earlier failure or abort ("running again").
     outcomes: list[Outcome] = Field(default_factory=problem_outcomes, min_length=1)
-    when: When = MATCH_ALL
     # At most one message per task and outcome within this window (Butler: 300 s); null: no limit.
     rate_limit: Duration | None = 300.0
     message_type: Literal["formatted", "basic"] = "formatted"
@@ -52,7 +51,7 @@ class ChatDestination(Destination):
 
     def __init__(self, target: ChatTarget, *, service: str) -> None:
         self.name = f"{self.platform}:{target.name}"
-        self.when = target.when
+        self.route_by(target)
         self.rate_limit = target.rate_limit
         self.target = target
         self._webhook = Webhook(target.webhook_url, target.timeout)

@@ -30,6 +30,7 @@ def build(settings: ChatNotifierSettings, context: Context) -> SubscriberService
         broker=context.broker,
         delivery=settings.delivery,
         state_dir=Path(settings.state_dir),
+        time_intervals=context.time_intervals,
     )
 
 

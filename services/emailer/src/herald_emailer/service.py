@@ -37,6 +37,7 @@ def build(settings: EmailerSettings, context: Context) -> SubscriberService:
         broker=context.broker,
         delivery=settings.delivery,
         state_dir=Path(settings.state_dir),
+        time_intervals=context.time_intervals,
     )
 
 

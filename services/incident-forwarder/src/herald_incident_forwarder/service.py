@@ -32,6 +32,7 @@ def build(settings: IncidentForwarderSettings, context: Context) -> SubscriberSe
         broker=context.broker,
         delivery=settings.delivery,
         state_dir=Path(settings.state_dir),
+        time_intervals=context.time_intervals,
     )
 
 

@@ -26,6 +26,7 @@ def build(settings: MetricsWriterSettings, context: Context) -> SubscriberServic
         broker=context.broker,
         delivery=settings.delivery,
         state_dir=Path(settings.state_dir),
+        time_intervals=context.time_intervals,
     )
 
 

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from herald_shared.events import Event
 from herald_shared.matcher import MATCH_ALL, When
-from herald_shared.settings import BrokerSettings
+from herald_shared.settings import BrokerSettings, DestinationSettings
 
 __all__ = [
     "SINGLE_TARGET",
@@ -90,6 +90,17 @@ class Destination(ABC):
     #: Why this destination does not take test alerts (``herald send-test``), for their
     #: ``skipped`` receipt; None: it delivers them, labelled as a test.
     skips_tests: str | None = None
+    #: Names of ``time_intervals``: nothing is delivered while one of ``mute_during`` holds, or
+    #: while none of ``active_during`` does (a ``muted`` receipt instead).
+    mute_during: Sequence[str] = ()
+    active_during: Sequence[str] = ()
+
+    def route_by(self, settings: DestinationSettings) -> None:
+        """Take what every destination's settings say: ``when:``, ``mute_during:``,
+        ``active_during:``."""
+        self.when = settings.when
+        self.mute_during = tuple(settings.mute_during)
+        self.active_during = tuple(settings.active_during)
 
     def targets(self, event: Event) -> Sequence[Target]:
         """The targets ``event`` goes to; empty when this destination does not want it."""

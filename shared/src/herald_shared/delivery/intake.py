@@ -1,9 +1,9 @@
 """Taking events on, and the group commit of everything the runner writes to the ledger.
 
-An event is routed (each destination's ``when:`` and targets, then the rate limits) and its
-deliveries are stored in one commit, with the event's id for ingest's acknowledgement
-(``acks.py``); only then does the bus acknowledge the message. What
-arrives, ends or is rescheduled within one turn of the event loop is written in one
+An event is routed (each destination's ``when:`` and targets, then the silences and maintenance
+windows of ``quiet.py``, then the rate limits) and its deliveries are stored in one commit, with
+the event's id for ingest's acknowledgement (``acks.py``); only then does the bus acknowledge the
+message. What arrives, ends or is rescheduled within one turn of the event loop is written in one
 transaction: under a burst that turns many commits into one; alone, an event waits for nothing
 but its own commit.
 
@@ -35,6 +35,7 @@ from herald_shared.delivery.acks import Acknowledgements
 from herald_shared.delivery.destination import Destination, Skipped
 from herald_shared.delivery.lanes import Lane
 from herald_shared.delivery.ledger import Job, Ledger, State
+from herald_shared.delivery.quiet import EventQuiet, Quiet
 from herald_shared.delivery.reporting import Reporter
 from herald_shared.events import Event
 
@@ -99,8 +100,10 @@ class Intake:
         reporter: Reporter,
         acks: Acknowledgements,
         clock: Callable[[], float],
+        quiet: Quiet,
     ) -> None:
         self._lanes = lanes
+        self._quiet = quiet
         self._db = db
         self._ledger = Ledger(db)
         self._reporter = reporter
@@ -253,9 +256,10 @@ class Intake:
             )
             return
         accepted = len(batch.accepted)
+        quiet = self._quiet.for_event(event, now)
         for lane in self._lanes.values():
             if lane.destination.when.matches(event):
-                self._route(lane, event, now, batch)
+                self._route(lane, event, now, batch, quiet)
             elif event.test:
                 # A test alert hears from every destination, even one that does not want it.
                 reason = "its when: does not choose this test alert"
@@ -265,7 +269,9 @@ class Intake:
             self.events.remember(event)
         batch.received.append("stored")
 
-    def _route(self, lane: Lane, event: Event, now: float, batch: _Batch) -> None:
+    def _route(
+        self, lane: Lane, event: Event, now: float, batch: _Batch, quiet: EventQuiet
+    ) -> None:
         destination = lane.destination
         if event.test and destination.skips_tests is not None:
             self._skip(batch, event, destination, destination.skips_tests, now)
@@ -283,10 +289,14 @@ class Intake:
             return
         if not targets and event.test:
             self._skip(batch, event, destination, "no targets for this test alert", now)
+        held = quiet.held(destination) if targets else None  # silenced or muted
         for target in targets:
             job = Job(
                 event.event_id, destination.name, target.id, received_at=now, next_attempt_at=now
             )
+            if held is not None:
+                self._end_at_once(batch, event, job, held.reason, now, state=held.state)
+                continue
             window = destination.rate_limit
             key = f"{destination.name}|{target.rate_key}"
             if (

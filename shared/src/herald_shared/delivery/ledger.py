@@ -16,8 +16,17 @@ from typing import Final, Literal
 from herald_shared.db import Database
 from herald_shared.delivery import policy
 
-State = Literal["pending", "delivered", "dead_lettered", "suppressed", "skipped"]
-FINISHED: Final[tuple[State, ...]] = ("delivered", "dead_lettered", "suppressed", "skipped")
+State = Literal[
+    "pending", "delivered", "dead_lettered", "suppressed", "skipped", "silenced", "muted"
+]
+FINISHED: Final[tuple[State, ...]] = (
+    "delivered",
+    "dead_lettered",
+    "suppressed",
+    "skipped",
+    "silenced",
+    "muted",
+)
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS events (

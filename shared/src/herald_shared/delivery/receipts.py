@@ -13,7 +13,8 @@ __all__ = ["DeadLetter", "DeliveryState", "Receipt", "encode", "timestamp"]
 
 #: How one delivery ended (the ledger's states but ``pending``). Not an alert outcome
 #: (:mod:`herald_shared.outcomes`): the wire field is ``outcome`` for compatibility.
-DeliveryState = Literal["delivered", "dead_lettered", "suppressed", "skipped"]
+#: ``silenced``: a silence held it back (the detail names it); ``muted``: a time interval did.
+DeliveryState = Literal["delivered", "dead_lettered", "suppressed", "skipped", "silenced", "muted"]
 
 
 class Receipt(msgspec.Struct, kw_only=True):

@@ -8,9 +8,9 @@ lane, with its own queue and workers (``lanes.py``), so one destination that is 
 stalls neither the others nor the broker.
 
 A delivery ends exactly once, as delivered, dead-lettered (a permanent error, retries past the
-deadline, or an event the ledger lost), suppressed (rate limit) or skipped; its receipt goes out
-on the deliveries topic and a dead letter on the dead-letter topic, through the durable outbox
-(``reporting.py``). When to retry and when to give up is ``policy.py``'s decision.
+deadline, or an event the ledger lost), suppressed (rate limit), skipped, silenced (a silence)
+or muted (a time interval; ``quiet.py``); its receipt goes out on the deliveries topic and a dead
+letter on the dead-letter topic, through the durable outbox (``reporting.py``). When to retry and when to give up is ``policy.py``'s decision.
 
 The runner takes ``(topic, payload)``, not a bus message, so anything that can hand it bytes can
 drive it (the subscriber service's bus; an in-memory bus in the tests).
@@ -22,7 +22,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from herald_shared import topics
 from herald_shared.db import Database
@@ -32,11 +32,15 @@ from herald_shared.delivery.destination import Destination
 from herald_shared.delivery.intake import Intake
 from herald_shared.delivery.lanes import Failed, Lane
 from herald_shared.delivery.ledger import Job, Ledger, State
+from herald_shared.delivery.quiet import Quiet
 from herald_shared.delivery.reporting import Reporter
 from herald_shared.events import Event
+from herald_shared.metrics import SILENCES_ACTIVE
 from herald_shared.outbox import Outbox
 from herald_shared.settings import DeliverySettings
+from herald_shared.silences import SilenceBook
 from herald_shared.supervision import Supervisor, every, stop_pools
+from herald_shared.time_intervals import NamedInterval
 
 __all__ = ["PURGE_INTERVAL", "Runner"]
 
@@ -60,6 +64,8 @@ class Runner:
         supervisor: Supervisor | None = None,
         uniform: policy.Uniform = random.uniform,
         purge_interval: float = PURGE_INTERVAL,
+        silences: SilenceBook | None = None,
+        time_intervals: Mapping[str, NamedInterval] | None = None,
     ) -> None:
         names = [destination.name for destination in destinations]
         if len(set(names)) != len(names):
@@ -87,13 +93,20 @@ class Runner:
             )
             for destination in destinations
         }
+        self.silences = silences or SilenceBook(topic_prefix, service)
+        self._quiet = Quiet(db, self.silences, time_intervals or {})
+        self._quiet.check(destinations)
+        SILENCES_ACTIVE.labels(service=service).set_function(
+            lambda: len(self.silences.active(self._clock()))
+        )
         self._intake = Intake(
             service=service,
             lanes=self._lanes,
             db=db,
             reporter=self._reporter,
-            acks=self._acks,
             clock=clock,
+            quiet=self._quiet,
+            acks=self._acks,
         )
         self._purging: asyncio.Task[None] | None = None
         self._stopping = False
@@ -222,5 +235,6 @@ class Runner:
     def _purge(self) -> None:
         now = self._clock()
         removed = self.ledger.purge(now - self._settings.ledger_retention, now)
+        self._quiet.purge(now - self._settings.ledger_retention)
         if removed:
             log.info("forgot %d deliveries older than the ledger retention", removed)

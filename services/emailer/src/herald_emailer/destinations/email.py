@@ -32,6 +32,7 @@ from herald_shared.events import Event
 from herald_shared.matcher import MATCH_ALL, When
 from herald_shared.outcomes import OUTCOMES, Outcome, outcome_of
 from herald_shared.preflight import Preflight
+from herald_shared.settings import DestinationSettings
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class AppOwnerSettings(Section):
     exclude: list[OwnerRef] = Field(default_factory=list)  # applied after `include`
 
 
-class OutcomeSettings(Section):
+class OutcomeSettings(DestinationSettings):
     """What every outcome block has; the subclasses below only change the defaults."""
 
     enabled: bool = True
@@ -148,7 +149,7 @@ class EmailDestination(Destination):
     ) -> None:
         self.name = f"email-{outcome}"
         self.outcome = outcome
-        self.when: When = settings.when
+        self.route_by(settings)
         self.rate_limit = settings.rate_limit
         self._settings = settings
         self._renderer = renderer

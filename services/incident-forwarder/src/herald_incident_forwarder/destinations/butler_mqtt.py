@@ -31,7 +31,7 @@ from herald_shared.delivery.destination import (
 )
 from herald_shared.events import Event, TaskAborted, TaskFailed
 from herald_shared.matcher import When
-from herald_shared.settings import BrokerSettings, TlsSettings
+from herald_shared.settings import BrokerSettings, DestinationSettings, TlsSettings
 
 KEY = "butler_mqtt"
 CLIENT_NAME = "incident-forwarder-butler-mqtt"
@@ -55,7 +55,7 @@ class ButlerBrokerSettings(Section):
     keepalive: int = Field(default=60, ge=5, le=3600)
 
 
-class ButlerMqttSettings(Section):
+class ButlerMqttSettings(DestinationSettings):
     enabled: bool = False
     # "herald": Herald's own broker (the broker: section); or another broker's settings.
     broker: Literal["herald"] | ButlerBrokerSettings = "herald"
@@ -127,7 +127,7 @@ class ButlerMqttDestination(Destination):
 
     def __init__(self, settings: ButlerMqttSettings, herald_broker: BrokerSettings) -> None:
         self._settings = settings
-        self.when = settings.when
+        self.route_by(settings)
         self._broker = broker_settings(settings, herald_broker)
         self.bus = Bus(self._broker, CLIENT_NAME, persistent=False)
 

@@ -29,8 +29,8 @@ from herald_shared.delivery.destination import Context, Destination, Skipped, Ta
 from herald_shared.delivery.http import CONNECTIONS, Request, send
 from herald_shared.events import Event, TaskAborted, TaskFailed
 from herald_shared.http_client import HttpClient
-from herald_shared.matcher import MATCH_ALL, When
 from herald_shared.outcomes import Problem, outcome_of, problems
+from herald_shared.settings import DestinationSettings
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class NewRelicAccount(Section):
     insert_key: SecretStr  # or insert_key_file
 
 
-class _NewRelicApi(Section):
+class _NewRelicApi(DestinationSettings):
     enabled: bool = False
     outcomes: list[Problem] = Field(default_factory=problems, min_length=1)
     # Accounts every matching task goes to, besides those its custom property names.
@@ -83,7 +83,6 @@ class _NewRelicApi(Section):
     static_attributes: dict[str, AttributeValue] = Field(default_factory=dict)
     use_task_tags: bool = True  # qs_taskTag_<tag>: "true"
     use_app_tags: bool = True  # qs_appTag_<tag>: "true"
-    when: When = MATCH_ALL
     # Seconds between two sends for one task, outcome and account; None: no limit.
     rate_limit: Duration | None = 15.0
 
@@ -156,7 +155,7 @@ class _NewRelicDestination(Destination):
         self._api = api
         self._accounts: dict[str, NewRelicAccount] = {a.name: a for a in settings.accounts}
         self._outcomes = frozenset(api.outcomes)
-        self.when = api.when
+        self.route_by(api)
         self.rate_limit = api.rate_limit
         # One client for all accounts: they share the endpoint; the key goes with each request.
         keys = [reveal(account.insert_key) or "" for account in settings.accounts]

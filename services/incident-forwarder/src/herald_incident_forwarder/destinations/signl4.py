@@ -21,8 +21,8 @@ from herald_shared.delivery.destination import Context, Destination, Target
 from herald_shared.delivery.http import CONNECTIONS, EVENT_ID_HEADER, Request, send, url_secrets
 from herald_shared.events import Event, TaskAborted, TaskFailed, TaskSucceeded
 from herald_shared.http_client import HttpClient
-from herald_shared.matcher import MATCH_ALL, When
 from herald_shared.outcomes import Problem, outcome_of, problems, recovered_from
+from herald_shared.settings import DestinationSettings
 
 KEY = "signl4"
 
@@ -40,7 +40,7 @@ class Signl4Severity(Section):
     aborted: int = 10
 
 
-class Signl4Settings(Section):
+class Signl4Settings(DestinationSettings):
     enabled: bool = False
     # The team webhook, https://connect.signl4.com/webhook/<team secret>: a secret (or url_file).
     url: SecretStr | None = None
@@ -49,7 +49,6 @@ class Signl4Settings(Section):
     # A later success of the task resolves its alert (X-S4-Status: resolved, same external id).
     resolve_on_recovery: bool = True
     outcomes: list[Problem] = Field(default_factory=problems, min_length=1)
-    when: When = MATCH_ALL
     rate_limit: Duration | None = 15.0  # per task and outcome; resolutions are never limited
     timeout: Duration = 10.0
 
@@ -69,7 +68,7 @@ class Signl4Destination(Destination):
         self._url = reveal(settings.url) or ""
         self._secrets = url_secrets(self._url)  # the team secret alone, too
         self._outcomes = frozenset(settings.outcomes)
-        self.when = settings.when
+        self.route_by(settings)
         self.rate_limit = settings.rate_limit
         self._client = HttpClient(
             timeout=settings.timeout, connections=CONNECTIONS, secrets=self._secrets

@@ -25,13 +25,13 @@ from yarl import URL
 
 from herald_incident_forwarder import butler
 from herald_shared import events
-from herald_shared.config import Duration, Section, reveal
+from herald_shared.config import Duration, reveal
 from herald_shared.delivery.destination import Context, Destination, Target
 from herald_shared.delivery.http import CONNECTIONS, Request, send, url_secrets
 from herald_shared.events import Event, TaskAborted
 from herald_shared.http_client import HttpClient
-from herald_shared.matcher import MATCH_ALL, When
 from herald_shared.outcomes import Outcome, outcome_of, problem_outcomes
+from herald_shared.settings import DestinationSettings
 from herald_shared.tls import client_context
 
 KEY = "webhooks"
@@ -43,7 +43,7 @@ def _upper(value: object) -> object:
     return value.upper() if isinstance(value, str) else value
 
 
-class WebhookSettings(Section):
+class WebhookSettings(DestinationSettings):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")  # the destination is webhook:<name>
     url: SecretStr  # a URL can carry a token, so it is treated as a secret (or url_file)
     method: Annotated[Literal["GET", "POST", "PUT"], BeforeValidator(_upper)] = "POST"
@@ -52,7 +52,6 @@ class WebhookSettings(Section):
     authorization: SecretStr | None = None
     # `recovered` is a success that ends a failure or an abort; unlisted, it is a `succeeded`.
     outcomes: list[Outcome] = Field(default_factory=problem_outcomes, min_length=1)
-    when: When = MATCH_ALL
     ca_file: Path | None = None  # None: the system's trust store
     verify: bool = True
     timeout: Duration = 10.0
@@ -109,7 +108,7 @@ class WebhookDestination(Destination):
             *dict.fromkeys([*url_secrets(self._url), *url_secrets(str(URL(self._url)))]),
             *(secret for secret in (self._hmac_secret, authorization) if secret),
         ]
-        self.when = settings.when
+        self.route_by(settings)
         self.rate_limit = settings.rate_limit
         self._client = HttpClient(
             timeout=settings.timeout,

@@ -16,7 +16,6 @@ from pathlib import Path
 from pydantic import Field
 
 from herald_log_archiver import archive
-from herald_shared.config import Section
 from herald_shared.delivery.destination import (
     Context,
     Destination,
@@ -25,7 +24,7 @@ from herald_shared.delivery.destination import (
     TransientError,
 )
 from herald_shared.events import Event, TaskAborted, TaskFailed
-from herald_shared.matcher import MATCH_ALL, When
+from herald_shared.settings import DestinationSettings
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +32,11 @@ KEY = None  # the archive's settings are the log_archiver section itself
 RETENTION_INTERVAL = 3600.0
 
 
-class ArchiveSettings(Section):
+class ArchiveSettings(DestinationSettings):
     directory: Path = Path("var/script-logs")
     # Day folders older than this many days are removed; 0 keeps everything.
     retention_days: int = Field(default=90, ge=0)
     include_aborted: bool = False  # Butler archives failed reloads only
-    when: When = MATCH_ALL
 
 
 class ArchiveDestination(Destination):
@@ -51,7 +49,7 @@ class ArchiveDestination(Destination):
         self._kinds: tuple[type[Event], ...] = (
             (TaskFailed, TaskAborted) if settings.include_aborted else (TaskFailed,)
         )
-        self.when: When = settings.when
+        self.route_by(settings)
         self._retention: asyncio.Task[None] | None = None
 
     def targets(self, event: Event) -> Sequence[Target]:

@@ -18,6 +18,7 @@ from herald_shared.config import Duration, Section
 from herald_shared.delivery.destination import SINGLE_TARGET, Context, Destination, Target
 from herald_shared.events import Event, TaskAborted, TaskSucceeded
 from herald_shared.matcher import MATCH_ALL, When
+from herald_shared.settings import DestinationSettings
 
 KEY = "influxdb"
 
@@ -55,7 +56,7 @@ class SuccessMetricsSettings(Section):
     custom_property: CustomPropertyValue = CustomPropertyValue()
 
 
-class InfluxDbSettings(Section):
+class InfluxDbSettings(DestinationSettings):
     enabled: bool = True
     version: Literal[1, 2, 3] = 1
     url: AnyHttpUrl = AnyHttpUrl("http://localhost:8086")
@@ -100,7 +101,7 @@ class InfluxDestination(Destination):
     skips_tests = "test alert: not counted in the reload dashboards"
 
     def __init__(self, settings: InfluxDbSettings, service: str) -> None:
-        self.when = settings.when
+        self.route_by(settings)
         self._settings = settings
         self._options = butler_schema.SchemaOptions(
             static_tags=settings.static_tags,

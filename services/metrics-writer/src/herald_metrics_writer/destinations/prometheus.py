@@ -7,10 +7,10 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from herald_metrics_writer import metrics
-from herald_shared.config import Section
 from herald_shared.delivery.destination import Context, Destination
 from herald_shared.events import Event, TaskAborted, TaskFailed, TaskSucceeded
 from herald_shared.matcher import MATCH_ALL, When
+from herald_shared.settings import DestinationSettings
 
 KEY = "prometheus"
 
@@ -22,7 +22,7 @@ def _default_labels() -> list[PrometheusLabel]:
     return ["task_name"]
 
 
-class PrometheusSettings(Section):
+class PrometheusSettings(DestinationSettings):
     enabled: bool = True
     # Every label multiplies the series; task_id is unique per task, app_name/stream group them.
     labels: list[PrometheusLabel] = Field(default_factory=_default_labels)
@@ -53,7 +53,7 @@ class PrometheusDestination(Destination):
     skips_tests = "test alert: not counted in the reload metrics"
 
     def __init__(self, settings: PrometheusSettings, service: str) -> None:
-        self.when = settings.when
+        self.route_by(settings)
         self._labels = list(settings.labels)
         self.series = metrics.ReloadSeries(
             service, settings.labels, settings.max_series, settings.duration_buckets
