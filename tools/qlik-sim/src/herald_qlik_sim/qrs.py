@@ -12,7 +12,13 @@ executions for datagrams sent from another process:
 - ``POST /control`` with ``{"latency": 0.5, "fail_rate": 0.1, ...}`` (any ``Faults`` field, plus
   ``"clear": true`` to reset every fault first, ``"reset_calls": true``, ``"release_hung": true``)
 - ``POST /control/executions`` with ``{"task": id or name, "outcome": "failed",
-  "execution_id": "...", "node": "...", "user": "..."}`` → the new execution result (201)
+  "execution_id": "...", "node": "...", "user": "...", "start": ISO time}`` → the new execution
+  result (201), without a datagram: a run whose datagram was lost (``herald qlik-sim record``)
+
+``executionresult``, ``executionresult/full`` and ``executionresult/count`` take the QRS
+``filter=`` syntax (``filters``) and ``orderby=<property> asc|desc``; like the real QRS list
+endpoints they have no skip/take, so a client pages by narrowing the filter (the sweep in
+``services/ingest/src/herald_ingest/reconcile.py`` counts first, then splits the window).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import json
 import re
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from aiohttp import web
@@ -43,6 +50,9 @@ ENDPOINTS: Final = (
     "app",  # Q8
     "user",  # Q9
     "about",
+    "executionresult",  # the reconciliation sweep and the exact execution of a datagram
+    "executionresult_full",
+    "executionresult_count",
 )
 UNMATCHED: Final = "unmatched"
 
@@ -79,6 +89,9 @@ class Qrs:
         routes = [
             ("/qrs/about", self._about, "about"),
             ("/qrs/task", self._task, "task"),
+            ("/qrs/executionresult", self._executionresult, "executionresult"),
+            ("/qrs/executionresult/full", self._executionresult_full, "executionresult_full"),
+            ("/qrs/executionresult/count", self._executionresult_count, "executionresult_count"),
             ("/qrs/task/full", self._task_full, "task_full"),
             ("/qrs/app/full", self._app_full, "app_full"),
             ("/qrs/app/{id}", self._app, "app"),
@@ -172,6 +185,51 @@ class Qrs:
         if user is None:
             raise web.HTTPNotFound(text='Cannot find the item for the "Get" operation.')
         return _json(shapes.user(user))
+
+    # --- execution results: what the reconciliation sweep reads --------------------------------
+
+    def _execution_results(
+        self, request: web.Request, *, read: bool = True
+    ) -> list[tuple[Execution, dict[str, Any]]]:
+        """Every execution of every task still there, in its full form, filtered and ordered.
+
+        Each execution returned counts as a read for ``zero_file_reference``, as ``reloadtask``
+        (a count reads none).
+        """
+        tasks = {task.id: task for task in self._tasks()}
+        by_id = {e.id: e for task in tasks.values() for e in task.executions}
+        documents = [
+            shapes.execution_result_full(e, tasks[e.task_id], hide_file_reference=False)
+            for e in by_id.values()
+        ]
+        chosen = _select(request, documents)
+        try:
+            chosen = filters.order(request.query.get("orderby"), chosen)
+        except filters.FilterError as error:
+            raise web.HTTPBadRequest(text=str(error)) from None
+        found: list[tuple[Execution, dict[str, Any]]] = []
+        for document in chosen:
+            execution = by_id[document["id"]]
+            if not read:
+                found.append((execution, document))
+                continue
+            execution.reads += 1
+            if execution.reads <= self.faults.zero_file_reference:
+                task = tasks[execution.task_id]
+                document = shapes.execution_result_full(execution, task, hide_file_reference=True)
+            found.append((execution, document))
+        return found
+
+    async def _executionresult(self, request: web.Request) -> web.Response:
+        chosen = self._execution_results(request)
+        return _json([shapes.execution_result_condensed(execution) for execution, _ in chosen])
+
+    async def _executionresult_full(self, request: web.Request) -> web.Response:
+        return _json([document for _, document in self._execution_results(request)])
+
+    async def _executionresult_count(self, request: web.Request) -> web.Response:
+        """``{"value": N}``, as the QRS counts any entity."""
+        return _json({"value": len(self._execution_results(request, read=False))})
 
     def _reload_task(self, request: web.Request) -> Task:
         task_id = _guid(request)
@@ -273,6 +331,7 @@ class Qrs:
             execution_id=_optional_text(body, "execution_id"),
             node=_optional_text(body, "node"),
             user=_optional_text(body, "user") or SCHEDULER_USER,
+            start=_optional_time(body, "start"),
         )
         return _json(shapes.execution_result(execution, task) | {"taskName": task.name}, status=201)
 
@@ -317,6 +376,17 @@ async def _body(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(text="the body must be a JSON object")
     return body
+
+
+def _optional_time(body: dict[str, Any], name: str) -> datetime | None:
+    text = _optional_text(body, name)
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"{name} must be an ISO 8601 time, got {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _optional_text(body: dict[str, Any], name: str) -> str | None:
