@@ -63,6 +63,10 @@ class QrsSettings(Section):
     # The script log is often not downloadable for a moment after the failure (docs/butler-compatibility.md §2.5).
     script_log_attempts: int = Field(default=3, ge=1, le=10)
     script_log_retry_delay: Duration = 2.0
+    # The execution a datagram names may not be final yet when the datagram arrives (the
+    # scheduler sends it as the state changes): ask again this often (Butler: 5 x 1 s).
+    execution_attempts: int = Field(default=5, ge=1, le=30)
+    execution_retry_delay: Duration = 1.0
 
 
 class ScriptLogSettings(Section):
