@@ -53,7 +53,13 @@ async def ingest_for(
     broker: BrokerSettings, tmp_path: Path, qlik: QlikSettings, **ingest: Any
 ) -> AsyncIterator[IngestService]:
     settings = IngestSettings.model_validate(
-        {"state_dir": str(tmp_path / "state"), "udp": {"host": "127.0.0.1", "port": 0}, **ingest}
+        {
+            "state_dir": str(tmp_path / "state"),
+            "udp": {"host": "127.0.0.1", "port": 0},
+            # These tests are about what a datagram gives; the sweep has test_reconcile.py.
+            "reconcile": {"enabled": False},
+            **ingest,
+        }
     )
     async with started(IngestService(IngestConfig(ingest=settings, qlik=qlik), broker)) as service:
         yield service

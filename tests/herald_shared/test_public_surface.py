@@ -121,6 +121,10 @@ PUBLIC: Final[dict[str, set[str]]] = {
         "INBOX",
         "OUTBOX",
         "PUBLISHES_REFUSED",
+        "RECONCILE_EVENTS",
+        "RECONCILE_EXECUTIONS",
+        "RECONCILE_LAG",
+        "RECONCILE_SWEEPS",
     },
     "herald_shared.outbox": {"REFUSED_LOG_EVERY", "Outbox", "Publisher"},
     "herald_shared.outcomes": {

@@ -49,6 +49,8 @@ def describe(topic: str, payload: bytes) -> str:
 
 
 _PROBLEM = {"task_failed": "failure", "task_aborted": "abort"}
+# How an event reached ingest, when not by the scheduler's datagram (the usual way).
+_SOURCE = {"reconcile": "found by the reconciliation sweep: its datagram never arrived"}
 
 
 def _event_line(event: events.Event) -> str:
@@ -63,6 +65,8 @@ def _event_line(event: events.Event) -> str:
         line += f", script log {event.script_log.total_lines} lines"
     if event.enrichment.status == "partial":
         line += f" [partial: {'; '.join(event.enrichment.reasons)}]"
+    if event.source != "udp":
+        line += f" [{_SOURCE.get(event.source, f'source: {event.source}')}]"
     if isinstance(event, events.TaskSucceeded) and event.recovers is not None:
         line += f" [recovers from the {_PROBLEM[event.recovers.kind]} of {event.recovers.occurred_at:%Y-%m-%d %H:%M}]"
     return line

@@ -209,6 +209,7 @@ class Enricher:
         kind: Kind,
         received_at: datetime,
         recovers: Recovery | None,
+        source: str = "udp",
     ) -> Event:
         task_json = gathered.task or {}
         task = Task(
@@ -221,15 +222,15 @@ class Enricher:
             partial_reload=task_json.get("isPartialReload"),
             max_retries=task_json.get("maxRetries"),
             session_timeout_minutes=task_json.get("taskSessionTimeout"),
-            next_execution=_time(_get(task_json, "operational", "nextExecution")),
+            next_execution=qrs_datetime(_get(task_json, "operational", "nextExecution")),
             modified_by=task_json.get("modifiedByUserName"),
-            modified_at=_time(task_json.get("modifiedDate")),
+            modified_at=qrs_datetime(task_json.get("modifiedDate")),
         )
         body: dict[str, Any] = {
             "event_id": event_id_for(kind, datagram.execution_id),
             "occurred_at": self._occurred_at(datagram),
             "received_at": received_at,
-            "source": "udp",
+            "source": source,
             "sense_host": datagram.host,
             "log_timestamp": datagram.log_timestamp,
             "task": task,
@@ -282,10 +283,10 @@ class Enricher:
             else None,
             file_size=app.get("fileSize"),
             published=app.get("published"),
-            publish_time=_time(app.get("publishTime")),
-            last_reload=_time(app.get("lastReloadTime")),
+            publish_time=qrs_datetime(app.get("publishTime")),
+            last_reload=qrs_datetime(app.get("lastReloadTime")),
             modified_by=app.get("modifiedByUserName"),
-            modified_at=_time(app.get("modifiedDate")),
+            modified_at=qrs_datetime(app.get("modifiedDate")),
             tags=_tags(app),
             custom_properties=_custom_properties(app),
             owner=owner,
@@ -349,12 +350,12 @@ def _execution(datagram: Datagram, result: dict[str, Any] | None) -> Execution:
         status_code=status,
         status=STATUS_TEXT.get(status) if isinstance(status, int) else None,
         node=result.get("executingNodeName"),
-        started_at=_time(result.get("startTime")),
-        stopped_at=_time(result.get("stopTime")),
+        started_at=qrs_datetime(result.get("startTime")),
+        stopped_at=qrs_datetime(result.get("stopTime")),
         duration_ms=result.get("duration"),
         details=[
             ExecutionDetail(
-                at=_time(detail.get("detailCreatedDate")),
+                at=qrs_datetime(detail.get("detailCreatedDate")),
                 message=str(detail.get("message", "")),
                 detail_type=detail.get("detailsType"),
             )
@@ -397,7 +398,7 @@ def _custom_properties(item: dict[str, Any]) -> dict[str, list[str]]:
     return found
 
 
-def _time(value: Any) -> datetime | None:
+def qrs_datetime(value: Any) -> datetime | None:
     """A QRS timestamp; None for its 1753 "never" placeholder or anything unreadable."""
     if not isinstance(value, str) or not value:
         return None

@@ -5,6 +5,8 @@ callback, so reading never waits. Workers enrich stored datagrams from the QRS (
 events in arrival order, so a recovery is decided on the right history) and move each, as an
 event, from the inbox to the outbox in one commit; the outbox publishes at QoS 1 and forgets an
 event on PUBACK. A crash at any point leaves the datagram in the inbox or the event in the outbox.
+The reconciliation sweep (``reconcile.py``) stores, through the same ``_store``, the runs the QRS
+knows and no datagram reported.
 The enrichers, the outbox loop and the broker connection are vital tasks: if one ends,
 ``/readyz`` and ``/livez`` say which and why (``herald_shared.supervision``).
 """
@@ -24,8 +26,9 @@ from herald_ingest.datagram import Datagram, Rejection
 from herald_ingest.enrich import Enricher, Gathered, kind_of_distribute
 from herald_ingest.listener import Address, Listener, SourceFilter, listen
 from herald_ingest.qrs import QrsClient
+from herald_ingest.reconcile import Sweep
 from herald_ingest.settings import IngestSettings, QlikSettings
-from herald_ingest.state import IngestState, Stored
+from herald_ingest.state import IngestState, Stored, seen_key
 from herald_shared import events, metrics, topics
 from herald_shared.bus import Bus
 from herald_shared.config import ConfigDocument, ConfigError, Section
@@ -72,6 +75,16 @@ class IngestService:
             supervisor=self._supervisor,
         )
         self._queue = self._enrichers.queue
+        self.sweep = Sweep(
+            config.ingest.reconcile,
+            qrs=self._qrs,
+            enricher=self._enricher,
+            db=self._db,
+            state=self._state,
+            store=self._store,
+            concurrency=config.ingest.enrichment_concurrency,
+            timezone=config.qlik.timezone,
+        )
         self._task_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._listener: Listener | None = None
         self._rejections: dict[str, tuple[float, int]] = {}
@@ -98,6 +111,10 @@ class IngestService:
         self._supervisor.spawn(self.outbox.run(), "the outbox loop")
         forget = every(FORGET_INTERVAL, self._forget_old_datagrams, what="forgetting old datagrams")
         self._supervisor.spawn(forget, "forgetting old datagrams")
+        reconcile = self._settings.reconcile
+        if reconcile.active:
+            sweeping = every(reconcile.interval, self.sweep.run, what="the reconciliation sweep")
+            self._supervisor.spawn(sweeping, "the reconciliation sweep")
         self._supervisor.watch(self.bus.start(), "the broker connection loop")
         udp = self._settings.udp
         self._listener = listen(udp.host, udp.port, udp.receive_buffer_bytes, self._on_datagrams)
@@ -149,7 +166,7 @@ class IngestService:
                 if isinstance(parsed, Rejection):
                     self._reject(parsed.reason, parsed.detail)
                     continue
-                key = f"{parsed.outcome}:{parsed.execution_id}"
+                key = seen_key(parsed.outcome, parsed.execution_id)
                 if self._state.seen_recently(key, window_start):
                     self._datagrams["duplicate"].inc()
                     log.info(
@@ -228,8 +245,7 @@ class IngestService:
             parsed, gathered, kind=kind, received_at=received_at, recovers=recovers
         )
         with self._db.transaction():
-            self.outbox.add(topics.topic_of(self._prefix, event), events.encode(event))
-            self._state.record_outcome(event)
+            self._store(event)
             self._state.done(stored.seq)
         metrics.ENRICHMENTS.labels(service=NAME, status=event.enrichment.status).inc()
         metrics.ENRICHMENT_SECONDS.labels(service=NAME).observe(time.time() - stored.received_at)
@@ -242,6 +258,11 @@ class IngestService:
             )
         else:
             log.info("%s of task %r published", event.kind, event.task.name)
+
+    def _store(self, event: events.Event) -> None:
+        """Within the caller's transaction: the event into the outbox, and the task's outcome."""
+        self.outbox.add(topics.topic_of(self._prefix, event), events.encode(event))
+        self._state.record_outcome(event)
 
     async def _recheck_distribute_later(
         self, stored: Stored, parsed: Datagram, reasons: list[str]

@@ -21,8 +21,32 @@ class UdpSettings(Section):
     max_field_length: int = Field(default=500, ge=50)
 
 
+MAX_LOOKBACK = 24 * 3600.0
+
+
+class ReconcileSettings(Section):
+    """``ingest.reconcile``: the sweep that asks the QRS for runs no datagram reported."""
+
+    enabled: bool = True
+    # How often to sweep; 0 turns the sweep off, as enabled: false does.
+    interval: Duration = Field(default=60.0, ge=0)
+    # A first start (no checkpoint yet) looks back this far, so an upgrade does not alert last
+    # month's failures; at most 24 h.
+    lookback: Duration = Field(default=3600.0, gt=0, le=MAX_LOOKBACK)
+    # Each sweep re-reads this much before its checkpoint: Sense nodes' clocks differ, and the
+    # repository may write a result a little after its stop time.
+    overlap: Duration = Field(default=120.0, ge=0, le=3600)
+    # At most this many execution results in one QRS answer (the sweep splits its window).
+    page_size: int = Field(default=500, ge=10, le=10_000)
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and self.interval > 0
+
+
 class IngestSettings(ServiceSection):
     udp: UdpSettings = UdpSettings()
+    reconcile: ReconcileSettings = ReconcileSettings()
     # IP addresses and CIDR ranges (IPv4 and IPv6) of the Sense nodes; empty accepts any source.
     allowed_sources: list[str] = Field(default_factory=list)
     # A datagram of the same kind and execution within this window is a duplicate (several
