@@ -46,7 +46,11 @@ async def sim(tmp_path: Path) -> AsyncIterator[QlikSim]:
 
 @contextlib.asynccontextmanager
 async def ingest_for(
-    sim: QlikSim, broker: BrokerSettings, tmp_path: Path, **reconcile: Any
+    sim: QlikSim,
+    broker: BrokerSettings,
+    tmp_path: Path,
+    allowed_sources: list[str] | None = None,
+    **reconcile: Any,
 ) -> AsyncIterator[IngestService]:
     """Ingest on the sim; ``enabled: false`` leaves the sweeps to the test (``sweep.once()``)."""
     qlik = QlikSettings.model_validate(
@@ -60,11 +64,13 @@ async def ingest_for(
             }
         }
     )
+    sources = {"allowed_sources": allowed_sources} if allowed_sources else {}
     settings = IngestSettings.model_validate(
         {
             "state_dir": str(tmp_path / "state"),
             "udp": {"host": "127.0.0.1", "port": 0},
             "reconcile": {"interval": "1h", **reconcile},  # at start, then by hand
+            **sources,
         }
     )
     async with started(IngestService(IngestConfig(ingest=settings, qlik=qlik), broker)) as ingest:
@@ -252,3 +258,53 @@ async def test_an_idle_sweep_costs_the_qrs_one_request_and_a_busy_one_pages(
     assert max(busy.pages) <= 10
     assert sim.calls["executionresult_full"] == len(busy.pages) <= 2 * math.ceil(30 / 10)
     assert list_calls <= 1 + 3 * math.ceil(30 / 10)
+
+
+async def test_datagrams_refused_for_a_stretch_are_alerted_by_the_next_sweep(
+    sim: QlikSim,
+    mosquitto: Mosquitto,
+    topic_prefix: str,
+    broker_settings: BrokerSettings,
+    tmp_path: Path,
+) -> None:
+    refused_before = metric("herald_datagrams_rejected_total", reason="source")
+    async with (
+        Observer(mosquitto.host, mosquitto.port, f"{topic_prefix}/v1/events/#") as seen,
+        ingest_for(
+            sim, broker_settings, tmp_path, enabled=False, allowed_sources=["10.0.0.0/8"]
+        ) as ingest,
+    ):
+        runs = fail_silently(sim, 5)
+        send(sim, ingest, "failed", *runs)  # from 127.0.0.1: not an allowed source
+        await wait_until(
+            lambda: metric("herald_datagrams_rejected_total", reason="source") - refused_before == 5
+        )
+        assert (await ingest.sweep.once()).published == 5
+        assert (await ingest.sweep.once()).published == 0
+        sentinel = sim.record("aborted")  # published after the others, by a third sweep
+        await ingest.sweep.once()
+        await seen.wait_for(lambda s: any(_execution_of(m) == sentinel.execution_id for m in s))
+    published = [events.decode(m.payload) for m in seen.seen]
+    assert sorted(e.execution.id for e in published[:-1]) == sorted(r.execution_id for r in runs)
+    assert published[-1].execution.id == sentinel.execution_id
+    assert {e.source for e in published} == {"reconcile"}
+
+
+async def test_the_sweep_asks_only_for_the_outcomes_it_is_configured_for(
+    sim: QlikSim,
+    mosquitto: Mosquitto,
+    topic_prefix: str,
+    broker_settings: BrokerSettings,
+    tmp_path: Path,
+) -> None:
+    sim.record("succeeded")
+    [failed] = fail_silently(sim, 1)
+    async with (
+        Observer(mosquitto.host, mosquitto.port, f"{topic_prefix}/v1/events/#") as seen,
+        ingest_for(sim, broker_settings, tmp_path, enabled=False, outcomes=["failed"]) as ingest,
+    ):
+        report = await ingest.sweep.once()
+        published = await settled(sim, ingest, seen)
+    assert (report.seen, report.published) == (1, 1)
+    assert [e.execution.id for e in published] == [failed.execution_id]
+    assert all("status eq 7" not in call.path for call in sim.calls.records)

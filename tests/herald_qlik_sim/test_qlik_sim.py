@@ -655,6 +655,16 @@ async def test_the_cli_records_executions_without_a_datagram(
     assert {item["executionID"] for item in found} == set(printed)
     two_hours_ago = datetime.now(UTC) - timedelta(hours=2)
     assert all(e.stop <= two_hours_ago for e in task.executions[-3:])
+    many = await qrs.post(
+        f"{sim.control_url}/executions",
+        json={"task": TASK_FAILED_ID, "outcome": "aborted", "execution_ids": ["e-1", "e-2"]},
+    )
+    assert many.status_code == 201
+    assert [item["executionID"] for item in many.json()] == ["e-1", "e-2"]
+    assert [e.execution_id for e in sim.site.tasks[TASK_FAILED_ID].executions[-2:]] == [
+        "e-1",
+        "e-2",
+    ]
     unknown = await herald(
         "qlik-sim", "record", "failed", "--task", "No such task", "--sim", sim.origin
     )

@@ -4,9 +4,9 @@ UDP is fire-and-forget: a datagram lost on the network, refused by a firewall, s
 was down, or never sent by a node whose ``LocalLogConfig.xml`` lacks the appender is an alert
 nobody gets. The repository knows every run, so every ``ingest.reconcile.interval`` the sweep asks
 the QRS for the execution results that stopped since its checkpoint (minus ``overlap``, for
-clock skew between Sense nodes and results written a little late) with an outcome that alerts:
-FinishedFail (8), Aborted (6), FinishedSuccess (7, so recoveries are not missed) and Error (11,
-a distribute task's failure). Each one no datagram has reported becomes the event the datagram
+clock skew between Sense nodes and results written a little late) with the outcomes of
+``ingest.reconcile.outcomes``: FinishedFail (8) and Error (11, a distribute task's failure),
+Aborted (6), FinishedSuccess (7, so recoveries are not missed). Each one no datagram has reported becomes the event the datagram
 would have given: the same deterministic id (``event_id_for(kind, execution id)``), the same
 enrichment, ``source: "reconcile"``. Exactly once, whichever path sees a run first:
 
@@ -68,8 +68,13 @@ from herald_shared.events import Event, Kind
 log = logging.getLogger(__name__)
 
 SOURCE: Final = "reconcile"
-# The statuses that alert, as the filter asks for them.
-ALERTING: Final = "(status eq 8 or status eq 6 or status eq 7 or status eq 11)"
+# The statuses asked for, per ``ingest.reconcile.outcomes``; Error (11) is how a distribute task
+# can fail, so it comes with "failed".
+STATUSES: Final[dict[str, tuple[int, ...]]] = {
+    "failed": (8, 11),
+    "aborted": (6,),
+    "succeeded": (7,),
+}
 # A span this short (milliseconds) is fetched whatever it holds: the filter cannot split it.
 SMALLEST_SPAN_MS: Final = 1000
 _OUTCOME_OF_STATUS: Final[dict[int, DatagramOutcome]] = {
@@ -92,12 +97,17 @@ class Span:
     end_ms: int
     count: int
 
-    @property
-    def filter(self) -> str:
+    def filter(self, statuses: str) -> str:
         return (
-            f"{ALERTING} and stopTime gt '{qrs_time(self.start_ms)}' "
+            f"{statuses} and stopTime gt '{qrs_time(self.start_ms)}' "
             f"and stopTime le '{qrs_time(self.end_ms)}'"
         )
+
+
+def status_filter(outcomes: list[str]) -> str:
+    """``(status eq 8 or status eq 11 or …)`` for the outcomes the sweep asks for."""
+    codes = [code for outcome in outcomes for code in STATUSES[outcome]]
+    return "(" + " or ".join(f"status eq {code}" for code in codes) + ")"
 
 
 @dataclass
@@ -128,6 +138,7 @@ class Sweep:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
+        self._statuses = status_filter(list(settings.outcomes))
         self._qrs = qrs
         self._enricher = enricher
         self._db = db
@@ -192,14 +203,16 @@ class Sweep:
             self._state.set_checkpoint_ms(until)
         if report.published:
             log.warning(
-                "the reconciliation sweep found %d runs no datagram had reported; alerted now "
+                "the reconciliation sweep found %s no datagram had reported; alerted now "
                 "(check the Sense nodes' LocalLogConfig.xml, the network and ingest.allowed_sources)",
-                report.published,
+                "1 run" if report.published == 1 else f"{report.published} runs",
             )
 
     async def _count(self, start_ms: int, end_ms: int, report: Report) -> int:
         report.requests += 1
-        return await self._qrs.count_execution_results(Span(start_ms, end_ms, 0).filter)
+        return await self._qrs.count_execution_results(
+            Span(start_ms, end_ms, 0).filter(self._statuses)
+        )
 
     async def _pages(self, window: Span, report: Report) -> list[Span]:
         """The window split into spans of at most ``page_size`` results (see the docstring)."""
@@ -220,7 +233,9 @@ class Sweep:
 
     async def _fetch_and_store(self, span: Span, report: Report) -> None:
         report.requests += 1
-        results = await self._qrs.execution_results(span.filter, orderby="stopTime asc")
+        results = await self._qrs.execution_results(
+            span.filter(self._statuses), orderby="stopTime asc"
+        )
         report.pages.append(len(results))
         report.seen += len(results)
         self._seen_metric.inc(len(results))

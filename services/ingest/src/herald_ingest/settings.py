@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Literal, get_args
 
 from pydantic import Field, SecretStr, field_validator
 
@@ -22,6 +23,7 @@ class UdpSettings(Section):
 
 
 MAX_LOOKBACK = 24 * 3600.0
+SweptOutcome = Literal["failed", "aborted", "succeeded"]
 
 
 class ReconcileSettings(Section):
@@ -38,6 +40,11 @@ class ReconcileSettings(Section):
     overlap: Duration = Field(default=120.0, ge=0, le=3600)
     # At most this many execution results in one QRS answer (the sweep splits its window).
     page_size: int = Field(default=500, ge=10, le=10_000)
+    # The runs it asks for. Successes are what recoveries are made of; a site that wants no
+    # success events at all (no success appender either) can leave them out.
+    outcomes: list[SweptOutcome] = Field(
+        default_factory=lambda: list(get_args(SweptOutcome)), min_length=1
+    )
 
     @property
     def active(self) -> bool:

@@ -13,7 +13,8 @@ executions for datagrams sent from another process:
   ``"clear": true`` to reset every fault first, ``"reset_calls": true``, ``"release_hung": true``)
 - ``POST /control/executions`` with ``{"task": id or name, "outcome": "failed",
   "execution_id": "...", "node": "...", "user": "...", "start": ISO time}`` → the new execution
-  result (201), without a datagram: a run whose datagram was lost (``herald qlik-sim record``)
+  result (201), without a datagram: a run whose datagram was lost (``herald qlik-sim record``);
+  ``"execution_ids": [...]`` instead of ``execution_id`` records one run each, answering a list
 
 ``executionresult``, ``executionresult/full`` and ``executionresult/count`` take the QRS
 ``filter=`` syntax (``filters``) and ``orderby=<property> asc|desc``; like the real QRS list
@@ -324,16 +325,31 @@ class Qrs:
         if outcome not in OUTCOMES:
             raise web.HTTPBadRequest(text=f"outcome must be one of {', '.join(OUTCOMES)}")
         chosen: Outcome = outcome
-        execution = record_outcome(
-            self.site,
-            task,
-            chosen,
-            execution_id=_optional_text(body, "execution_id"),
-            node=_optional_text(body, "node"),
-            user=_optional_text(body, "user") or SCHEDULER_USER,
-            start=_optional_time(body, "start"),
-        )
-        return _json(shapes.execution_result(execution, task) | {"taskName": task.name}, status=201)
+        many = body.get("execution_ids")
+        if many is not None and (
+            not isinstance(many, list) or not all(isinstance(e, str) and e for e in many)
+        ):
+            raise web.HTTPBadRequest(text="execution_ids must be a list of non-empty strings")
+        ids = many if many is not None else [_optional_text(body, "execution_id")]
+        node, start = _optional_text(body, "node"), _optional_time(body, "start")
+        user = _optional_text(body, "user") or SCHEDULER_USER
+        recorded = [
+            shapes.execution_result(
+                record_outcome(
+                    self.site,
+                    task,
+                    chosen,
+                    execution_id=execution_id,
+                    node=node,
+                    user=user,
+                    start=start,
+                ),
+                task,
+            )
+            | {"taskName": task.name}
+            for execution_id in ids
+        ]
+        return _json(recorded if many is not None else recorded[0], status=201)
 
 
 def _refusal(request: web.Request) -> str | None:
