@@ -250,6 +250,7 @@ class Sweep:
                     continue  # not final, or a datagram reported it while this sweep enriched
                 self._store(event)
                 self._state.mark_seen(seen_key(datagram.outcome, datagram.execution_id), now)
+                metrics.ENRICHMENTS.labels(service="ingest", status=event.enrichment.status).inc()
                 published += 1
                 log.info(
                     "%s of task %r (execution %s, stopped %s) found by the reconciliation sweep",
