@@ -60,6 +60,7 @@ UNMATCHED: Final = "unmatched"
 _XRFKEY = re.compile(r"^[A-Za-z0-9]{16}$")
 _QLIK_USER = re.compile(r"^\s*userdirectory\s*=\s*[^;=]+;\s*userid\s*=\s*[^;=]+;?\s*$", re.I)
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+_EXACT_EXECUTION = re.compile(r"^\s*executionID\s+eq\s+([0-9A-Fa-f-]{36})\s*$", re.I)
 _XSRF_MESSAGE = "XSRF prevention check failed. Possible XSRF discovered."
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -198,7 +199,15 @@ class Qrs:
         (a count reads none).
         """
         tasks = {task.id: task for task in self._tasks()}
-        by_id = {e.id: e for task in tasks.values() for e in task.executions}
+        exact = _EXACT_EXECUTION.match(request.query.get("filter") or "")
+        by_id = {
+            e.id: e
+            for task in tasks.values()
+            for e in task.executions
+            # One run by its execution id, the call of every datagram: no need to render the
+            # whole history (a benchmark's sim holds tens of thousands of runs).
+            if exact is None or e.execution_id == exact.group(1).lower()
+        }
         documents = [
             shapes.execution_result_full(e, tasks[e.task_id], hide_file_reference=False)
             for e in by_id.values()
