@@ -26,7 +26,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ import aiohttp
 import httpx
 import msgspec
 
-from herald_qlik_sim import emitter
+from herald_qlik_sim import emitter, scriptlogs
 from herald_qlik_sim.certs import CertPaths
 from herald_qlik_sim.data import TASK_FAILED_ID, default_site
 from herald_shared.events import event_id_for
@@ -274,23 +274,39 @@ class Pipeline:
         async with self._session.post(f"{self.sim_url}/control", json=faults) as response:
             response.raise_for_status()
 
-    async def record(self, count: int, task: str = TASK_FAILED_ID) -> Burst:
+    async def record(
+        self, count: int, task: str = TASK_FAILED_ID, *, ended_just_now: bool = False
+    ) -> Burst:
         """Record ``count`` failed executions in the sim, to be sent with :meth:`send`.
 
         Each gets a scheduler time stamp one second after the previous one, unique within the
         system: one task cannot fail twice in one second, and the script-log archive (Butler's
         layout) and InfluxDB (the point's time) tell executions of a task apart by that time.
+        ``ended_just_now``: the runs stopped in the last ``count`` seconds, one a second, and the
+        stamps are their stop times (the configured zone is UTC), as the reconciliation sweep
+        writes them for runs no datagram reported.
         """
         assert self._session is not None
         session = self._session
         burst = Burst(task=task)
-        for _ in range(count):
-            burst.execution_ids.append(str(uuid.uuid4()))
+        now = datetime.now(UTC).replace(microsecond=0, tzinfo=None)
+        starts: dict[str, str] = {}
+        for n in range(count):
+            execution_id = str(uuid.uuid4())
+            burst.execution_ids.append(execution_id)
+            if ended_just_now:
+                stopped = now - timedelta(seconds=count - n)
+                burst.stamps.append(stopped)
+                started = stopped.replace(tzinfo=UTC) - scriptlogs.elapsed("failed")
+                starts[execution_id] = started.isoformat()
+                continue
             burst.stamps.append(self._next_stamp)
             self._next_stamp += timedelta(seconds=1)
 
         async def one(execution_id: str) -> None:
             body = {"task": task, "outcome": "failed", "execution_id": execution_id}
+            if execution_id in starts:
+                body["start"] = starts[execution_id]
             async with session.post(f"{self.sim_url}/control/executions", json=body) as response:
                 response.raise_for_status()
 
