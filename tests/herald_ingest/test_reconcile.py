@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
+from herald_ingest.lease import Claim
 from herald_ingest.service import IngestConfig, IngestService
 from herald_ingest.settings import IngestSettings, QlikSettings
 from herald_qlik_sim import QlikSim, emitter
@@ -308,3 +309,41 @@ async def test_the_sweep_asks_only_for_the_outcomes_it_is_configured_for(
     assert (report.seen, report.published) == (1, 1)
     assert [e.execution.id for e in published] == [failed.execution_id]
     assert all("status eq 7" not in call.path for call in sim.calls.records)
+
+
+async def test_two_ingests_sweep_the_qrs_once_and_the_other_takes_over_where_it_left_off(
+    sim: QlikSim,
+    mosquitto: Mosquitto,
+    topic_prefix: str,
+    broker_settings: BrokerSettings,
+    tmp_path: Path,
+) -> None:
+    first = broker_settings.model_copy(update={"instance": "ingest-a"})
+    second = broker_settings.model_copy(update={"instance": "ingest-b"})
+    async with (
+        Observer(mosquitto.host, mosquitto.port, f"{topic_prefix}/v1/events/#") as seen,
+        # No overlap: the takeover below re-reads nothing of what ingest-a did.
+        ingest_for(sim, second, tmp_path / "b", enabled=False, overlap=0) as b,
+    ):
+        async with ingest_for(sim, first, tmp_path / "a", enabled=False, overlap=0) as a:
+            await a.sweep.once()  # ingest-a claims the lease
+            await wait_until(lambda: b.sweep.follows is not None)
+            missed = fail_silently(sim, 20)
+            sim.calls.clear()
+            assert (await b.sweep.once()).skipped
+            assert len(sim.calls) == 0  # ingest-b left the QRS alone
+            assert (await a.sweep.once()).published == 20
+            checkpoint = a.sweep.checkpoint
+            assert checkpoint is not None
+            ms = int(checkpoint.timestamp() * 1000)
+            await wait_until(lambda: (b.sweep.follows or Claim("", 0)).checkpoint_ms == ms)
+            assert (await b.sweep.once()).skipped
+            assert b.sweep.checkpoint == checkpoint  # ingest-b keeps up with ingest-a
+        await wait_until(lambda: b.sweep.follows is None)  # ingest-a stopped: lease released
+        later = fail_silently(sim, 10)
+        takeover = await b.sweep.once()
+        published = await settled(sim, b, seen)
+    assert not takeover.skipped
+    assert takeover.published == 10
+    expected = {events.event_id_for("task_failed", r.execution_id) for r in missed + later}
+    assert Counter(e.event_id for e in published) == dict.fromkeys(expected, 1)

@@ -175,6 +175,7 @@ PUBLIC: Final[dict[str, set[str]]] = {
         "event_topic",
         "events_filter",
         "events_subscription",
+        "lease_topic",
         "status_topic",
         "topic_of",
     },

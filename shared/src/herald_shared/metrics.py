@@ -100,7 +100,7 @@ INBOX = Gauge(
 )
 RECONCILE_SWEEPS = Counter(
     "herald_reconcile_sweeps_total",
-    "Reconciliation sweeps of the QRS's execution results, by outcome: completed, failed",
+    "Reconciliation sweeps of the QRS's execution results, by outcome: completed, failed, skipped",
     ["service", "outcome"],
 )
 RECONCILE_EXECUTIONS = Counter(

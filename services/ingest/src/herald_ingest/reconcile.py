@@ -34,6 +34,8 @@ stop-time filter, guided by ``executionresult/count``:
 
 Each page is committed with the checkpoint at its end, so a long catch-up makes progress even if
 a later page fails.
+
+With two ingests, one sweeps and the other follows its checkpoint (``lease.py``).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ from herald_ingest.enrich import (
     kind_of_distribute,
     qrs_datetime,
 )
+from herald_ingest.lease import Claim, Lease
 from herald_ingest.qrs import NO_FILE, QrsClient, QrsError
 from herald_ingest.settings import MAX_LOOKBACK, ReconcileSettings
 from herald_ingest.state import IngestState, seen_key
@@ -118,6 +121,7 @@ class Report:
     pages: list[int] = field(default_factory=list)  # results per executionresult/full answer
     seen: int = 0  # execution results read
     published: int = 0  # events stored that no datagram had reported
+    skipped: bool = False  # another ingest holds the sweep's lease (lease.py)
 
 
 class Sweep:
@@ -135,9 +139,11 @@ class Sweep:
         store: Callable[[Event], None],
         concurrency: int,
         timezone: str | None,
+        lease: Lease | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
+        self._lease = lease
         self._statuses = status_filter(list(settings.outcomes))
         self._qrs = qrs
         self._enricher = enricher
@@ -149,7 +155,7 @@ class Sweep:
         self._clock = clock
         self._metrics = {
             name: metrics.RECONCILE_SWEEPS.labels(service="ingest", outcome=name)
-            for name in ("completed", "failed")
+            for name in ("completed", "failed", "skipped")
         }
         self._seen_metric = metrics.RECONCILE_EXECUTIONS.labels(service="ingest")
         self._published_metric = metrics.RECONCILE_EVENTS.labels(service="ingest")
@@ -161,12 +167,27 @@ class Sweep:
         checkpoint = self._state.checkpoint_ms()
         return None if checkpoint is None else datetime.fromtimestamp(checkpoint / 1000, UTC)
 
+    @property
+    def follows(self) -> Claim | None:
+        """The other ingest's claim while it holds the sweep's lease (this one does not sweep)."""
+        return None if self._lease is None else self._lease.held_elsewhere()
+
     async def run(self) -> None:
         await self.once()
 
     async def once(self) -> Report:
         """Sweep once; a QRS that fails is logged, counted, and leaves the checkpoint alone."""
         report = Report()
+        lease = self._lease
+        if lease is not None:
+            holder = lease.held_elsewhere()
+            if holder is not None:
+                self._follow(holder)
+                report.skipped = True
+                self._metrics["skipped"].inc()
+                self._update_lag()
+                return report
+            await lease.claim(self._state.checkpoint_ms())
         try:
             await self._sweep(report)
         except QrsError as error:
@@ -183,7 +204,21 @@ class Sweep:
             self._metrics["completed"].inc()
         finally:
             self._update_lag()
+            if lease is not None:
+                await lease.claim(self._state.checkpoint_ms())
         return report
+
+    async def release(self) -> None:
+        """On a clean stop: another ingest may sweep from its next interval on."""
+        if self._lease is not None:
+            await self._lease.release(self._state.checkpoint_ms())
+
+    def _follow(self, holder: Claim) -> None:
+        """Keep up with the ingest that sweeps, so that a takeover starts where it left off."""
+        mine = self._state.checkpoint_ms()
+        if holder.checkpoint_ms is not None and (mine is None or holder.checkpoint_ms > mine):
+            with self._db.transaction():
+                self._state.set_checkpoint_ms(holder.checkpoint_ms)
 
     async def _sweep(self, report: Report) -> None:
         until = int(self._clock() * 1000)

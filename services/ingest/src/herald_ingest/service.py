@@ -24,13 +24,14 @@ from pathlib import Path
 from herald_ingest import datagram as datagrams
 from herald_ingest.datagram import Datagram, Rejection
 from herald_ingest.enrich import Enricher, Gathered, kind_of_distribute
+from herald_ingest.lease import Lease
 from herald_ingest.listener import Address, Listener, SourceFilter, listen
 from herald_ingest.qrs import QrsClient
 from herald_ingest.reconcile import Sweep
 from herald_ingest.settings import IngestSettings, QlikSettings
 from herald_ingest.state import IngestState, Stored, seen_key
 from herald_shared import events, metrics, topics
-from herald_shared.bus import Bus
+from herald_shared.bus import Bus, Message
 from herald_shared.config import ConfigDocument, ConfigError, Section
 from herald_shared.db import database_for
 from herald_shared.outbox import Outbox
@@ -62,7 +63,12 @@ class IngestService:
         self._prefix = broker.topic_prefix
         self._db = database_for(Path(config.ingest.state_dir), NAME)
         self._state = IngestState(self._db)
-        self.bus = Bus(broker, NAME)
+        lease_topic = topics.lease_topic(broker.topic_prefix, NAME, "reconcile")
+        # Ingest's one subscription: the sweep's lease, so that two ingests sweep once.
+        self.bus = Bus(broker, NAME, subscriptions=[lease_topic], handler=self._on_lease)
+        self._lease = Lease(
+            self.bus, lease_topic, broker.instance, config.ingest.reconcile.interval
+        )
         self.outbox = Outbox(self._db, self.bus)
         self._qrs = QrsClient(config.qlik.qrs)
         self._enricher = Enricher(self._qrs, config.qlik, config.ingest.enrichment_deadline)
@@ -84,6 +90,7 @@ class IngestService:
             store=self._store,
             concurrency=config.ingest.enrichment_concurrency,
             timezone=config.qlik.timezone,
+            lease=self._lease,
         )
         self._task_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._listener: Listener | None = None
@@ -129,6 +136,7 @@ class IngestService:
             self._listener.close()
         # What is cancelled is still in the inbox: enriched again at the next start.
         await self._enrichers.stop(STOP_GRACE, what="datagrams")
+        await self.sweep.release()
         if self.bus.connected:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.outbox.wait_empty(), 3.0)
@@ -258,6 +266,9 @@ class IngestService:
             )
         else:
             log.info("%s of task %r published", event.kind, event.task.name)
+
+    async def _on_lease(self, message: Message) -> None:
+        await self._lease.on_message(message)
 
     def _store(self, event: events.Event) -> None:
         """Within the caller's transaction: the event into the outbox, and the task's outcome."""
