@@ -158,8 +158,8 @@ async def test_datagrams_and_the_sweep_racing_over_the_same_failures_alert_each_
     broker_settings: BrokerSettings,
     tmp_path: Path,
 ) -> None:
-    runs = fail_silently(sim, 90)
-    first, second, third = runs[:30], runs[30:60], runs[60:]
+    runs = fail_silently(sim, 200)
+    first, second, third = runs[:70], runs[70:140], runs[140:]
     sim.faults.latency = 0.02  # widens the window in which both paths are at work
     async with (
         Observer(mosquitto.host, mosquitto.port, f"{topic_prefix}/v1/events/#") as seen,

@@ -55,6 +55,12 @@ def test_an_event_the_sweep_found_says_so_and_a_datagrams_event_says_nothing() -
     assert other.endswith("[source: test]")
 
 
+def test_the_sweep_lease_says_who_sweeps_until_when() -> None:
+    claim = b'{"holder":"ingest-a","expires_at":1796212800.0,"checkpoint_ms":1796212620000}'
+    line = tail.describe(f"{PREFIX}/v1/lease/ingest/reconcile", claim)
+    assert line == "LEASE      ingest/reconcile held by ingest-a until 2026-12-02 12:00:00 UTC"
+
+
 def test_filters_keep_only_the_service_kind_and_task_asked_for() -> None:
     failed, aborted = samples.sample_failed(), samples.sample_aborted()
     status = (topics.status_topic(PREFIX, "emailer", "a"), b"online")

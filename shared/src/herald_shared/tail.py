@@ -14,7 +14,7 @@ import contextlib
 import fnmatch
 import sys
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import msgspec
@@ -35,6 +35,8 @@ def describe(topic: str, payload: bytes) -> str:
             return _event_line(events.decode(payload))
         if section == "status":
             return f"STATUS     {'/'.join(parts[3:])} is {payload.decode()}"
+        if section == "lease":
+            return _lease_line("/".join(parts[3:]), payload)
         report: dict[str, Any] = msgspec.json.decode(payload)
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
         return f"?          {topic}: {payload[:120]!r}"
@@ -46,6 +48,15 @@ def describe(topic: str, payload: bytes) -> str:
     if section == "dead-letter":
         return f"DEAD       {report['service']}/{report.get('destination')}: {report['reason']}"
     return f"?          {topic}"
+
+
+def _lease_line(job: str, payload: bytes) -> str:
+    """``herald/v1/lease/ingest/reconcile``: which ingest sweeps the QRS (ingest's lease.py)."""
+    if not payload:
+        return f"LEASE      {job} cleared"
+    claim: dict[str, Any] = msgspec.json.decode(payload)
+    until = datetime.fromtimestamp(float(claim.get("expires_at", 0)), UTC)
+    return f"LEASE      {job} held by {claim.get('holder')} until {until:%Y-%m-%d %H:%M:%S} UTC"
 
 
 _PROBLEM = {"task_failed": "failure", "task_aborted": "abort"}
