@@ -344,7 +344,7 @@ class Sweep:
             # Error (11) alerts only for distribute tasks, whose outcome _event decides.
             outcome=_OUTCOME_OF_STATUS.get(status, "distribute"),
             host=str(result.get("executingNodeName") or ""),
-            task_name="",
+            task_name=f"task {task_id}",  # the QRS's name replaces it when the task is found
             app_name="",
             user="",
             task_id=task_id,
