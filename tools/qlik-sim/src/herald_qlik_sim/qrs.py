@@ -38,7 +38,7 @@ from aiohttp import web
 from herald_qlik_sim import filters, shapes
 from herald_qlik_sim.executions import SCHEDULER_USER, record_outcome
 from herald_qlik_sim.faults import Call, CallLog, FaultError, Faults
-from herald_qlik_sim.model import OUTCOMES, ZERO_GUID, Execution, Outcome, Site, Task, TaskType
+from herald_qlik_sim.model import OUTCOMES, Execution, Outcome, Site, Task, TaskType
 
 ENDPOINTS: Final = (
     "task",  # Q1
@@ -200,14 +200,14 @@ class Qrs:
         """
         tasks = {task.id: task for task in self._tasks()}
         exact = _EXACT_EXECUTION.match(request.query.get("filter") or "")
-        by_id = {
-            e.id: e
-            for task in tasks.values()
-            for e in task.executions
+        if exact is None:
+            runs = [e for task in tasks.values() for e in task.executions]
+        else:
             # One run by its execution id, the call of every datagram: no need to render the
             # whole history (a benchmark's sim holds tens of thousands of runs).
-            if exact is None or e.execution_id == exact.group(1).lower()
-        }
+            run = self.site.by_execution_id.get(exact.group(1).lower())
+            runs = [run] if run is not None and run.task_id in tasks else []
+        by_id = {e.id: e for e in runs}
         documents = [
             shapes.execution_result_full(e, tasks[e.task_id], hide_file_reference=False)
             for e in by_id.values()
@@ -262,22 +262,15 @@ class Qrs:
         """Q5: ``?fileReferenceId=`` → a download reference."""
         task = self._reload_task(request)
         wanted = _query(request, "fileReferenceId").lower()
-        execution = next(
-            (
-                execution
-                for execution in task.executions
-                if execution.file_reference_id == wanted and wanted != ZERO_GUID
-            ),
-            None,
-        )
-        return self._reference(execution)
+        execution = self.site.by_file_reference.get(wanted)
+        return self._reference(execution if execution and execution.task_id == task.id else None)
 
     async def _scriptlogfile(self, request: web.Request) -> web.Response:
         """Q6 (QRS May 2025): ``?executionResultId=`` → a download reference."""
         task = self._reload_task(request)
         wanted = _query(request, "executionResultId").lower()
-        execution = next((item for item in task.executions if item.id == wanted), None)
-        return self._reference(execution)
+        execution = self.site.execution(wanted)
+        return self._reference(execution if execution and execution.task_id == task.id else None)
 
     def _reference(self, execution: Execution | None) -> web.Response:
         if execution is None or not execution.script_log:
