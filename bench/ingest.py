@@ -9,11 +9,14 @@ log reference and the script log download (never cached).
 Every run is first recorded in the sim (as the scheduler writes its execution result before the
 datagram goes out), since enrichment reads the execution the datagram names.
 
-Prints: datagrams lost in a burst, enriched events/s for that burst, p50/p99 latency at a steady
-rate, and ingest's idle and peak RSS. Then the reconciliation sweep (run in this process, so its
-CPU is measured with ``time.process_time``): QRS requests and CPU of an idle sweep, and of a sweep
-that finds 1,000 runs no datagram reported, spread over its minute or over the hour of a
-first start's lookback.
+Prints: the worst-case time to parse one datagram (hostile datagrams built within the size cap,
+parsed in this process), datagrams lost in a burst, enriched events/s for that burst, p50/p99
+latency at a steady rate, the same with a hostile stream mixed in (the slowest-parsing datagram
+every 0.5 s besides the valid alerts; target: no valid alert lost, p99 under 1 s), and ingest's
+idle and peak RSS. Then the reconciliation sweep (run in this process, so its CPU is measured
+with ``time.process_time``): QRS requests and CPU of an idle sweep, and of a sweep that finds
+1,000 runs no datagram reported, spread over its minute or over the hour of a first start's
+lookback.
 
     uv run python bench/ingest.py [--burst 10000] [--rate 100] [--seconds 10] [--json out.json]
 """
@@ -28,6 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,6 +40,7 @@ import aiohttp
 import aiomqtt
 import msgspec
 
+from herald_ingest import datagram as datagrams
 from herald_ingest.service import IngestConfig, IngestService
 from herald_ingest.settings import IngestSettings, QlikSettings
 from herald_qlik_sim import CertPaths, emitter, scriptlogs
@@ -134,7 +139,118 @@ class SimControl:
         await self._session.close()
 
 
+# --- hostile datagrams: each as large as the cap allows, aimed at one step of the parser ----------
+
+CAP = datagrams.MAX_DATAGRAM_BYTES
+HOSTILE_EVERY = 0.5  # seconds between two hostile datagrams in the mixed stream
+GUID = "dec2a02a-1680-44ef-8dc2-e2bfb180af87"
+STAMP = "2021-02-16 09:24:59,099"
+ANCHOR = f"{GUID};{GUID};{STAMP};INFO;{GUID}"
+
+
+def _fill(head: str, tail: str, unit: str) -> str:
+    """``head`` + as many ``unit`` as fit under the cap + ``tail``."""
+    room = CAP - len(head.encode()) - len(tail.encode())
+    return head + unit * (room // len(unit.encode())) + tail
+
+
+def _fields(task: str, app: str, user: str, message: str, execution_id: str) -> str:
+    return (
+        f"/scheduler-task-failed/;node;{task};{app};{user};{GUID};{GUID};{STAMP};INFO;"
+        f"{execution_id};{message}"
+    )
+
+
+def _hostile_cases() -> dict[str, Callable[[str], bytes]]:
+    """Name -> a builder of that datagram for an execution id (each send is a new execution)."""
+
+    def semicolons(e: str) -> bytes:  # ';' in the task name: ~65,000 segments to anchor
+        head = "/scheduler-task-failed/;node;"
+        return _fill(head, f"app;LAB\\u;{GUID};{GUID};{STAMP};INFO;{e};m", ";").encode()
+
+    def repeated(e: str) -> bytes:  # task name "a;a;a;…": the task/app split's repeated tail
+        head = "/scheduler-task-failed/;node;"
+        return _fill(head, f"a;LAB\\u;{GUID};{GUID};{STAMP};INFO;{e};m", "a;").encode()
+
+    def fake_anchors(e: str) -> bytes:  # anchor-shaped runs everywhere, no backslash user
+        head = "/scheduler-task-failed/;node;t;a;user;"
+        return _fill(head, f";{ANCHOR[:-36]}{e};m", f"{ANCHOR};").encode()
+
+    def timestamps(e: str) -> bytes:  # no anchor at all: every segment a timestamp (rejected)
+        return _fill("/scheduler-task-failed/;", f";{e}", f"{STAMP};").encode()
+
+    def control(e: str) -> bytes:  # control characters to delete
+        return _fields("t", "a", "LAB\\u", _fill("", "", "\x01")[: CAP - 200], e).encode()[:CAP]
+
+    def long_fields(e: str) -> bytes:  # every free-text field as long as the others allow
+        long = "x" * 16_200
+        return _fields(long, long, "LAB\\" + long, long, e).encode()[:CAP]
+
+    def many_fields(e: str) -> bytes:  # 32,000 one-character fields (rejected)
+        return _fill("/scheduler-task-failed/;", f";{e}", "x;").encode()
+
+    return {
+        "';' in the task name": semicolons,
+        "repeated task name segments": repeated,
+        "anchor-shaped runs": fake_anchors,
+        "timestamps, no anchor": timestamps,
+        "control characters": control,
+        "long fields": long_fields,
+        "many one-character fields": many_fields,
+    }
+
+
+def worst_parse() -> tuple[str, float, Callable[[str], bytes]]:
+    """The slowest case, its slowest parse of 20 in seconds, and its builder."""
+    worst: tuple[str, float, Callable[[str], bytes]] = ("", 0.0, datagram_for)
+    for name, build in _hostile_cases().items():
+        data = build(str(uuid.uuid4()))
+        assert len(data) <= CAP, (name, len(data))
+        slowest = 0.0
+        for _ in range(20):
+            started = time.perf_counter()
+            datagrams.parse(data)
+            slowest = max(slowest, time.perf_counter() - started)
+        print(f"  parse {name:<30} {len(data):>6} bytes  {slowest * 1000:7.2f} ms", file=sys.stderr)
+        if slowest > worst[1]:
+            worst = (name, slowest, build)
+    return worst
+
+
+async def steady(
+    sender: socket.socket,
+    target: tuple[str, int],
+    arrivals: Arrivals,
+    arguments: argparse.Namespace,
+    hostile: Callable[[str], bytes] | None,
+    control: SimControl,
+) -> list[float]:
+    """Valid alerts at ``--rate`` for ``--seconds`` (plus ``hostile`` every 0.5 s): the latency,
+    sorted, from each alert sent to its event on the broker, of those that arrived."""
+    count = int(arguments.rate * arguments.seconds)
+    alerts = await control.record(count)  # the runs the datagrams name
+    sent: dict[str, float] = {}
+    start = time.perf_counter()
+    next_hostile = start
+    for n, execution_id in enumerate(alerts):
+        delay = start + n / arguments.rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if hostile is not None and time.perf_counter() >= next_hostile:
+            sender.sendto(hostile(str(uuid.uuid4())), target)
+            next_hostile += HOSTILE_EVERY
+        sent[execution_id] = time.perf_counter()
+        sender.sendto(datagram_for(execution_id), target)
+    await arrivals.wait_for(alerts, 60)
+    return sorted(arrivals.at[e] - t for e, t in sent.items() if e in arrivals.at)
+
+
+def _p99(latencies: list[float]) -> float:
+    return round(latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000, 1)
+
+
 async def main(arguments: argparse.Namespace) -> dict[str, float]:
+    worst_case, worst_seconds, hostile = worst_parse()
     work = Path(tempfile.mkdtemp(prefix="herald-bench-ingest-"))
     qrs_port, udp_port = free_port(), free_port(kind=socket.SOCK_DGRAM)
     sim = await asyncio.create_subprocess_exec(
@@ -194,19 +310,15 @@ async def main(arguments: argparse.Namespace) -> dict[str, float]:
                 lost = len(burst) - len(arrived)
                 burst_seconds = max(arrived) - started
 
+                partial = arrivals.partial  # hostile datagrams make partial events of their own
+
                 # Steady rate: latency from datagram sent to event on the broker.
                 count = int(arguments.rate * arguments.seconds)
-                steady = await control.record(count)
-                sent: dict[str, float] = {}
-                start = time.perf_counter()
-                for n, execution_id in enumerate(steady):
-                    delay = start + n / arguments.rate - time.perf_counter()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    sent[execution_id] = time.perf_counter()
-                    sender.sendto(datagram_for(execution_id), target)
-                await arrivals.wait_for(steady, 60)
-                latencies = sorted(arrivals.at[e] - t for e, t in sent.items() if e in arrivals.at)
+                latencies = await steady(sender, target, arrivals, arguments, None, control)
+                # The same with the slowest-parsing datagram every 0.5 s mixed in.
+                hostile_latencies = await steady(
+                    sender, target, arrivals, arguments, hostile, control
+                )
                 sampling.cancel()
                 listener.cancel()
         finally:
@@ -217,14 +329,19 @@ async def main(arguments: argparse.Namespace) -> dict[str, float]:
             await sim.wait()
         sweeps = await sweep_figures(work, broker)
     return sweeps | {
+        "worst_parse_ms": round(worst_seconds * 1000, 2),
+        "worst_parse_case": list(_hostile_cases()).index(worst_case),
         "burst_datagrams": arguments.burst,
         "burst_lost": lost,
         "enriched_events_per_second": round(len(arrived) / burst_seconds, 1),
-        "partial_events": arrivals.partial,
+        "partial_events": partial,
         "steady_rate": arguments.rate,
         "steady_lost": count - len(latencies),
         "p50_ms": round(statistics.median(latencies) * 1000, 1),
-        "p99_ms": round(latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000, 1),
+        "p99_ms": _p99(latencies),
+        "hostile_lost": count - len(hostile_latencies),
+        "hostile_p50_ms": round(statistics.median(hostile_latencies) * 1000, 1),
+        "hostile_p99_ms": _p99(hostile_latencies),
         "idle_rss_mb": megabytes(idle_rss),
         "peak_rss_mb": megabytes(sampler.peak),
     }
@@ -306,6 +423,11 @@ async def _sweeps(
 
 def _print(result: dict[str, float]) -> None:
     print("Herald ingest: datagram -> QRS enrichment (HTTPS, client certificates) -> broker")
+    worst = list(_hostile_cases())[int(result["worst_parse_case"])]
+    print(
+        f"  worst-case parse           {result['worst_parse_ms']:.2f} ms for one datagram"
+        f" ({worst}, within {CAP} bytes)"
+    )
     print(
         f"  burst of {result['burst_datagrams']:.0f} datagrams  lost {result['burst_lost']:.0f}"
         f"   {result['enriched_events_per_second']:.1f} enriched events/s"
@@ -314,6 +436,10 @@ def _print(result: dict[str, float]) -> None:
     print(
         f"  latency at {result['steady_rate']:.0f}/s          p50 {result['p50_ms']:.1f} ms"
         f"   p99 {result['p99_ms']:.1f} ms   (lost {result['steady_lost']:.0f})"
+    )
+    print(
+        f"  with a hostile datagram every {HOSTILE_EVERY:g} s  p50 {result['hostile_p50_ms']:.1f} ms"
+        f"   p99 {result['hostile_p99_ms']:.1f} ms   (valid alerts lost {result['hostile_lost']:.0f})"
     )
     print(
         f"  ingest RSS                 idle {result['idle_rss_mb']:.1f} MB   peak {result['peak_rss_mb']:.1f} MB"

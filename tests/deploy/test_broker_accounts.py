@@ -20,13 +20,15 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from herald_shared import topics
+from herald_shared import config, sendtest, topics
 from herald_shared.bus import Bus, Message
 from herald_shared.settings import BrokerSettings
 from herald_testkit.mosquitto import ShippedMosquitto
+from herald_testkit.services import connected
 from herald_testkit.tls import Certificates, make_certificates
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
+TLS_EXAMPLE = DEPLOY.parent / "config" / "broker-tls.yaml"
 PASSWORD = "s3cret-for-tests"
 ACCOUNTS = ("herald-ingest", "herald-emailer", "herald-operator", "iot")
 PREFIX = "herald"  # the ACL's topics
@@ -85,11 +87,10 @@ class Emailer:
 
 @pytest.fixture
 async def ingest(shipped: ShippedMosquitto) -> AsyncIterator[Bus]:
-    bus = Bus(settings(shipped, "herald-ingest", uuid.uuid4().hex[:8]), "ingest")
-    bus.start()
-    await asyncio.wait_for(bus.wait_connected(), 10)
-    yield bus
-    await bus.close()
+    async with connected(
+        Bus(settings(shipped, "herald-ingest", uuid.uuid4().hex[:8]), "ingest")
+    ) as bus:
+        yield bus
 
 
 async def started(emailer: Emailer) -> Emailer:
@@ -203,3 +204,128 @@ async def test_a_consumer_reads_events_on_its_own_listener(
         async with asyncio.timeout(10):
             message = await anext(aiter(client.messages))
     assert message.payload == b"for-the-dashboard"
+
+
+async def test_the_documented_broker_tls_section_carries_events_over_the_tls_listener(
+    shipped: ShippedMosquitto, certificates: Certificates
+) -> None:
+    # The example as written, with only what differs here: this machine's host, port and CA.
+    document = config.load(
+        TLS_EXAMPLE,
+        environ={
+            "HERALD_BROKER__HOST": "localhost",
+            "HERALD_BROKER__PORT": str(shipped.ports[8883]),
+            "HERALD_BROKER__TLS__CA_FILE": str(certificates.ca),
+            "HERALD_BROKER__USERNAME": "herald-emailer",
+            "HERALD_BROKER__PASSWORD": PASSWORD,
+        },
+    )
+    tls = document.section("broker", BrokerSettings)
+    assert tls.tls.enabled
+    assert tls.tls.verify
+    received: list[bytes] = []
+
+    async def handle(message: Message) -> None:
+        received.append(message.payload)
+
+    emailer = Bus(
+        tls.model_copy(update={"topic_prefix": PREFIX, "instance": uuid.uuid4().hex[:8]}),
+        "emailer",
+        subscriptions=[topics.events_filter(PREFIX)],
+        handler=handle,
+    )
+    async with (
+        connected(emailer),
+        connected(
+            Bus(settings(shipped, "herald-ingest", uuid.uuid4().hex[:8]), "ingest")
+        ) as ingest,
+    ):
+        await publish_events(ingest, ["over-tls"])
+        async with asyncio.timeout(20):
+            while received != [b"over-tls"]:
+                await asyncio.sleep(0.05)
+
+
+class Reader:
+    """A send-test connection (account herald-operator), recording what it reads."""
+
+    def __init__(self, broker: ShippedMosquitto, instance: str) -> None:
+        self.seen: dict[str, bytes] = {}
+        self.bus = sendtest.connection(settings(broker, "herald-operator", instance), self._read)
+
+    async def _read(self, message: Message) -> None:
+        self.seen[message.topic] = message.payload
+
+    async def wait_for(self, topic: str) -> bytes:
+        async with asyncio.timeout(20):
+            while topic not in self.seen:
+                await asyncio.sleep(0.05)
+        return self.seen[topic]
+
+
+async def test_send_test_runs_side_by_side_and_reads_what_services_may_announce(
+    shipped: ShippedMosquitto,
+) -> None:
+    instance = uuid.uuid4().hex[:8]
+    announcement = topics.destinations_topic(PREFIX, "emailer", instance)
+    service = Bus(
+        settings(shipped, "herald-emailer", instance),
+        "emailer",
+        retained=[(announcement, b'["email-failed"]')],
+    )
+    service.start()
+    readers = [Reader(shipped, "ops-laptop"), Reader(shipped, "ops-laptop")]  # the same user twice
+    try:
+        await asyncio.wait_for(service.wait_connected(), 10)
+        # A test alert's progress is the service's to publish (MQTT 5: a denial would raise).
+        await service.publish(topics.pending_topic(PREFIX, "emailer"), b"{}")
+        for reader in readers:
+            reader.bus.start()
+        for reader in readers:
+            assert await reader.wait_for(announcement) == b'["email-failed"]'
+            assert reader.bus.connected
+        # A clean stop clears the list, so nobody waits for a service that is gone.
+        await service.close()
+        async with asyncio.timeout(20):
+            while readers[0].seen[announcement] != b"":
+                await asyncio.sleep(0.05)
+    finally:
+        for reader in readers:
+            await reader.bus.close()
+        await service.close()
+    taken_over = [
+        line
+        for line in shipped.log_file.read_text().splitlines()
+        if "herald-send-test-ops-laptop" in line and "already connected" in line
+    ]
+    assert taken_over == []
+
+
+async def test_ingest_hears_a_subscribers_status_and_acknowledgements_under_the_shipped_acl(
+    shipped: ShippedMosquitto,
+) -> None:
+    heard: list[tuple[str, bytes]] = []
+
+    async def hear(message: Message) -> None:
+        heard.append((message.topic, message.payload))
+
+    instance = uuid.uuid4().hex[:8]
+    ingest = Bus(
+        settings(shipped, "herald-ingest", instance),
+        "ingest",
+        subscriptions=[topics.status_filter(PREFIX), topics.acks_filter(PREFIX)],
+        handler=hear,
+    )
+    ingest.start()
+    emailer = await started(Emailer(shipped, instance))
+    acks = topics.acks_topic(PREFIX, "emailer", instance)
+    try:
+        await asyncio.wait_for(ingest.wait_connected(), 10)
+        await emailer.bus.publish(acks, b'["an-event-id"]')  # refused (MQTT 5) if the ACL denies
+        async with asyncio.timeout(20):
+            while (acks, b'["an-event-id"]') not in heard:
+                await asyncio.sleep(0.05)
+    finally:
+        await emailer.bus.close()
+        await ingest.close()
+    assert (topics.status_topic(PREFIX, "emailer", instance), b"online") in heard

@@ -7,7 +7,6 @@ reason code 0x87 (Not authorized, MQTT 5), which no retry cures.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from herald_incident_forwarder.service import build
 from herald_incident_forwarder.settings import IncidentForwarderSettings
 from herald_shared import samples
 from herald_shared.settings import BrokerSettings
-from herald_testkit.mosquitto import Mosquitto
+from herald_testkit.mosquitto import Mosquitto, with_accounts
 from herald_testkit.mqtt import Observer
 from herald_testkit.subscribers import ServiceUnderTest, publish_events
 
@@ -27,17 +26,9 @@ _service = ServiceUnderTest(build, "incident-forwarder")
 
 @pytest.fixture
 def butler_broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    passwords = tmp_path / "passwords"
-    passwords.touch()
-    subprocess.run(
-        ["mosquitto_passwd", "-b", str(passwords), "butler", PASSWORD],
-        check=True,
-        capture_output=True,
-    )
-    acl = tmp_path / "acl"
-    acl.write_text("user butler\ntopic write qliksense/task_failure\n")
-    extra = f"password_file {passwords}\nacl_file {acl}"
-    with Mosquitto(tmp_path / "butler-mosquitto", extra=extra) as broker:
+    acl = "user butler\ntopic write qliksense/task_failure\n"
+    accounts = {"butler": PASSWORD}
+    with with_accounts(tmp_path / "butler-mosquitto", accounts, acl=acl) as broker:
         yield broker
 
 

@@ -20,6 +20,7 @@ from herald_incident_forwarder.settings import IncidentForwarderSettings
 from herald_shared import events, samples
 from herald_shared.events import Event
 from herald_shared.settings import BrokerSettings
+from herald_testkit import contract
 from herald_testkit.http import Answer, HttpReceiver
 from herald_testkit.incident_standins import NewRelicStandIn, Scripted, Signl4StandIn
 from herald_testkit.mosquitto import Mosquitto
@@ -165,6 +166,8 @@ async def test_signl4_opens_an_alert_on_failure_and_resolves_it_when_the_task_su
     assert resolved["X-S4-Status"] == "resolved"
     assert resolved["X-S4-ExternalID"] == opened["X-S4-ExternalID"]
     assert [r.outcome for r in _receipts(observer.seen, prefix)] == ["delivered", "delivered"]
+    # Butler's body has no event id; the X-Herald-Event-Id header names each alert's event.
+    assert signl4.alert_event_ids == [failed.event_id, recovered.event_id]
 
 
 async def test_a_success_that_recovers_nothing_sends_nothing_to_signl4(
@@ -490,9 +493,7 @@ async def test_keys_urls_and_webhook_secrets_never_reach_a_log_line_receipt_or_d
     assert any("Signl4 answered 503: upstream down for ***" in r.message for r in caplog.records)
     published = b"".join(seen.payload for seen in observer.seen).decode()
     logged = "\n".join(record.getMessage() for record in caplog.records)
-    for secret in secrets:
-        assert secret not in published
-        assert secret not in logged
+    contract.assert_hidden(secrets, published=published, log=logged, settings=settings)
 
 
 async def test_a_429_is_retried_after_the_servers_retry_after(

@@ -4,6 +4,7 @@ and a QRS that is slow, failing or gone."""
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,16 +12,19 @@ from typing import Any
 
 import pytest
 
+from herald_ingest.poison import retry_delay
 from herald_ingest.service import IngestConfig, IngestService
 from herald_ingest.settings import IngestSettings, QlikSettings
 from herald_qlik_sim import QlikSim, emitter
 from herald_qlik_sim import data as sim_data
-from herald_shared import events
+from herald_qlik_sim.model import Status
+from herald_shared import events, topics
 from herald_shared.settings import BrokerSettings
 from herald_testkit.mosquitto import Mosquitto
 from herald_testkit.mqtt import Observer, Seen
 from herald_testkit.ports import free_port
 from herald_testkit.services import started
+from herald_testkit.waiting import sample, wait_until
 
 
 @pytest.fixture
@@ -82,6 +86,24 @@ async def published_for(
             sender.sendto(payload, ("127.0.0.1", ingest.udp_port))
         await seen.wait_for(lambda s: len(s) == 1)
     return seen.seen
+
+
+def distribute_datagram(sim: QlikSim) -> str:
+    """The scheduler's datagram about the sim's distribute task: only the QRS knows how it ended."""
+    task = sim.task("succeeded", sim_data.TASK_DISTRIBUTE_ID)
+    return (
+        emitter.datagram("succeeded", task, sim.site.app_of(task))
+        .text.replace("/scheduler-task-success//", "/scheduler-distribute/")
+        .replace(
+            "Execution State Change to FinishedSuccess",
+            "Exiting execute of Distribute task request.",
+        )
+    )
+
+
+def send_text(ingest: IngestService, text: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        sender.sendto(text.encode(), ("127.0.0.1", ingest.udp_port))
 
 
 def only_event(seen: list[Seen]) -> events.Event:
@@ -283,3 +305,172 @@ async def test_a_datagram_whose_execution_the_qrs_does_not_have_is_partial_and_s
     assert event.script_log is None
     assert event.task.name == sim_data.TASK_FAILED_NAME  # the task is still enriched
     assert sim.calls["executionresult_full"] == 3
+
+
+def failures() -> float:
+    return sample("herald_datagram_handling_failures_total", service="ingest")
+
+
+def events_in(seen: list[Seen]) -> list[events.Event]:
+    return [events.decode(m.payload) for m in seen if "/v1/events/" in m.topic]
+
+
+async def test_a_poison_datagram_holds_up_no_other_and_its_bounded_retries_survive_a_restart(
+    sim: QlikSim,
+    mosquitto: Mosquitto,
+    topic_prefix: str,
+    broker_settings: BrokerSettings,
+    tmp_path: Path,
+) -> None:
+    """The QRS answers garbage for one task, every time: building its event raises."""
+    sim.faults.garbled_tasks = {sim_data.TASK_FAILED_ID}
+    before = failures()
+    async with Observer(mosquitto.host, mosquitto.port, f"{topic_prefix}/v1/#") as seen:
+        # The second attempt would come in an hour: the valid ones cannot be waiting for it.
+        async with ingest_for(
+            broker_settings,
+            tmp_path,
+            qlik_for(sim),
+            handling_attempts=3,
+            handling_retry_delay="1h",
+            handling_retry_max_delay="1h",
+            enrichment_concurrency=1,  # one worker: the poison datagram must not keep it
+        ) as ingest:
+            to = ("127.0.0.1", ingest.udp_port)
+            [poison] = await sim.emit("failed", to=to)
+            await wait_until(lambda: failures() - before == 1)
+            valid = [
+                *await sim.emit("aborted", to=to),
+                *await sim.emit("succeeded", to=to),
+                *await sim.emit("failed", sim_data.TASK_NO_OWNER_EMAIL_ID, to=to),
+            ]
+            await seen.wait_for(lambda s: len(events_in(s)) == 3)
+            assert failures() - before == 1  # the poison one is still waiting for its retry
+        ids = {e.datagram.execution_id for e in valid}
+        assert {event.execution.id for event in events_in(seen.seen)} == ids
+        assert all(e.enrichment.status == "complete" for e in events_in(seen.seen))
+        # After a restart it is tried again at once, and its first failure still counts.
+        async with ingest_for(
+            broker_settings, tmp_path, qlik_for(sim), handling_attempts=3, handling_retry_delay=0.1
+        ):
+            await seen.wait_for(lambda s: len(events_in(s)) == 4)
+    assert failures() - before == 3
+    last = events_in(seen.seen)[-1]
+    assert isinstance(last, events.TaskFailed)
+    assert last.execution.id == poison.datagram.execution_id
+    assert last.task.name == sim_data.TASK_FAILED_NAME  # from the datagram
+    assert last.enrichment.status == "partial"
+    [reason] = last.enrichment.reasons
+    assert "failed 3 times" in reason
+    assert "published with what the datagram says" in reason
+
+
+async def test_a_datagram_that_can_no_longer_be_an_event_is_dead_lettered_not_dropped(
+    sim: QlikSim,
+    mosquitto: Mosquitto,
+    topic_prefix: str,
+    broker_settings: BrokerSettings,
+    tmp_path: Path,
+) -> None:
+    """Left in the inbox by a run with a larger udp.max_datagram_bytes than the next run's."""
+    sim.faults.garbled_tasks = {sim_data.TASK_FAILED_ID}  # keeps it in the inbox, retrying
+    task = sim.task("failed")
+    execution = sim.record("failed")
+    text = emitter.datagram(
+        "failed", task, sim.site.app_of(task), execution_id=execution.execution_id
+    ).text
+    text += " (details: " + "x" * 2000 + ")"
+    dead_letters = sample("herald_datagrams_dead_lettered_total", service="ingest")
+    async with Observer(mosquitto.host, mosquitto.port, f"{topic_prefix}/v1/#") as seen:
+        before = failures()
+        async with ingest_for(
+            broker_settings,
+            tmp_path,
+            qlik_for(sim),
+            handling_retry_delay="1h",
+            handling_retry_max_delay="1h",
+        ) as ingest:
+            send_text(ingest, text)
+            await wait_until(lambda: failures() - before == 1)
+        async with ingest_for(
+            broker_settings,
+            tmp_path,
+            qlik_for(sim),
+            udp={"host": "127.0.0.1", "port": 0, "max_datagram_bytes": 1024},
+        ):
+            await seen.wait_for(lambda s: any("/dead-letter/" in m.topic for m in s))
+    [message] = [m for m in seen.seen if "/v1/status/" not in m.topic]
+    assert message.topic == topics.dead_letter_topic(topic_prefix, "ingest")
+    letter = json.loads(message.payload)
+    assert letter["service"] == "ingest"
+    assert letter["payload"] == text
+    assert "too_large" in letter["reason"]
+    assert letter["attempts"] == 1
+    assert sample("herald_datagrams_dead_lettered_total", service="ingest") - dead_letters == 1
+
+
+async def test_names_from_the_qrs_are_capped_like_the_datagrams_fields(
+    sim: QlikSim,
+    mosquitto: Mosquitto,
+    topic_prefix: str,
+    broker_settings: BrokerSettings,
+    tmp_path: Path,
+) -> None:
+    task = sim.task("failed")
+    app = sim.site.app_of(task)
+    assert app is not None
+    assert app.stream is not None
+    assert task.tags
+    long = "N" * 20_000
+    task.name = long
+    task.tags[0].name = long
+    app.name = long
+    app.description = long
+    app.stream.name = long
+    sim.site.users[app.owner_id].name = long
+    async with (
+        Observer(mosquitto.host, mosquitto.port, f"{topic_prefix}/v1/events/#") as seen,
+        ingest_for(broker_settings, tmp_path, qlik_for(sim)) as ingest,
+    ):
+        await sim.emit("failed", to=("127.0.0.1", ingest.udp_port))
+        await seen.wait_for(lambda s: len(s) == 1)
+    event = only_event(seen.seen)
+    assert event.enrichment.status == "complete", event.enrichment.reasons
+    capped = "N" * 500  # ingest.udp.max_field_length, as for the datagram's fields
+    assert event.task.name == capped
+    assert capped in event.task.tags
+    assert event.app is not None
+    assert event.app.stream is not None
+    assert event.app.owner is not None
+    assert event.app.name == capped
+    assert event.app.description == capped
+    assert event.app.stream.name == capped
+    assert event.app.owner.name == capped
+    assert len(events.encode(event)) < 20_000
+
+
+def test_the_wait_between_attempts_doubles_up_to_its_cap() -> None:
+    assert [retry_delay(n, 1.0, 60.0) for n in range(1, 9)] == [1, 2, 4, 8, 16, 32, 60, 60]
+    assert retry_delay(1, 3600.0, 60.0) == 60.0
+
+
+async def test_a_distribute_task_that_never_finishes_is_dead_lettered(
+    sim: QlikSim,
+    mosquitto: Mosquitto,
+    topic_prefix: str,
+    broker_settings: BrokerSettings,
+    tmp_path: Path,
+) -> None:
+    task = sim.task("succeeded", sim_data.TASK_DISTRIBUTE_ID)
+    task.executions[-1].status = Status.DISTRIBUTION_RUNNING
+    text = distribute_datagram(sim)
+    async with (
+        Observer(mosquitto.host, mosquitto.port, f"{topic_prefix}/v1/dead-letter/#") as seen,
+        ingest_for(broker_settings, tmp_path, qlik_for(sim), distribute_recheck_for=0) as ingest,
+    ):
+        send_text(ingest, text)
+        await seen.wait_for(lambda s: len(s) == 1)
+    letter = json.loads(seen.seen[0].payload)
+    assert letter["payload"] == text
+    assert "reached no final state" in letter["reason"]
+    assert "ingest.distribute_recheck_for" in letter["reason"]

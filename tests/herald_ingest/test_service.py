@@ -19,11 +19,13 @@ from herald_ingest.service import IngestConfig, IngestService
 from herald_ingest.settings import IngestSettings, QlikSettings
 from herald_shared import events
 from herald_shared.settings import BrokerSettings
+from herald_testkit import full_disk
 from herald_testkit.fixtures import broker_settings_for
 from herald_testkit.mosquitto import Mosquitto
 from herald_testkit.mqtt import Observer, Seen
 from herald_testkit.ports import free_port
 from herald_testkit.services import started
+from herald_testkit.waiting import sample, wait_until
 
 TASK_ID = "dec2a02a-1680-44ef-8dc2-e2bfb180af87"
 APP_ID = "e7af59a0-c243-480d-9571-08727551a66f"
@@ -40,6 +42,8 @@ def datagram(
     *,
     task_id: str = TASK_ID,
     host: str = "pro2-win1",
+    timestamp: str = "2021-02-16 09:24:59,099",
+    padding: int = 0,
 ) -> bytes:
     message_type, message = MESSAGES[outcome]
     fields = [
@@ -50,10 +54,10 @@ def datagram(
         "LAB\\goran",
         task_id,
         APP_ID,
-        "2021-02-16 09:24:59,099",
+        timestamp,
         "INFO",
         execution_id or str(uuid.uuid4()),
-        message,
+        message + " " * padding + "." * bool(padding),  # spaces: the parser keeps the message
     ]
     return ";".join(fields).encode()
 
@@ -259,3 +263,88 @@ async def test_ingest_listens_on_ipv6_and_ipv4_at_once(
     finally:
         await service.stop()
     assert sorted(event.kind for event in published(seen.seen)) == ["task_aborted", "task_failed"]
+
+
+async def test_a_datagram_from_a_node_whose_clock_was_reset_is_published_at_its_receive_time(
+    mosquitto: Mosquitto, topic_prefix: str, broker_settings: BrokerSettings, tmp_path: Path
+) -> None:
+    """It used to make event building raise "year 0 is out of range", and was retried forever."""
+    reset, valid = str(uuid.uuid4()), str(uuid.uuid4())
+    async with (
+        Observer(mosquitto.host, mosquitto.port, f"{topic_prefix}/v1/events/#") as seen,
+        running_ingest(broker_settings, tmp_path) as ingest,
+    ):
+        before = time.time()
+        send(
+            ingest,
+            datagram("failed", reset, timestamp="0001-01-01 00:00:00,000"),
+            datagram("aborted", valid),
+        )
+        await seen.wait_for(lambda s: len(s) == 2)
+    by_execution = {event.execution.id: event for event in published(seen.seen)}
+    event = by_execution[reset]
+    assert event.log_timestamp == "0001-01-01 00:00:00,000"  # what the node's clock said
+    assert event.occurred_at == event.received_at
+    assert event.received_at.timestamp() >= before - 1
+    assert event.enrichment.status == "partial"
+    assert any("0001-01-01" in reason for reason in event.enrichment.reasons)
+    assert by_execution[valid].occurred_at.year == 2021
+
+
+def datagrams_total(outcome: str) -> float:
+    return sample("herald_datagrams_total", service="ingest", outcome=outcome)
+
+
+# A datagram this long needs a page of its own, so none of them fits in what the database has.
+LONG = 5000
+
+
+async def test_datagrams_the_full_state_disk_will_not_take_are_published_once_it_has_room(
+    mosquitto: Mosquitto, topic_prefix: str, broker_settings: BrokerSettings, tmp_path: Path
+) -> None:
+    executions = [str(uuid.uuid4()) for _ in range(20)]
+    unstored = datagrams_total("unstored")
+    async with (
+        Observer(mosquitto.host, mosquitto.port, f"{topic_prefix}/v1/events/#") as seen,
+        running_ingest(broker_settings, tmp_path) as ingest,
+    ):
+        full_disk.fill(ingest.db)
+        send(ingest, *(datagram("failed", e, padding=LONG) for e in executions))
+        await wait_until(lambda: datagrams_total("unstored") - unstored == 20)
+        ready, why = ingest.readiness()
+        assert not ready
+        assert "database or disk is full" in why
+        assert "20 held in memory" in why
+        assert seen.seen == []
+        full_disk.make_room(ingest.db)
+        await seen.wait_for(lambda s: len(s) == 20)
+        await wait_until(lambda: ingest.readiness()[0])
+    assert sorted(event.execution.id for event in published(seen.seen)) == sorted(executions)
+    assert datagrams_total("unstored") - unstored == 20
+
+
+async def test_datagrams_beyond_the_memory_for_unstored_ones_are_counted_as_lost_and_logged(
+    mosquitto: Mosquitto,
+    topic_prefix: str,
+    broker_settings: BrokerSettings,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    executions = [str(uuid.uuid4()) for _ in range(20)]
+    size = len(datagram("failed", executions[0], padding=LONG))
+    lost, unstored = datagrams_total("lost"), datagrams_total("unstored")
+    async with (
+        Observer(mosquitto.host, mosquitto.port, f"{topic_prefix}/v1/events/#") as seen,
+        running_ingest(broker_settings, tmp_path, unstored_buffer_bytes=3 * size) as ingest,
+    ):
+        full_disk.fill(ingest.db)
+        send(ingest, *(datagram("failed", e, padding=LONG) for e in executions))
+        await wait_until(lambda: datagrams_total("lost") - lost == 17)
+        assert "17 lost" in ingest.readiness()[1]
+        full_disk.make_room(ingest.db)
+        await seen.wait_for(lambda s: len(s) == 3)
+    assert datagrams_total("unstored") - unstored == 3
+    assert sorted(event.execution.id for event in published(seen.seen)) == sorted(executions[:3])
+    errors = [r for r in caplog.records if r.levelname == "ERROR" and "lost" in r.getMessage()]
+    assert errors
+    assert "ingest.unstored_buffer_bytes" in errors[0].getMessage()

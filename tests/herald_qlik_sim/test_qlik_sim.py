@@ -386,6 +386,21 @@ async def test_a_deleted_task(sim: QlikSim, qrs: httpx.AsyncClient) -> None:
     assert len(await get_json(qrs, "task", filter=f"id eq {TASK_FAILED_ID}")) == 1
 
 
+async def test_a_garbled_task_is_answered_with_fields_of_the_wrong_type(
+    sim: QlikSim, qrs: httpx.AsyncClient
+) -> None:
+    changed = await qrs.post(sim.control_url, json={"garbled_tasks": [TASK_FAILED_ID.upper()]})
+    assert changed.json()["faults"]["garbled_tasks"] == [TASK_FAILED_ID]
+    [task] = await get_json(qrs, "task/full", filter=f"id eq {TASK_FAILED_ID}")
+    reload_task = await get_json(qrs, f"reloadtask/{TASK_FAILED_ID}")
+    for document in (task, reload_task):
+        assert document["tags"] == 7
+        assert document["maxRetries"] == "three"
+        assert document["name"] == "Reload Sales dashboard"  # the rest is as usual
+    [other] = await get_json(qrs, "task/full", filter=f"id eq {TASK_ABORTED_ID}")
+    assert isinstance(other["tags"], list)
+
+
 async def test_script_log_asked_too_soon_then_available(
     sim: QlikSim, qrs: httpx.AsyncClient
 ) -> None:

@@ -4,8 +4,6 @@ reconnection, shared subscriptions."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -16,6 +14,7 @@ from herald_testkit.fixtures import broker_settings_for
 from herald_testkit.mosquitto import Mosquitto
 from herald_testkit.mqtt import Observer, publisher
 from herald_testkit.processes import Child
+from herald_testkit.services import connected
 
 
 async def _bus_probe(broker: Mosquitto, prefix: str, mode: str, protocol: str = "5") -> Child:
@@ -76,16 +75,6 @@ async def test_a_message_not_acknowledged_before_a_sigkill_is_delivered_again(
         await holder.close()
 
 
-@contextlib.asynccontextmanager
-async def _running(bus: Bus) -> AsyncIterator[Bus]:
-    bus.start()
-    await asyncio.wait_for(bus.wait_connected(), 10)
-    try:
-        yield bus
-    finally:
-        await bus.close()
-
-
 async def _publish_all(bus: Bus, topic: str, payloads: list[bytes]) -> None:
     """Publish each payload until the broker acknowledges it, whatever happens to the broker."""
     for payload in payloads:
@@ -110,7 +99,7 @@ async def test_a_broker_restart_in_the_middle_of_a_stream_loses_nothing(
     sent = [f"event-{n}".encode() for n in range(300)]
     subscriber = Bus(settings, "subscriber", subscriptions=[topic], handler=handler)
     sender = Bus(settings, "sender")
-    async with _running(subscriber), _running(sender):
+    async with connected(subscriber), connected(sender):
         publishing = asyncio.create_task(_publish_all(sender, topic, sent))
         while len(received) < 100:
             await asyncio.sleep(0.01)
@@ -132,11 +121,11 @@ async def test_messages_published_while_a_subscriber_is_away_wait_for_it(
     async def handler(message: Message) -> None:
         received.append(message.payload)
 
-    async with _running(Bus(settings, "away", subscriptions=[topic], handler=handler)):
+    async with connected(Bus(settings, "away", subscriptions=[topic], handler=handler)):
         pass  # the persistent session now exists
-    async with _running(Bus(settings, "sender")) as sender:
+    async with connected(Bus(settings, "sender")) as sender:
         await _publish_all(sender, topic, [b"while-away-1", b"while-away-2"])
-    async with _running(Bus(settings, "away", subscriptions=[topic], handler=handler)):
+    async with connected(Bus(settings, "away", subscriptions=[topic], handler=handler)):
         async with asyncio.timeout(10):
             while len(received) < 2:
                 await asyncio.sleep(0.02)
@@ -158,8 +147,8 @@ async def test_two_replicas_in_a_shared_subscription_split_the_stream(
         return Bus(settings, "replicated", subscriptions=[subscription], handler=handler)
 
     sent = [f"event-{n}".encode() for n in range(100)]
-    async with _running(bus_for("a")), _running(bus_for("b")):
-        async with _running(Bus(broker_settings_for(mosquitto, topic_prefix), "sender")) as sender:
+    async with connected(bus_for("a")), connected(bus_for("b")):
+        async with connected(Bus(broker_settings_for(mosquitto, topic_prefix), "sender")) as sender:
             await _publish_all(sender, topic, sent)
         async with asyncio.timeout(10):
             while len(by_replica["a"]) + len(by_replica["b"]) < len(sent):
@@ -175,7 +164,7 @@ async def test_status_is_retained_online_and_offline_after_a_clean_stop(
 ) -> None:
     status = topics.status_topic(topic_prefix, "status-probe", broker_settings.instance)
     async with Observer(mosquitto.host, mosquitto.port, f"{topic_prefix}/v1/status/#") as seen:
-        async with _running(Bus(broker_settings, "status-probe")):
+        async with connected(Bus(broker_settings, "status-probe")):
             await seen.wait_for(lambda s: any(m.payload == b"online" for m in s))
         await seen.wait_for(lambda s: s[-1].payload == b"offline")
         assert [m.topic for m in seen.seen] == [status, status]
@@ -210,8 +199,8 @@ async def test_a_failing_handler_leaves_its_message_for_redelivery(
         if len(attempts) == 1:
             raise OSError("disk full")
 
-    async with _running(Bus(settings, "flaky", subscriptions=[topic], handler=handler)):
-        async with _running(Bus(settings, "sender")) as sender:
+    async with connected(Bus(settings, "flaky", subscriptions=[topic], handler=handler)):
+        async with connected(Bus(settings, "sender")) as sender:
             await sender.publish(topic, b"important")
         async with asyncio.timeout(15):
             while len(attempts) < 2:

@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,8 @@ from herald_shared.bus import Bus, Message, PublishRefused
 from herald_shared.db import Database
 from herald_shared.outbox import Outbox
 from herald_shared.settings import BrokerSettings
-from herald_testkit.mosquitto import Mosquitto
+from herald_testkit.mosquitto import Mosquitto, with_accounts
+from herald_testkit.services import connected
 
 PASSWORD = "s3cret-for-refusals"
 PREFIX = "allowed"  # the status topics live under the prefix, which the ACL grants
@@ -31,18 +31,9 @@ PREFIX = "allowed"  # the status topics live under the prefix, which the ACL gra
 
 @pytest.fixture
 def acl_broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    passwords = tmp_path / "passwords"
-    passwords.touch()
-    for account in ("publisher", "reader"):
-        subprocess.run(
-            ["mosquitto_passwd", "-b", str(passwords), account, PASSWORD],
-            check=True,
-            capture_output=True,
-        )
-    acl = tmp_path / "acl"
-    acl.write_text("user publisher\ntopic readwrite allowed/#\n\nuser reader\ntopic read #\n")
-    extra = f"password_file {passwords}\nacl_file {acl}"
-    with Mosquitto(tmp_path / "mosquitto", extra=extra) as broker:
+    accounts = dict.fromkeys(("publisher", "reader"), PASSWORD)
+    acl = "user publisher\ntopic readwrite allowed/#\n\nuser reader\ntopic read #\n"
+    with with_accounts(tmp_path / "mosquitto", accounts, acl=acl) as broker:
         yield broker
 
 
@@ -60,16 +51,6 @@ def settings(broker: Mosquitto, account: str, protocol: str = "5") -> BrokerSett
             "reconnect_max": 0.5,
         }
     )
-
-
-@contextlib.asynccontextmanager
-async def running(bus: Bus) -> AsyncIterator[Bus]:
-    bus.start()
-    await asyncio.wait_for(bus.wait_connected(), 10)
-    try:
-        yield bus
-    finally:
-        await bus.close()
 
 
 class Reader:
@@ -98,7 +79,10 @@ async def test_a_publish_the_acl_denies_is_refused_with_the_brokers_reason(
     acl_broker: Mosquitto,
 ) -> None:
     reader = Reader(acl_broker)
-    async with running(reader.bus), running(Bus(settings(acl_broker, "publisher"), "p5")) as bus:
+    async with (
+        connected(reader.bus),
+        connected(Bus(settings(acl_broker, "publisher"), "p5")) as bus,
+    ):
         before = refusals("p5")
         with pytest.raises(PublishRefused) as refused:
             await bus.publish("denied/alert", b"not for this account")
@@ -116,7 +100,7 @@ async def test_under_mqtt_3_1_1_a_denied_publish_looks_delivered(acl_broker: Mos
     # No reason code in a 3.1.1 PUBACK: the bus cannot know, so it cannot say (docs/deploy.md).
     reader = Reader(acl_broker)
     publisher = Bus(settings(acl_broker, "publisher", protocol="3.1.1"), "p311")
-    async with running(reader.bus), running(publisher) as bus:
+    async with connected(reader.bus), connected(publisher) as bus:
         await bus.publish("denied/alert", b"lost without a word")
         await bus.publish("allowed/alert", b"after it")
         await reader.wait_for("allowed/alert")
@@ -128,7 +112,10 @@ async def test_the_outbox_keeps_a_refused_message_and_says_why_once(
 ) -> None:
     reader = Reader(acl_broker)
     db = Database(tmp_path / "outbox.db")
-    async with running(reader.bus), running(Bus(settings(acl_broker, "publisher"), "ob")) as bus:
+    async with (
+        connected(reader.bus),
+        connected(Bus(settings(acl_broker, "publisher"), "ob")) as bus,
+    ):
         outbox = Outbox(db, bus)
         before = refusals("ob")
         with caplog.at_level(logging.ERROR, logger="herald_shared.outbox"):

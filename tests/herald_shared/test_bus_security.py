@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +11,8 @@ import pytest
 
 from herald_shared.bus import Bus, Message
 from herald_testkit.fixtures import broker_settings_for
-from herald_testkit.mosquitto import Mosquitto
+from herald_testkit.mosquitto import Mosquitto, with_accounts
+from herald_testkit.services import connected
 from herald_testkit.tls import Certificates, make_certificates
 
 PASSWORD = "s3cret-Passw0rd-for-tests"
@@ -25,22 +25,16 @@ def certificates(tmp_path: Path) -> Certificates:
 
 @pytest.fixture
 def secure_broker(tmp_path: Path, certificates: Certificates) -> Iterator[Mosquitto]:
-    passwords = tmp_path / "passwords"
-    subprocess.run(
-        ["mosquitto_passwd", "-b", "-c", str(passwords), "herald", PASSWORD],
-        check=True,
-        capture_output=True,
-    )
     extra = "\n".join(
         [
             f"cafile {certificates.ca}",
             f"certfile {certificates.cert}",
             f"keyfile {certificates.key}",
-            f"password_file {passwords}",
             "allow_anonymous false",
         ]
     )
-    with Mosquitto(tmp_path / "mosquitto", extra=extra) as broker:
+    accounts = {"herald": PASSWORD}
+    with with_accounts(tmp_path / "mosquitto", accounts, extra=extra) as broker:
         yield broker
 
 
@@ -61,18 +55,11 @@ async def test_tls_and_a_password_carry_events(
 
     subscriber = Bus(settings, "secure", subscriptions=[f"{topic_prefix}/x"], handler=handler)
     sender = Bus(settings, "sender")
-    subscriber.start()
-    sender.start()
-    try:
-        await asyncio.wait_for(subscriber.wait_connected(), 10)
-        await asyncio.wait_for(sender.wait_connected(), 10)
+    async with connected(subscriber), connected(sender):
         await sender.publish(f"{topic_prefix}/x", b"over tls")
         async with asyncio.timeout(10):
             while not received:
                 await asyncio.sleep(0.02)
-    finally:
-        await subscriber.close()
-        await sender.close()
     assert received == [b"over tls"]
 
 

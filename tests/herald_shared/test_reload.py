@@ -74,8 +74,14 @@ async def _get(port: int, path: str, method: str = "GET") -> tuple[int, str]:
 
 
 async def _ready(port: int) -> None:
+    async def answered_200() -> bool:
+        try:
+            return (await _get(port, "/-/ready"))[0] == 200
+        except aiohttp.ClientConnectionError:  # the health server is not listening yet
+            return False
+
     async def until() -> None:
-        while (await _get(port, "/-/ready"))[0] != 200:
+        while not await answered_200():
             await asyncio.sleep(0.1)
 
     await asyncio.wait_for(until(), 20)
@@ -130,7 +136,7 @@ async def test_post_reload_answers_what_happened_and_the_prometheus_style_aliase
         "-m", "herald_shared.cli", "up", "--config", str(config), with_stderr=True
     )
     try:
-        await up.wait_for_line(lambda line: "started log-archiver" in line)
+        await _ready(port)  # started and connected
         assert (await _get(port, "/-/healthy"))[0] == 200
         assert (await _get(port, "/-/reload"))[0] == 405  # a GET never reloads
 

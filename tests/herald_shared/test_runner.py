@@ -30,6 +30,7 @@ from herald_shared.delivery.ledger import Ledger
 from herald_shared.events import Event
 from herald_shared.settings import BrokerSettings, DeliverySettings
 from herald_shared.subscriber import SubscriberService
+from herald_testkit import full_disk
 from herald_testkit.memory_bus import memory_runner
 from herald_testkit.mosquitto import Mosquitto
 from herald_testkit.mqtt import Observer, Seen, publisher
@@ -388,14 +389,11 @@ class Unreachable(Destination):
 
 
 def fill_the_disk(service: SubscriberService) -> None:
-    """A real "database or disk is full": the database may not grow past its current size."""
-    connection = service.db.connection
-    [(pages,)] = connection.execute("PRAGMA page_count").fetchall()
-    connection.execute(f"PRAGMA max_page_count = {pages}")
+    full_disk.fill(service.db)
 
 
 def make_room(service: SubscriberService) -> None:
-    service.db.connection.execute("PRAGMA max_page_count = 1073741823")
+    full_disk.make_room(service.db)
 
 
 def ledger_errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:

@@ -9,7 +9,16 @@ One connection per service instance, under the stable client id ``herald-<servic
 with a persistent session (clean start off, a session expiry), so messages published while the
 service is down or reconnecting wait in the broker. The connection is retried forever with
 exponential backoff and jitter; subscriptions are renewed on every connect. A retained
-``online``/``offline`` status is published on the status topic, with ``offline`` as the will.
+``online``/``offline`` status is published on the status topic, with ``offline`` as the will;
+a service's other retained announcements (its destination list) come just before ``online`` on
+every connect and are cleared on a clean stop.
+
+A command's connection (``herald send-test``, ``herald tail``) is ephemeral: a fresh client id
+per run, so two runs never take each other's connection, a clean session acknowledged on
+arrival, and no status or will, which the operator's account may not publish
+(``deploy/mosquitto/acl``). No one-shot client (``persistent=False``, e.g. the Butler MQTT
+destination's) publishes status either: it holds no session, and ingest takes every status it
+sees for a subscriber service that acknowledges events (``herald_ingest.redelivery``).
 
 A publish the broker refuses is an error (:class:`PublishRefused`), not a success: aiomqtt 2.5
 drops the PUBACK's reason code, so the bus's client keeps the code paho reports for each message
@@ -25,12 +34,14 @@ import logging
 import random
 import socket
 import ssl
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import aiomqtt
 import paho.mqtt.client as mqtt
+from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -114,16 +125,21 @@ class Bus:
         subscriptions: Sequence[str] = (),
         handler: Handler | None = None,
         persistent: bool = True,
+        ephemeral: bool = False,
+        retained: Sequence[tuple[str, bytes]] = (),
     ) -> None:
         if subscriptions and handler is None:
             raise ValueError("subscriptions need a handler")
         self.settings = settings
         self.service = service
         self.client_id = f"herald-{service}-{settings.instance}"
+        if ephemeral:
+            self.client_id += f"-{uuid.uuid4().hex[:12]}"
         self.status_topic = topics.status_topic(settings.topic_prefix, service, settings.instance)
-        # A one-shot client (herald send-test) must not leave a session behind collecting
-        # messages for a day.
-        self._persistent = persistent
+        # A one-shot client must not leave a session behind collecting messages for a day.
+        self._persistent = persistent and not ephemeral
+        self._ephemeral = ephemeral
+        self._retained = tuple(retained)
         self._subscriptions = tuple(subscriptions)
         self._handler = handler
         self._client: _Client | None = None
@@ -165,8 +181,10 @@ class Bus:
         self._consuming = False
         self._stopping = True
         client = self._client
-        if client is not None and self.connected:
+        if client is not None and self.connected and self._persistent:
             with contextlib.suppress(aiomqtt.MqttError, asyncio.TimeoutError):
+                for topic, _ in self._retained:
+                    await client.publish(topic, b"", qos=1, retain=True, timeout=2)
                 await client.publish(self.status_topic, OFFLINE, qos=1, retain=True, timeout=2)
         if self._runner is not None:
             # Python 3.11's wait_for can swallow a cancellation that races with the connection
@@ -203,8 +221,10 @@ class Bus:
     async def _run(self) -> None:
         delay = self.settings.reconnect_min
         while not self._stopping:
-            client = self._new_client()
             try:
+                # Inside the try: a TLS file that went missing after the start is logged and
+                # retried, never a silent end of the loop.
+                client = self._new_client()
                 async with client:
                     self._client = client
                     await self._on_connect(client)
@@ -215,6 +235,15 @@ class Bus:
                     break
                 if self.connected:
                     log.warning("lost the broker connection: %s", error)
+                elif (refusal := _account_refused(error)) is not None:
+                    log.error(
+                        "cannot connect to the broker at %s:%s: it refuses the account %s "
+                        "(%s); check broker.username and broker.password; retrying",
+                        self.settings.host,
+                        self.settings.port,
+                        _account(self.settings),
+                        refusal,
+                    )
                 else:
                     log.warning(
                         "cannot connect to the broker at %s:%s: %s",
@@ -263,8 +292,10 @@ class Bus:
             password=reveal(settings.password),
             keepalive=settings.keepalive,
             timeout=settings.connect_timeout,
-            will=aiomqtt.Will(self.status_topic, OFFLINE, qos=1, retain=True),
-            tls_context=self._tls_context(),
+            will=aiomqtt.Will(self.status_topic, OFFLINE, qos=1, retain=True)
+            if self._persistent
+            else None,
+            tls_context=_tls_context(settings),
             max_inflight_messages=max(20, settings.receive_maximum),
             # Nagle's algorithm holds a small PUBLISH or PUBACK back until the previous one is
             # acknowledged, which with delayed ACKs costs up to 40 ms per hop.
@@ -272,21 +303,20 @@ class Bus:
         )
         # Publishing many receipts at once is normal here, not a sign of trouble.
         client.pending_calls_threshold = 100_000
-        client._client.manual_ack_set(True)
+        # An ephemeral client has no session to redeliver into, so it acknowledges on arrival;
+        # it also must: amqtt holds the SUBACK until retained messages are acknowledged, which a
+        # handler that runs after the subscription could never do.
+        client._client.manual_ack_set(not self._ephemeral)
         return client
-
-    def _tls_context(self) -> ssl.SSLContext | None:
-        tls = self.settings.tls
-        if not tls.enabled:
-            return None
-        return client_context(
-            ca_file=tls.ca_file, verify=tls.verify, cert_file=tls.cert_file, key_file=tls.key_file
-        )
 
     async def _on_connect(self, client: aiomqtt.Client) -> None:
         for subscription in self._subscriptions:
             await client.subscribe(subscription, qos=1)
-        await client.publish(self.status_topic, ONLINE, qos=1, retain=True)
+        if self._persistent:
+            # Before `online`, so that whoever sees the instance online also sees these.
+            for topic, payload in self._retained:
+                await client.publish(topic, payload, qos=1, retain=True)
+            await client.publish(self.status_topic, ONLINE, qos=1, retain=True)
         self._connected.set()
         self._metric_connected.set(1)
         log.info(
@@ -342,6 +372,66 @@ class Bus:
             message.ack()
         finally:
             self._slots.release()
+
+
+# CONNACK codes for a refused account: MQTT 3.1.1 (4, 5) and MQTT 5 (0x86, 0x87).
+_ACCOUNT_REFUSED: Final = frozenset({4, 5, 0x86, 0x87})
+
+
+def _account_refused(error: aiomqtt.MqttError) -> str | None:
+    """The broker's words if ``error`` is a refused user name or password, else None."""
+    if not isinstance(error, MqttConnectError):
+        return None
+    code = error.rc.value if isinstance(error.rc, ReasonCode) else error.rc
+    if code not in _ACCOUNT_REFUSED:
+        return None
+    return str(error.rc) if isinstance(error.rc, ReasonCode) else "not authorised"
+
+
+def _account(settings: BrokerSettings) -> str:
+    return repr(settings.username) if settings.username else "anonymous (no broker.username)"
+
+
+async def account_refusal(settings: BrokerSettings, service: str) -> str | None:
+    """Why the broker refuses the configured account, or None if it takes it or cannot be reached.
+
+    One short connection before a service starts, under a client id of its own, without a session
+    or a will: a refused account is a configuration mistake to stop at, while a broker that is
+    down is what the connection loop rides out. The sentence names the account, never the password.
+    """
+    v5 = settings.effective_protocol == "5"
+    client = aiomqtt.Client(
+        settings.host,
+        settings.port,
+        identifier=f"herald-{service}-{settings.instance}-check",
+        protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+        clean_session=None if v5 else True,
+        username=settings.username,
+        password=reveal(settings.password),
+        timeout=min(settings.connect_timeout, 5.0),
+        tls_context=_tls_context(settings),
+    )
+    try:
+        async with client:
+            return None
+    except aiomqtt.MqttError as error:
+        refusal = _account_refused(error)
+        if refusal is None:
+            return None
+        return (
+            f"the broker at {settings.host}:{settings.port} refuses the account "
+            f"{_account(settings)} ({refusal}): is the password right, and does the broker "
+            "know the account?"
+        )
+
+
+def _tls_context(settings: BrokerSettings) -> ssl.SSLContext | None:
+    tls = settings.tls
+    if not tls.enabled:
+        return None
+    return client_context(
+        ca_file=tls.ca_file, verify=tls.verify, cert_file=tls.cert_file, key_file=tls.key_file
+    )
 
 
 class _RenewConnection(Exception):

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from importlib.metadata import PackageNotFoundError, entry_points, version
 from typing import Any
 
-from herald_shared import config, sendtest, tail
+from herald_shared import config, preflight, sendtest, tail
 from herald_shared.config import ConfigError
 from herald_shared.runtime import (
     ProcessSettings,
@@ -87,6 +88,12 @@ def _parser(*, with_plugins: bool) -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate the configuration and exit")
     add_config_argument(check)
+    check.add_argument(
+        "--secrets-not-mounted",
+        action="store_true",
+        help="checking away from where Herald runs: secret, certificate and key files need only "
+        "be absolute paths (they are not read), ports are not tried",
+    )
     check.set_defaults(handler=_check_config)
 
     sendtest.register(commands)
@@ -113,26 +120,46 @@ def _run(arguments: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_CONFIG
+    document = config.load(arguments.config)
+    if not document.has_section(spec.section):
+        print(
+            f"herald: {arguments.config} has no {spec.section} section: `herald run {spec.name}` "
+            f"needs one (herald.example.yaml shows every key)",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    if not _enabled(document.data[spec.section]):
+        print(
+            f"herald: {arguments.config}: {spec.section}.enabled is false: {spec.name} is turned "
+            "off in this file; set it to true to run it",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
     return _serve(arguments.config, lambda _document: [spec])
 
 
 def _up(arguments: argparse.Namespace) -> int:
     document = config.load(arguments.config)
-    if not _configured(document):
+    chosen = _configured(document, installed_services().values())
+    if not chosen:
         print(
             f"herald: {arguments.config} configures none of the installed services "
             f"({', '.join(installed_services())})",
             file=sys.stderr,
         )
         return EXIT_CONFIG
-    return _serve(arguments.config, _configured)
+    return _serve(
+        arguments.config, lambda document: _configured(document, installed_services().values())
+    )
 
 
-def _configured(document: config.ConfigDocument) -> list[ServiceSpec[Any]]:
-    """What `herald up` runs: every installed service whose section is there and enabled."""
+def _configured(
+    document: config.ConfigDocument, specs: Iterable[ServiceSpec[Any]]
+) -> list[ServiceSpec[Any]]:
+    """The services `herald up` runs: those whose section is present and enabled."""
     return [
         spec
-        for spec in installed_services().values()
+        for spec in specs
         if document.has_section(spec.section) and _enabled(document.data[spec.section])
     ]
 
@@ -159,13 +186,33 @@ def _serve(path: str, chosen: Callable[[config.ConfigDocument], list[ServiceSpec
 
 
 def _check_config(arguments: argparse.Namespace) -> int:
-    document = config.load(arguments.config)
-    services = installed_services()
-    configure(document, list(services.values()))
+    """Every installed service's sections are validated; what the configured ones point at is
+    checked as `herald run` checks it (herald_shared.preflight)."""
+    mounted = not arguments.secrets_not_mounted
+    with contextlib.nullcontext() if mounted else preflight.secrets_not_mounted():
+        document = config.load(arguments.config)
+        services = installed_services()
+        process = configure(document, list(services.values()))
+    chosen = {spec.name for spec in _configured(document, services.values())}
+    if not chosen:
+        print(
+            f"herald: {arguments.config} configures none of the installed services "
+            f"({', '.join(services)}): add a section for one of them",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    process.services = [
+        (spec, settings) for spec, settings in process.services if spec.name in chosen
+    ]
+    preflight.run(document, process, mounted=mounted)
+    if mounted:
+        asyncio.run(preflight.broker_account(document, process))
     # Old spellings still work: they are reported, but the file is valid (exit 0).
     for sentence in document.deprecations:
         print(sentence)
-    print(f"{arguments.config}: valid for {', '.join(services) or 'no installed service'}")
+    others = [name for name in services if name not in chosen]
+    unused = f" (not configured: {', '.join(others)})" if others else ""
+    print(f"{arguments.config}: valid for {', '.join(sorted(chosen))}{unused}")
     return 0
 
 

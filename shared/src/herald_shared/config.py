@@ -18,6 +18,7 @@ import math
 import os
 import re
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Final, TypeVar
@@ -63,6 +64,11 @@ SECTIONS: Final = (
     "logging",
     "health",
 )
+
+
+#: False while checking a file away from where it runs (``check-config --secrets-not-mounted``):
+#: a ``*_file`` secret is then only required to be an absolute path, and is not read.
+secret_files_mounted: ContextVar[bool] = ContextVar("secret_files_mounted", default=True)
 
 
 class ConfigError(Exception):
@@ -130,6 +136,11 @@ class Section(BaseModel):
                 continue
             if data.get(name) is not None:
                 raise ValueError(f"set either {name} or {name}_file, not both")
+            if not secret_files_mounted.get():
+                if not Path(str(path)).is_absolute():
+                    raise ValueError(f"{name}_file: {path} must be an absolute path")
+                data[name] = "not-mounted"
+                continue
             try:
                 data[name] = Path(str(path)).read_text(encoding="utf-8").rstrip("\r\n")
             except OSError as error:
@@ -209,6 +220,10 @@ class ConfigDocument:
             origin = self._origin(dotted)
             problems.append(f"{origin}: {dotted}: {item['msg']}")
         return problems
+
+    def origin(self, dotted: str) -> str:
+        """Where a key's value came from: the file, or the variable that set it."""
+        return self._origin(dotted)
 
     def _origin(self, dotted: str) -> str:
         for key, variable in self.overridden_by.items():

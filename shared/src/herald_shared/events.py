@@ -16,6 +16,7 @@ import msgspec
 __all__ = [
     "KINDS",
     "TASK_TYPES",
+    "TEST_LABEL",
     "App",
     "Enrichment",
     "Event",
@@ -37,6 +38,7 @@ __all__ = [
     "encode",
     "event_class",
     "event_id_for",
+    "labelled",
     "recovery_of",
     "to_builtins",
 ]
@@ -170,6 +172,9 @@ class _EventBody(_Part, kw_only=True, tag_field="kind"):
     occurred_at: datetime  # UTC, from the scheduler's timestamp
     received_at: datetime  # UTC, when ingest received the datagram
     source: str = "udp"
+    # A test alert (``herald send-test``): every destination labels it as a test, none rate
+    # limits it or counts it in the reload dashboards, and it goes to configured recipients only.
+    test: bool = False
     sense_host: str = ""
     # The scheduler's timestamp exactly as sent (the Sense node's local time), e.g.
     # "2021-02-16 09:24:59,099": Butler's file names and payloads are built from it.
@@ -240,6 +245,14 @@ def recovery_of(event: TaskFailed | TaskAborted) -> Recovery:
         "task_failed" if isinstance(event, TaskFailed) else "task_aborted"
     )
     return Recovery(event_id=event.event_id, kind=kind, occurred_at=event.occurred_at)
+
+
+TEST_LABEL: Final = "[TEST]"
+
+
+def labelled(event: Event, title: str) -> str:
+    """A title a person reads, marked ``[TEST]`` for a test alert so nobody acts on it."""
+    return f"{TEST_LABEL} {title}" if event.test else title
 
 
 def event_id_for(kind: Kind, execution_id: str) -> str:

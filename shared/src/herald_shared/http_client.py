@@ -4,7 +4,9 @@ aiohttp rather than httpx: measured here, an httpx request cost about 0.8 ms of 
 about 0.1 ms for aiohttp, and Herald makes up to eight requests per event (three to the QRS,
 Slack, Teams, New Relic, Signl4, a webhook). What a caller gets back is the whole answer, already
 read (:class:`Answer`), or :class:`Unreachable` with a message that never holds the URL: URLs of
-chat webhooks and Signl4 teams are secrets, and so may be what a server echoes back.
+chat webhooks and Signl4 teams are secrets, and so may be what a server echoes back. Redirects
+are not followed: a 3xx is the answer, so no request (and no key in its headers) goes to a host
+that was not configured.
 """
 
 from __future__ import annotations
@@ -104,7 +106,13 @@ class HttpClient:
         if params:
             target = target.extend_query(params)  # keeps the URL's own query string
         try:
-            async with self._open().request(method, target, data=body, headers=headers) as response:
+            # No redirects: aiohttp would re-send the request, with headers such as New
+            # Relic's Api-Key, to whatever host the Location names; a 3xx is an answer
+            # (permanent, see herald_shared.delivery.http) that the administrator can act on.
+            request = self._open().request(
+                method, target, data=body, headers=headers, allow_redirects=False
+            )
+            async with request as response:
                 content = await response.read()
                 return Answer(response.status, response.reason or "", response.headers, content)
         except TimeoutError:  # aiohttp's own timeouts are TimeoutErrors too

@@ -13,7 +13,9 @@ from prometheus_client import Counter, Gauge, Histogram
 __all__ = [
     "BROKER_CONNECTED",
     "DATAGRAMS",
+    "DATAGRAMS_DEAD_LETTERED",
     "DATAGRAMS_REJECTED",
+    "DATAGRAM_HANDLING_FAILURES",
     "DELIVERIES",
     "DELIVERY_ATTEMPTS",
     "DELIVERY_QUEUE",
@@ -74,7 +76,8 @@ PUBLISHES_REFUSED = Counter(
 
 DATAGRAMS = Counter(
     "herald_datagrams_total",
-    "Scheduler datagrams received, by outcome: accepted, duplicate, rejected",
+    "Scheduler datagrams received, by outcome: accepted, duplicate, rejected, unstored (held in "
+    "memory while the state disk cannot be written), lost (the memory for them was full)",
     ["service", "outcome"],
 )
 DATAGRAMS_REJECTED = Counter(
@@ -92,6 +95,16 @@ ENRICHMENT_SECONDS = Histogram(
     "Time from a datagram's arrival to its event being stored for publishing",
     ["service"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+DATAGRAM_HANDLING_FAILURES = Counter(
+    "herald_datagram_handling_failures_total",
+    "Handlings of an accepted datagram that failed unexpectedly (each is retried a bounded number of times)",
+    ["service"],
+)
+DATAGRAMS_DEAD_LETTERED = Counter(
+    "herald_datagrams_dead_lettered_total",
+    "Accepted datagrams that could not be made into an event at all, published as dead letters",
+    ["service"],
 )
 INBOX = Gauge(
     "herald_ingest_inbox",
@@ -117,4 +130,22 @@ RECONCILE_LAG = Gauge(
     "herald_reconcile_lag_seconds",
     "How far the reconciliation sweep's checkpoint is behind now",
     ["service"],
+)
+
+# --- end-to-end acknowledgement (ingest's redelivery; `subscriber` names the service waited for) ---
+
+EVENTS_RESENT = Counter(
+    "herald_events_resent_total",
+    "Events ingest published again because the subscriber service had not acknowledged them",
+    ["service", "subscriber"],
+)
+EVENTS_UNACKNOWLEDGED = Gauge(
+    "herald_events_unacknowledged",
+    "Events the subscriber service has not acknowledged within ingest.redelivery.after (overdue)",
+    ["service", "subscriber"],
+)
+EVENTS_EXPIRED = Counter(
+    "herald_events_expired_total",
+    "Events ingest gave up resending, never acknowledged by the subscriber service",
+    ["service", "subscriber"],
 )

@@ -60,16 +60,27 @@ class Outbox:
         self._gauge = metrics.OUTBOX.labels(service=bus.service)
         self._gauge.set(self.depth())
 
-    def add(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
-        """Store a message; inside a caller's transaction it commits with the caller's work."""
+    def add(self, topic: str, payload: bytes, *, retain: bool = False) -> int:
+        """Store a message; inside a caller's transaction it commits with the caller's work.
+
+        Returns its sequence number: it has reached the broker once :meth:`first_waiting` is
+        past it.
+        """
         with self._db.transaction() as sql:
-            sql.execute(
+            cursor = sql.execute(
                 "INSERT INTO outbox (topic, payload, retain) VALUES (?, ?, ?)",
                 (topic, payload, int(retain)),
             )
         self._gauge.inc()
         self._idle.clear()
         self._wake.set()
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def first_waiting(self) -> int | None:
+        """The sequence number of the oldest message not yet acknowledged by the broker."""
+        row = self._db.connection.execute("SELECT MIN(seq) FROM outbox").fetchone()
+        return None if row[0] is None else int(row[0])
 
     def depth(self) -> int:
         row = self._db.connection.execute("SELECT COUNT(*) FROM outbox").fetchone()

@@ -23,9 +23,10 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-from herald_shared import logs
+from herald_shared import logs, preflight
 from herald_shared.config import ConfigDocument, ConfigError, secret_values
 from herald_shared.health import HealthServer
+from herald_shared.preflight import Preflight
 from herald_shared.reloading import Reload, ReloadRequests
 from herald_shared.settings import BrokerSettings, HealthSettings, LoggingSettings
 
@@ -84,6 +85,9 @@ class ServiceSpec(Generic[S]):
     publisher: bool = False
     # Validates every section the service reads; by default just its own.
     configure: Callable[[ConfigDocument], S] | None = None
+    # Checks what the settings point at (files, time zones, templates, ports) before the start
+    # and in check-config (herald_shared.preflight).
+    preflight: Callable[[S, Preflight], None] | None = None
 
     def load_settings(self, document: ConfigDocument) -> S:
         if self.configure is not None:
@@ -169,7 +173,12 @@ async def serve(
     With ``reconfigure``, SIGHUP and ``POST /-/reload`` read the file again: a valid one
     restarts the services in-process on it, an invalid one is refused with a log line and the
     services keep running on the previous one.
+
+    A configuration that cannot work (a missing certificate, a busy port, a refused broker
+    account) raises :class:`ConfigError` before anything is served.
     """
+    preflight.run(document, process)
+    await preflight.broker_account(document, process)
     logs.setup(process.logging)
     logs.REDACTOR.add(process.secrets())
     for sentence in document.deprecations:

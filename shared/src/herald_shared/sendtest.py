@@ -1,24 +1,40 @@
-"""``herald send-test``: a synthetic event through the whole pipeline, and what became of it.
+"""``herald send-test``: a test alert through the whole pipeline, and what became of it everywhere.
 
-It publishes a sample event (marked ``source: test``, with a fresh id so no ledger has seen it)
-on the events topic, then prints every delivery receipt and dead letter about it that arrives
-within the wait. The exit status is 0 when at least one service delivered it.
+Like a contact point's Test button, it tells the truth: it publishes a sample event marked
+``test: true`` (a fresh id, so no ledger has seen it) and waits, up to ``--timeout``, until every
+destination of every running service has reported on it. What to wait for comes from the
+retained messages of the broker: each service instance whose status is ``online`` lists its
+destinations on ``herald/v1/destinations/<service>/<instance>``. Receipts say how a delivery
+ended; the pending topic says which deliveries are still being retried, and why.
+
+The exit status is 0 only if every destination reported and none failed: each delivered it, or
+skipped it on purpose (the metrics writer and the log archiver do not count a test). A delivery
+that was dead-lettered, or is still pending at the timeout, and a destination that never
+answered make it 1, with a summary naming each.
+
+The connection is ephemeral (a fresh client id, a clean session, no status of its own), so
+runs never take each other's connection and the operator's account needs no status topic.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
 import sys
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TextIO
 
 import msgspec
 
 from herald_shared import config, events, samples, topics
-from herald_shared.bus import Bus, Message
+from herald_shared.bus import Bus, Handler, Message
 from herald_shared.delivery.destination import DeliveryError
+from herald_shared.delivery.receipts import Pending, Receipt
 from herald_shared.settings import BrokerSettings
 
 _SAMPLES: dict[str, Callable[[], events.Event]] = {
@@ -26,6 +42,12 @@ _SAMPLES: dict[str, Callable[[], events.Event]] = {
     "aborted": samples.sample_aborted,
     "succeeded": samples.sample_succeeded,
 }
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 30.0
+
+_Delivery = tuple[str, str, str]  # service, destination, target
 
 
 def test_event(kind: str) -> events.Event:
@@ -42,34 +64,149 @@ def test_event(kind: str) -> events.Event:
         # The scheduler stamps its own local time; so does this.
         log_timestamp=local.strftime("%Y-%m-%d %H:%M:%S,") + f"{local.microsecond // 1000:03d}",
         source="test",
+        test=True,
     )
 
 
-async def send_test(broker: BrokerSettings, kind: str, wait: float) -> int:
-    event = test_event(kind)
+def _where(destination: str, target: str) -> str:
+    return destination + (f" ({target})" if target else "")
+
+
+@dataclass
+class Watch:
+    """What the broker has said so far about the services and about one test alert."""
+
+    event_id: str
+    prefix: str
+    out: TextIO
+    online: dict[tuple[str, str], bool] = field(default_factory=dict)
+    announced: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    receipts: dict[_Delivery, Receipt] = field(default_factory=dict)
+    pending: dict[_Delivery, Pending] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def take(self, topic: str, payload: bytes) -> None:
+        section, *rest = topic.removeprefix(f"{self.prefix}/{topics.VERSION}/").split("/")
+        if section == "status" and len(rest) == 2:
+            self.online[(rest[0], rest[1])] = payload == b"online"
+        elif section == "destinations" and len(rest) == 2:
+            self._announced((rest[0], rest[1]), payload)
+        elif section == "deliveries":
+            self._receipt(msgspec.json.decode(payload, type=Receipt))
+        elif section == "pending":
+            self._pending(msgspec.json.decode(payload, type=Pending))
+        self.changed.set()
+
+    def _announced(self, instance: tuple[str, str], payload: bytes) -> None:
+        if payload:
+            self.announced[instance] = msgspec.json.decode(payload, type=list[str])
+        else:
+            self.announced.pop(instance, None)  # cleared on a clean stop
+
+    def _receipt(self, receipt: Receipt) -> None:
+        if receipt.event_id != self.event_id:
+            return
+        self.receipts[(receipt.service, receipt.destination, receipt.target)] = receipt
+        detail = f": {receipt.detail}" if receipt.detail else ""
+        where = _where(receipt.destination, receipt.target)
+        print(f"{receipt.service}: {where}: {receipt.outcome}{detail}", file=self.out, flush=True)
+
+    def _pending(self, pending: Pending) -> None:
+        if pending.event_id != self.event_id:
+            return
+        self.pending[(pending.service, pending.destination, pending.target)] = pending
+        if pending.attempts:  # "taken on" is not news; a failed attempt is
+            print(f"{pending.service}: {_retrying(pending)}", file=self.out, flush=True)
+
+    def expected(self) -> set[tuple[str, str]]:
+        """(service, destination) of every destination of every instance that is online."""
+        return {
+            (service, name)
+            for (service, instance), names in self.announced.items()
+            if self.online.get((service, instance))
+            for name in names
+        }
+
+    def unfinished(self) -> list[str]:
+        """Every destination or delivery still owed a receipt, described; empty when all ended."""
+        owed: list[str] = []
+        for service, name in sorted(self.expected()):
+            deliveries = [key for key in self.receipts if key[:2] == (service, name)]
+            waiting = [
+                pending
+                for key, pending in self.pending.items()
+                if key[:2] == (service, name) and key not in self.receipts
+            ]
+            owed += [f"{service}: {_retrying(pending)}" for pending in waiting]
+            if not deliveries and not waiting:
+                owed.append(f"{service}: {name}: no report")
+        return owed
+
+    def done(self) -> bool:
+        return bool(self.expected()) and not self.unfinished()
+
+    def failures(self) -> list[str]:
+        return [
+            f"{key[0]}: {_where(key[1], key[2])}: {receipt.outcome}"
+            + (f": {receipt.detail}" if receipt.detail else "")
+            for key, receipt in sorted(self.receipts.items())
+            if receipt.outcome in ("dead_lettered", "suppressed")
+        ]
+
+    def summary(self) -> str:
+        counts: dict[str, int] = {}
+        for receipt in self.receipts.values():
+            counts[receipt.outcome] = counts.get(receipt.outcome, 0) + 1
+        parts = [f"{counts[outcome]} {outcome}" for outcome in sorted(counts)]
+        unfinished = self.unfinished()
+        silent = sum(line.endswith(": no report") for line in unfinished)
+        if len(unfinished) > silent:
+            parts.append(f"{len(unfinished) - silent} still pending")
+        if silent:
+            parts.append(f"{silent} without a report")
+        return ", ".join(parts) or "no reports"
+
+
+def _retrying(pending: Pending) -> str:
+    where = _where(pending.destination, pending.target)
+    if not pending.attempts:
+        return f"{where}: pending, not attempted yet"
+    line = f"{where}: pending, attempt {pending.attempts} failed: {pending.reason}"
+    if pending.next_attempt_at is not None:
+        line += f"; retrying at {pending.next_attempt_at.astimezone():%H:%M:%S}"
+    return line
+
+
+def connection(broker: BrokerSettings, handler: Handler) -> Bus:
+    """send-test's own connection: what it reads, under a client id of its own, publishing no
+    status (so the operator's account is enough)."""
     prefix = broker.topic_prefix
-    outcomes: list[str] = []
-
-    async def on_report(message: Message) -> None:
-        report = msgspec.json.decode(message.payload)
-        if report.get("event_id") == event.event_id:
-            outcomes.append(report["outcome"])
-            where = report["destination"] + (f" ({report['target']})" if report["target"] else "")
-            detail = f": {report['detail']}" if report.get("detail") else ""
-            print(f"{report['service']}: {where}: {report['outcome']}{detail}", flush=True)
-        elif (report.get("event") or {}).get("event_id") == event.event_id:
-            print(f"{report['service']}: dead letter: {report['reason']}", flush=True)
-
-    bus = Bus(
+    return Bus(
         broker,
         "send-test",
         subscriptions=[
-            f"{prefix}/{topics.VERSION}/deliveries/#",
-            f"{prefix}/{topics.VERSION}/dead-letter/#",
+            topics.family_filter(prefix, family)
+            for family in ("status", "destinations", "deliveries", "pending")
         ],
-        handler=on_report,
-        persistent=False,
+        handler=handler,
+        ephemeral=True,
     )
+
+
+async def send_test(
+    broker: BrokerSettings, kind: str, within: float, out: TextIO = sys.stdout
+) -> int:
+    event = test_event(kind)
+    prefix = broker.topic_prefix
+    watch = Watch(event.event_id, prefix, out)
+
+    async def on_message(message: Message) -> None:
+        try:
+            watch.take(message.topic, message.payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as error:
+            log.warning("ignoring a message on %s that is not Herald's: %s", message.topic, error)
+
+    bus = connection(broker, on_message)
     bus.start()
     try:
         await asyncio.wait_for(bus.wait_connected(), broker.connect_timeout)
@@ -77,14 +214,42 @@ async def send_test(broker: BrokerSettings, kind: str, wait: float) -> int:
         print(f"herald: cannot reach the broker at {broker.host}:{broker.port}", file=sys.stderr)
         await bus.close()
         return 1
-    await bus.publish(topics.topic_of(prefix, event), events.encode(event))
-    print(
-        f"published {event.kind} {event.event_id} for task {event.task.name!r}; waiting {wait:g} s for receipts"
-    )
-    await asyncio.sleep(wait)
-    await bus.close()
-    if "delivered" not in outcomes:
-        print("herald: no service reported a delivery", file=sys.stderr)
+    try:
+        await bus.publish(topics.topic_of(prefix, event), events.encode(event))
+        print(
+            f"published the test alert {event.kind} {event.event_id} for task "
+            f"{event.task.name!r}; waiting up to {within:g} s for every destination",
+            file=out,
+            flush=True,
+        )
+        await _wait(watch, within)
+    finally:
+        await bus.close()
+    return _verdict(watch, within, out)
+
+
+async def _wait(watch: Watch, within: float) -> None:
+    with contextlib.suppress(TimeoutError):  # the verdict says what is missing
+        async with asyncio.timeout(within):
+            while not watch.done():
+                watch.changed.clear()
+                await watch.changed.wait()
+
+
+def _verdict(watch: Watch, timeout: float, out: TextIO) -> int:
+    print(f"summary: {watch.summary()}", file=out, flush=True)
+    if not watch.expected():
+        print(
+            "herald: no running service announced its destinations on "
+            "herald/v1/destinations/#: is any Herald service connected to this broker?",
+            file=sys.stderr,
+        )
+        return 1
+    problems = watch.failures() + [f"{line} (after {timeout:g} s)" for line in watch.unfinished()]
+    if problems:
+        print("herald: the test alert did not reach every destination:", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
         return 1
     return 0
 
@@ -92,10 +257,19 @@ async def send_test(broker: BrokerSettings, kind: str, wait: float) -> int:
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from herald_shared.cli import add_config_argument
 
-    parser = commands.add_parser("send-test", help="send a synthetic event and show its receipts")
+    parser = commands.add_parser(
+        "send-test", help="send a test alert and wait for every destination's report"
+    )
     add_config_argument(parser)
     parser.add_argument("--kind", choices=sorted(_SAMPLES), default="failed")
-    parser.add_argument("--wait", type=float, default=5.0, help="seconds to wait for receipts")
+    parser.add_argument(
+        "--timeout",
+        "--wait",  # its name before it waited for every destination
+        dest="timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help=f"seconds to wait for every destination's report (default {DEFAULT_TIMEOUT:g})",
+    )
     parser.add_argument(
         "--email",
         metavar="ADDRESS",
@@ -109,7 +283,7 @@ def _handle(arguments: argparse.Namespace) -> int:
     if arguments.email:
         return _send_test_email(document, arguments.email)
     broker = document.section("broker", BrokerSettings)
-    return asyncio.run(send_test(broker, arguments.kind, arguments.wait))
+    return asyncio.run(send_test(broker, arguments.kind, arguments.timeout))
 
 
 def _send_test_email(document: config.ConfigDocument, address: str) -> int:

@@ -1,7 +1,9 @@
 """A subscriber service: the bus, the runner and the outbox around a list of destinations.
 
 Every destination service (emailer, chat-notifier, …, log-archiver) is one of these; the service
-package only builds its destinations from its settings. The bus connection, the outbox loop and
+package only builds its destinations from its settings. The runner acknowledges the events it
+stores to ingest (``herald/v1/acks/<service>/<instance>``, ``delivery/acks.py``), which resends
+what a broker lost (``herald_ingest.redelivery``). The bus connection, the outbox loop and
 the runner's workers are vital tasks of one :class:`Supervisor`: if one ends, ``/readyz`` and
 ``/livez`` say which and why.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,7 +50,18 @@ class SubscriberService:
         subscription = topics.events_subscription(
             broker.topic_prefix, name, shared=broker.effective_shared_subscriptions
         )
-        self.bus = Bus(broker, name, subscriptions=[subscription], handler=self._handle)
+        # What `herald send-test` waits for: the names of the destinations this instance runs.
+        announcement = (
+            topics.destinations_topic(broker.topic_prefix, name, broker.instance),
+            json.dumps([destination.name for destination in destinations]).encode(),
+        )
+        self.bus = Bus(
+            broker,
+            name,
+            subscriptions=[subscription],
+            handler=self._handle,
+            retained=[announcement],
+        )
         self.outbox = Outbox(self.db, self.bus)
         self._supervisor = Supervisor(name)
         self.runner = Runner(
@@ -57,6 +71,7 @@ class SubscriberService:
             outbox=self.outbox,
             settings=delivery,
             topic_prefix=broker.topic_prefix,
+            instance=broker.instance,
             supervisor=self._supervisor,
         )
         self._publishing: asyncio.Task[None] | None = None

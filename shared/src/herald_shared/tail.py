@@ -1,9 +1,12 @@
 """``herald tail``: everything that goes over Herald's topics, one readable line each.
 
-Events, delivery receipts, dead letters and service status, as an operator wants to watch them
+Events, delivery receipts, dead letters, service status and destination lists, and a test
+alert's pending deliveries (not the acknowledgements the services send ingest), as an operator wants to watch them
 (``herald tail --config herald.yaml``); ``herald demo`` uses it to show what happens. ``--json``
 prints one JSON object per message instead (for ``jq``), and ``--service``, ``--kind`` and
-``--task`` keep only what concerns a service, an event kind or tasks whose name matches.
+``--task`` keep only what concerns a service, an event kind or tasks whose name matches. Its
+connection is ephemeral (a fresh client id, a clean session, no status), so two tails, or a tail
+beside the demo, never push each other off.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ def describe(topic: str, payload: bytes) -> str:
             return f"STATUS     {'/'.join(parts[3:])} is {payload.decode()}"
         if section == "lease":
             return _lease_line("/".join(parts[3:]), payload)
+        if section == "destinations":
+            names = msgspec.json.decode(payload, type=list[str]) if payload else []
+            return f"SERVES     {'/'.join(parts[3:])}: {', '.join(names) or '(stopped)'}"
         report: dict[str, Any] = msgspec.json.decode(payload)
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
         return f"?          {topic}: {payload[:120]!r}"
@@ -45,6 +51,10 @@ def describe(topic: str, payload: bytes) -> str:
         target = f" to {report['target']}" if report.get("target") else ""
         detail = f": {report['detail']}" if report.get("detail") else ""
         return f"DELIVERY   {where}{target} {report['outcome']} ({report['task_name']}){detail}"
+    if section == "pending":
+        where = f"{report['service']}/{report['destination']}"
+        target = f" to {report['target']}" if report.get("target") else ""
+        return f"PENDING    {where}{target} (test alert) after {report['attempts']} attempts: {report['reason']}"
     if section == "dead-letter":
         return f"DEAD       {report['service']}/{report.get('destination')}: {report['reason']}"
     return f"?          {topic}"
@@ -122,7 +132,7 @@ def _facts(topic: str, payload: bytes) -> dict[str, str]:
         if section == "events":
             event = events.decode(payload)
             return {"kind": event.kind, "task": event.task.name}
-        if section == "status" and len(parts) > 3:
+        if section in ("status", "destinations") and len(parts) > 3:
             return {"service": parts[3]}
         report: dict[str, Any] = msgspec.json.decode(payload)
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
@@ -157,6 +167,8 @@ async def tail(
     """Print until cancelled."""
 
     async def show(message: Message) -> None:
+        if message.topic.split("/")[2:3] == ["acks"]:
+            return  # bookkeeping between the services and ingest, one per batch and service
         if not only.admits(message.topic, message.payload):
             return
         now = datetime.now().astimezone()
@@ -167,7 +179,7 @@ async def tail(
         print(line, file=out, flush=True)
 
     subscription = f"{broker.topic_prefix}/{topics.VERSION}/#"
-    bus = Bus(broker, "tail", subscriptions=[subscription], handler=show, persistent=False)
+    bus = Bus(broker, "tail", subscriptions=[subscription], handler=show, ephemeral=True)
     bus.start()
     try:
         await asyncio.Event().wait()

@@ -53,6 +53,46 @@ def lease_topic(prefix: str, service: str, job: str) -> str:
     return f"{prefix}/{VERSION}/lease/{service}/{job}"
 
 
+def family_filter(prefix: str, family: str) -> str:
+    """Every topic of one family (``status``, ``destinations``, ``deliveries``, ``pending``, …)."""
+    return f"{prefix}/{VERSION}/{family}/#"
+
+
+def destinations_topic(prefix: str, service: str, instance: str) -> str:
+    """Retained JSON list of the destination names one service instance delivers to.
+
+    Published after ``online`` on every connect and cleared (an empty retained message) on a
+    clean stop, so ``herald send-test`` knows which reports to wait for.
+    """
+    return f"{prefix}/{VERSION}/destinations/{service}/{instance}"
+
+
+def pending_topic(prefix: str, service: str) -> str:
+    """A test alert's deliveries that are not over yet: taken, or failed once and to be retried."""
+    return f"{prefix}/{VERSION}/pending/{service}"
+
+
+def status_filter(prefix: str) -> str:
+    """Every service instance's status."""
+    return f"{prefix}/{VERSION}/status/+/+"
+
+
+def acks_topic(prefix: str, service: str, instance: str) -> str:
+    """The event ids one instance of a subscriber service has taken on (ledger committed)."""
+    return f"{prefix}/{VERSION}/acks/{service}/{instance}"
+
+
+def acks_filter(prefix: str) -> str:
+    """Every subscriber service's acknowledgements."""
+    return f"{prefix}/{VERSION}/acks/+/+"
+
+
+def service_and_instance(topic: str) -> tuple[str, str]:
+    """``(service, instance)`` of a status or acks topic."""
+    *_, service, instance = topic.split("/")
+    return service, instance
+
+
 def deliveries_topic(prefix: str, service: str) -> str:
     """Delivery receipts: event id, destination, outcome, attempts, time."""
     return f"{prefix}/{VERSION}/deliveries/{service}"

@@ -1,5 +1,6 @@
 """Stand-in Slack and Microsoft Teams webhook servers on loopback that check payloads as the
-platforms do, record what they accept, and misbehave on request.
+platforms do, record what they accept (with the X-Herald-Event-Id header that names the alert),
+and misbehave on request.
 
 - Slack incoming webhooks (``/slack/services/…``): Block Kit block types, required fields and
   limits (50 blocks; section text 3000, fields 10 × 2000; header plain_text 150; actions 25
@@ -46,6 +47,7 @@ class Received:
     at: float  # time.monotonic() when it arrived
     status: int = 0
     error: str = ""
+    event_id: str = ""  # the X-Herald-Event-Id header: which alert this message carries
 
     @property
     def payload(self) -> Any:
@@ -287,6 +289,7 @@ class ChatStandins(LoopbackServer):
     async def _handle(self, request: web.Request) -> web.Response:
         platform = request.match_info["platform"]
         received = Received(platform, request.path, await request.read(), time.monotonic())
+        received.event_id = request.headers.get("X-Herald-Event-Id", "")
         self.received.append(received)
         self._changed.set()
         answer = self._scripted(request.path)

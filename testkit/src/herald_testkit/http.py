@@ -1,7 +1,9 @@
 """A real HTTP receiver on loopback that records what it accepts and misbehaves on request.
 
-Tests script its answers: a status per request (``respond_with``), a delay, or a hang (the
-request is held open and never answered, like a destination that died mid-delivery). Only
+Tests script its answers: a status per request (``respond_with``), a delay, a hang (the
+request is held open and never answered, like a destination that died mid-delivery), or an
+echo of the request in the answer's body (as servers that quote what they refuse), or a
+dropped connection. Only
 requests that were answered with a 2xx count as accepted.
 """
 
@@ -34,6 +36,11 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     hang: bool = False
+    #: Append the request as received (URL, headers, body) to ``body``, as servers that quote
+    #: the request in their error do: what a destination must not pass on.
+    echo: bool = False
+    #: Close the connection instead of answering, as a server that crashes mid-request.
+    drop: bool = False
 
 
 class LoopbackServer:
@@ -114,9 +121,16 @@ class HttpReceiver(LoopbackServer):
             return web.Response(status=503, text="released")
         if answer.delay:
             await asyncio.sleep(answer.delay)
+        if answer.drop and http_request.transport is not None:
+            http_request.transport.close()
+            raise web.HTTPInternalServerError  # never sent: the connection is gone
         request.status = answer.status
         self._changed.set()
-        return web.Response(status=answer.status, text=answer.body, headers=answer.headers)
+        text = answer.body
+        if answer.echo:
+            quoted = f"{http_request.method} {http_request.url} {request.headers} {request.body!r}"
+            text = f"{text} {quoted}"
+        return web.Response(status=answer.status, text=text, headers=answer.headers)
 
     def _routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/{tail:.*}", self._handle)

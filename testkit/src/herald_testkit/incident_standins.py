@@ -11,6 +11,7 @@ statuses on request (``respond_with``), so tests see retries and dead letters as
   ``[{"common": {"attributes": {…}}, "logs": [{"message": …}]}]``; answers 202.
 - Signl4: ``POST /webhook/<team secret>`` with a JSON object carrying Title, Message,
   X-S4-Service, X-S4-ExternalID and X-S4-Status (new, acknowledged or resolved); answers 201.
+  Each alert's X-Herald-Event-Id header is kept beside it (``alert_event_ids``).
 """
 
 from __future__ import annotations
@@ -196,6 +197,8 @@ class Signl4StandIn(_StandIn):
         super().__init__(host)
         self.team_secret = team_secret
         self.alerts: list[dict[str, Any]] = []
+        #: each accepted alert's X-Herald-Event-Id header, in the order of ``alerts``
+        self.alert_event_ids: list[str] = []
 
     @property
     def url(self) -> str:
@@ -217,6 +220,7 @@ class Signl4StandIn(_StandIn):
             if body["X-S4-Status"] not in ("new", "acknowledged", "resolved"):
                 raise _Bad(400, "X-S4-Status must be new, acknowledged or resolved")
             self.alerts.append(body)
+            self.alert_event_ids.append(request.headers.get("X-Herald-Event-Id", ""))
             return web.json_response({"eventId": str(uuid.uuid4())}, status=201)
 
         return await self._answer(request, accept)

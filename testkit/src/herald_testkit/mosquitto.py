@@ -3,7 +3,9 @@
 Configured as docs/testing.md found necessary: ``user root`` when run as root
 (otherwise it drops to ``mosquitto`` and cannot write its persistence folder), a raised
 ``max_queued_messages`` (the default 1000 silently drops QoS 1 messages to slow subscribers),
-persistence on with a one-second autosave, and logging to a file (stdout is block-buffered).
+persistence on with a one-second autosave (both can be set, e.g. to the production values, which
+:func:`shipped_setting` reads), and logging to a file (stdout is block-buffered).
+:func:`with_accounts` adds a password file and an ACL (what the refusal and security tests need);
 :class:`ShippedMosquitto` runs the production configuration (deploy/mosquitto) instead.
 """
 
@@ -24,8 +26,18 @@ MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
 class Mosquitto:
-    def __init__(self, workdir: Path, *, port: int | None = None, extra: str = "") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        port: int | None = None,
+        extra: str = "",
+        autosave_interval: int = 1,
+        max_queued_messages: int = 100_000,
+    ) -> None:
         self.workdir = workdir
+        self.autosave_interval = autosave_interval
+        self.max_queued_messages = max_queued_messages
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.extra = extra
@@ -39,12 +51,12 @@ class Mosquitto:
             "user root" if os.geteuid() == 0 else "",
             f"listener {self.port} {self.host}",
             "allow_anonymous true" if "password_file" not in self.extra else "",
-            "max_queued_messages 100000",
+            f"max_queued_messages {self.max_queued_messages}",
             "max_inflight_messages 100",
             "set_tcp_nodelay true",
             "persistence true",
             f"persistence_location {self.workdir / 'data'}/",
-            "autosave_interval 1",
+            f"autosave_interval {self.autosave_interval}",
             f"log_dest file {self.log_file}",
             "log_type error",
             "log_type warning",
@@ -71,10 +83,23 @@ class Mosquitto:
         process, self._process = self._process, None
         stop(process, within=10)
 
+    def kill(self) -> None:
+        """SIGKILL: a crash, so only what the last autosave wrote survives."""
+        process, self._process = self._process, None
+        if process is not None:
+            process.kill()
+            process.wait()
+
     def restart(self, downtime: float = 0.0) -> None:
         self.stop()
         time.sleep(downtime)
         self.start()
+
+    def saves(self) -> int:
+        """How often the broker wrote its persistence database (needs ``log_type information``)."""
+        if not self.log_file.exists():
+            return 0
+        return self.log_file.read_text(errors="replace").count("Saving in-memory database")
 
     @property
     def running(self) -> bool:
@@ -86,6 +111,43 @@ class Mosquitto:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+def write_passwords(path: Path, accounts: dict[str, str]) -> Path:
+    """A Mosquitto password file at ``path`` with ``accounts`` (name -> password) added."""
+    path.touch()
+    for account, password in accounts.items():
+        subprocess.run(
+            ["mosquitto_passwd", "-b", str(path), account, password],
+            check=True,
+            capture_output=True,
+        )
+    return path
+
+
+def with_accounts(
+    workdir: Path, accounts: dict[str, str], *, acl: str | None = None, extra: str = ""
+) -> Mosquitto:
+    """A (not yet started) Mosquitto that lets in only ``accounts``, and, given ``acl`` (the
+    text of a Mosquitto ACL file), lets each do only what it grants."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    lines = [f"password_file {write_passwords(workdir / 'passwords', accounts)}"]
+    if acl is not None:
+        (workdir / "acl").write_text(acl)
+        lines.append(f"acl_file {workdir / 'acl'}")
+    return Mosquitto(workdir, extra="\n".join([*lines, extra]))
+
+
+DEPLOY = Path(__file__).resolve().parents[3] / "deploy" / "mosquitto"
+
+
+def shipped_setting(key: str) -> str:
+    """The value of ``key`` in ``deploy/mosquitto/mosquitto.conf``, as production runs it."""
+    for line in (DEPLOY / "mosquitto.conf").read_text().splitlines():
+        name, _, value = line.partition(" ")
+        if name == key:
+            return value.strip()
+    raise KeyError(f"{key} is not set in {DEPLOY / 'mosquitto.conf'}")
 
 
 class ShippedMosquitto(Mosquitto):
@@ -107,15 +169,10 @@ class ShippedMosquitto(Mosquitto):
         self.source = (deploy / "mosquitto.conf").read_text()
         self.ports = {int(line.split()[1]): free_port() for line in self._listeners()}
         self.port = self.ports[1883]
-        for name in ("passwd", "passwd-consumers"):
-            (workdir / name).write_text("")
-        for account, password in accounts.items():
-            name = "passwd" if account.startswith("herald-") else "passwd-consumers"
-            subprocess.run(
-                ["mosquitto_passwd", "-b", str(workdir / name), account, password],
-                check=True,
-                capture_output=True,
-            )
+        services = {a: p for a, p in accounts.items() if a.startswith("herald-")}
+        consumers = {a: p for a, p in accounts.items() if a not in services}
+        write_passwords(workdir / "passwd", services)
+        write_passwords(workdir / "passwd-consumers", consumers)
 
     def _listeners(self) -> list[str]:
         return [line for line in self.source.splitlines() if line.startswith("listener ")]

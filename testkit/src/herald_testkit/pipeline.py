@@ -8,9 +8,10 @@ service, restart Mosquitto, set the sim's faults, and send failed-reload datagra
 ids it knows in advance (ids are deterministic: kind + execution id).
 
 The destinations (SMTP, Slack/Teams, New Relic, Signl4, a webhook, InfluxDB) are the caller's:
-real servers from this testkit, passed in as :class:`Destinations`, so the caller can count what
-each one accepted; :func:`whole_system` starts them all with the pipeline. Every rate limit is
-off, so every alert is expected.
+real servers from this testkit, passed in as :class:`Destinations`, so the caller can tell which
+alerts each one accepted; :func:`whole_system` starts them all with the pipeline. Butler's MQTT
+topics go to the system's own broker, where an observer (``Destinations.butler_mqtt``) records them. Every
+rate limit is off, so every alert is expected.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ SMTP_USER, SMTP_PASSWORD = "alerts", "smtp-secret-password"
 NEW_RELIC_ACCOUNT, NEW_RELIC_KEY = "1234567", "NRII-system-test-insert-key"
 SLACK_TOKEN, TEAMS_TOKEN = "slack-secret-token", "teams-secret-token"
 INFLUX_DATABASE = "butler"
+BUTLER_TOPICS = "qliksense"  # butler_mqtt's default topics, on the system's own broker
 
 
 @dataclass
@@ -70,6 +72,15 @@ class Destinations:
     signl4: Signl4StandIn
     webhook: HttpReceiver
     influx: InfluxDB
+    #: Butler's MQTT topics on the system's broker, recorded by the pipeline once it starts it
+    butler_mqtt: Observer | None = None
+
+    def butler_messages(self, topic: str) -> list[bytes]:
+        """The payloads seen on ``qliksense/<topic>``, in arrival order."""
+        if self.butler_mqtt is None:
+            return []
+        full = f"{BUTLER_TOPICS}/{topic}"
+        return [seen.payload for seen in self.butler_mqtt.seen if seen.topic == full]
 
 
 @dataclass
@@ -125,10 +136,12 @@ class Pipeline:
     one_process: bool = False
     #: a second ingest process, and datagrams sent to both as two appenders do
     two_ingests: bool = False
+    #: Mosquitto's settings (e.g. production's ``autosave_interval``)
+    broker_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.broker = Mosquitto(self.workdir / "mosquitto")
+        self.broker = Mosquitto(self.workdir / "mosquitto", **self.broker_options)
         self.qrs_port = free_port()
         self.udp_port = free_port(kind=socket.SOCK_DGRAM)
         self.second_udp_port = free_port(kind=socket.SOCK_DGRAM)
@@ -168,6 +181,10 @@ class Pipeline:
             self.broker.host, self.broker.port, f"{PREFIX}/v1/deliveries/#", persistent=True
         )
         await self.receipts.__aenter__()
+        self.destinations.butler_mqtt = Observer(
+            self.broker.host, self.broker.port, f"{BUTLER_TOPICS}/#", persistent=True
+        )
+        await self.destinations.butler_mqtt.__aenter__()
         if self.one_process:
             await self.start_service(HERALD_UP)
             return
@@ -179,8 +196,9 @@ class Pipeline:
     async def stop(self) -> None:
         for service in self.services.values():
             await self._terminate(service)
-        if self.receipts is not None:
-            await self.receipts.__aexit__(None, None, None)
+        for observer in (self.receipts, self.destinations.butler_mqtt):
+            if observer is not None:
+                await observer.__aexit__(None, None, None)
         if self._session is not None:
             await self._session.close()
         if self.sim is not None and self.sim.returncode is None:
@@ -247,6 +265,10 @@ class Pipeline:
         await self.kill(name)
         await self.start_service(name)
 
+    async def stop_service(self, name: str) -> None:
+        """SIGTERM: a clean stop (``offline``; the broker keeps the session)."""
+        await self._terminate(self.services[name])
+
     async def _terminate(self, service: Service) -> None:
         process = service.process
         if process is None or process.returncode is not None:
@@ -274,6 +296,11 @@ class Pipeline:
 
     async def restart_broker(self, downtime: float = 1.0) -> None:
         await asyncio.to_thread(self.broker.restart, downtime)
+
+    async def crash_broker(self) -> None:
+        """SIGKILL Mosquitto and start it again: only its last autosave survives."""
+        await asyncio.to_thread(self.broker.kill)
+        await asyncio.to_thread(self.broker.start)
 
     # --- the Qlik Sense stand-in -----------------------------------------------------------------
 
@@ -368,18 +395,33 @@ class Pipeline:
                     await sender.send(item)
                 burst.sent_at[index] = time.monotonic()
 
-    async def metric(self, name: str, sample: str) -> float:
-        """A sample of a service's /metrics, e.g. ("ingest", 'herald_datagrams_total{outcome="accepted"')."""
+    async def metrics_text(self, name: str) -> str:
+        """A service's /metrics page."""
         url = f"http://127.0.0.1:{self.services[name].health_port}/metrics"
         async with httpx.AsyncClient(timeout=5.0) as client:
-            text = (await client.get(url)).text
+            return (await client.get(url)).text
+
+    async def metric(self, name: str, sample: str) -> float:
+        """A sample of a service's /metrics, e.g. ("ingest", 'herald_datagrams_total{outcome="accepted"')."""
         total = 0.0
-        for line in text.splitlines():
+        for line in (await self.metrics_text(name)).splitlines():
             if line.startswith(sample):
                 total += float(line.rsplit(" ", 1)[-1])
         return total
 
     # --- what came out -------------------------------------------------------------------------
+
+    async def failures_counted(self) -> tuple[float, int]:
+        """The failures the metrics writer's Prometheus series counted (every task's), and how
+        often the metrics writer has been started."""
+        name = HERALD_UP if self.one_process else "metrics-writer"
+        text = await self.metrics_text(name)
+        total = sum(
+            float(line.rsplit(" ", 1)[-1])
+            for line in text.splitlines()
+            if line.startswith("herald_reload_outcomes_total{") and 'outcome="failed"' in line
+        )
+        return total, self.services[name].starts
 
     def receipts_for(self, event_ids: set[str]) -> list[Receipt]:
         self._decode_receipts()
@@ -498,7 +540,14 @@ class Pipeline:
                         "failed_account_property": "Herald_None",
                         "rate_limit": None,
                     },
+                    "log": {
+                        "enabled": True,
+                        "always_accounts": ["system"],
+                        "failed_account_property": "Herald_None",
+                        "rate_limit": None,
+                    },
                 },
+                "butler_mqtt": {"enabled": True},
                 "signl4": {"enabled": True, "url": d.signl4.url, "rate_limit": None},
                 "webhooks": [
                     {"name": "ops", "url": d.webhook.url, "method": "POST", "rate_limit": None}
@@ -533,6 +582,7 @@ async def whole_system(
     one_process: bool = False,
     two_ingests: bool = False,
     ingest_extra: dict[str, Any] | None = None,
+    broker_options: dict[str, Any] | None = None,
 ) -> AsyncIterator[Pipeline]:
     """Every destination's server (SMTP, Slack/Teams, New Relic, Signl4, a webhook, InfluxDB)
     and the Herald pipeline that delivers to them, all started under ``work``."""
@@ -553,6 +603,7 @@ async def whole_system(
                 ingest_extra=ingest_extra or {},
                 one_process=one_process,
                 two_ingests=two_ingests,
+                broker_options=broker_options or {},
             ) as system:
                 yield system
     finally:
@@ -572,6 +623,9 @@ OWED: tuple[tuple[str, str, str], ...] = (
     ("chat-notifier", "slack:ops", ""),
     ("chat-notifier", "teams:ops", ""),
     ("incident-forwarder", "new-relic-event", "system"),
+    ("incident-forwarder", "new-relic-log", "system"),
+    ("incident-forwarder", "butler-mqtt", "basic"),
+    ("incident-forwarder", "butler-mqtt", "full"),
     ("incident-forwarder", "signl4", ""),
     ("incident-forwarder", "webhook:ops", ""),
     ("metrics-writer", "influxdb", ""),
@@ -583,11 +637,16 @@ OWED: tuple[tuple[str, str, str], ...] = (
 @dataclass
 class Baseline:
     """How much each destination had accepted before a test's alerts were sent: stand-ins keep
-    everything, and alerts without an id of theirs (Slack, Teams, Signl4) are counted."""
+    everything, and besides the check by id the alerts to Slack, Teams and Signl4 are counted,
+    as are Butler's task-name-only MQTT messages, which carry no id at all."""
 
     slack: int
     teams: int
     signl4: int
+    butler_basic: int
+    #: failures the Prometheus series had counted, and the metrics writer's starts then (its
+    #: series live in memory, so a restart begins them again); None: not read (:meth:`of`)
+    prometheus: tuple[float, int] | None = None
 
     @classmethod
     def of(cls, destinations: Destinations) -> Baseline:
@@ -595,7 +654,15 @@ class Baseline:
             slack=len(destinations.chat.accepted(SLACK_TOKEN)),
             teams=len(destinations.chat.accepted(TEAMS_TOKEN)),
             signl4=len(destinations.signl4.alerts),
+            butler_basic=len(destinations.butler_messages("task_failure")),
         )
+
+    @classmethod
+    async def taken(cls, pipeline: Pipeline) -> Baseline:
+        """:meth:`of`, and the Prometheus count as well."""
+        baseline = cls.of(pipeline.destinations)
+        baseline.prometheus = await pipeline.failures_counted()
+        return baseline
 
 
 async def wait_for_receipts(pipeline: Pipeline, burst: Burst, within: float) -> None:
@@ -663,6 +730,20 @@ def delivered_exactly_once(
     )
     once("new relic", new_relic, executions)
 
+    new_relic_logs: Counter[str] = Counter(
+        str(batch.attributes.get("qs_executionId"))
+        for batch in d.new_relic.logs
+        if batch.attributes.get("qs_executionId") in executions
+    )
+    once("new relic logs", new_relic_logs, executions)
+
+    butler_full: Counter[str] = Counter()
+    for payload in d.butler_messages("task_failure_full"):
+        execution_id = msgspec.json.decode(payload).get("executionId")
+        if execution_id in executions:
+            butler_full[execution_id] += 1
+    once("butler mqtt full", butler_full, executions)
+
     webhook: Counter[str] = Counter()
     for request in d.webhook.accepted:
         execution_id = msgspec.json.decode(request.body).get("executionId")
@@ -681,13 +762,34 @@ def delivered_exactly_once(
     if missing_files:
         problems["archive"] = {"missing": len(missing_files)}
 
-    # No id of ours in these payloads: the counts must match, and each event has its delivered
-    # receipt (each receipt stands for at least one accepted request), so each came once.
-    for name, now, before in (
-        ("slack", len(d.chat.accepted(SLACK_TOKEN)), baseline.slack),
-        ("teams", len(d.chat.accepted(TEAMS_TOKEN)), baseline.teams),
-        ("signl4", len(d.signl4.alerts), baseline.signl4),
+    # No id of ours in these payloads, but in the X-Herald-Event-Id header of each request: each
+    # event once by that, and the counts must match too (nothing arrived without an id).
+    slack, teams = d.chat.accepted(SLACK_TOKEN), d.chat.accepted(TEAMS_TOKEN)
+    for name, ids, before in (
+        ("slack", [r.event_id for r in slack], baseline.slack),
+        ("teams", [r.event_id for r in teams], baseline.teams),
+        ("signl4", d.signl4.alert_event_ids, baseline.signl4),
     ):
-        if now - before != n:
-            problems[name] = {"expected": n, "accepted": now - before}
+        once(name, Counter(e for e in ids if e in events), events)
+        if name not in problems and len(ids) - before != n:
+            problems[name] = {"expected": n, "accepted": len(ids) - before}
+    # Butler's plain topic carries the task name only: counted, each with its receipt.
+    butler_basic = len(d.butler_messages("task_failure")) - baseline.butler_basic
+    if butler_basic != n:
+        problems["butler mqtt"] = {"expected": n, "accepted": butler_basic}
     return problems
+
+
+async def counted_once_by_prometheus(
+    pipeline: Pipeline, burst: Burst, baseline: Baseline
+) -> dict[str, dict[str, int]]:
+    """The Prometheus series count failures per task, not per event: the count must have grown
+    by the burst's size (empty: it did). Not checked when the metrics writer was restarted
+    since the baseline, or the baseline has no count (:meth:`Baseline.of`)."""
+    if baseline.prometheus is None:
+        return {}
+    before, starts = baseline.prometheus
+    now, starts_now = await pipeline.failures_counted()
+    if starts_now != starts or now - before == len(burst.execution_ids):
+        return {}
+    return {"prometheus": {"expected": len(burst.execution_ids), "counted": int(now - before)}}

@@ -1,4 +1,4 @@
-"""Running a Herald service inside a test."""
+"""Running a Herald service, or a bare bus, inside a test."""
 
 from __future__ import annotations
 
@@ -30,3 +30,14 @@ async def started(service: S) -> AsyncIterator[S]:
         yield service
     finally:
         await service.stop()
+
+
+@contextlib.asynccontextmanager
+async def connected(bus: Bus) -> AsyncIterator[Bus]:
+    """Start ``bus``, wait for its broker connection, and close it afterwards."""
+    bus.start()
+    await asyncio.wait_for(bus.wait_connected(), 10)
+    try:
+        yield bus
+    finally:
+        await bus.close()

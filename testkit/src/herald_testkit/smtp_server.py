@@ -1,6 +1,7 @@
 """A real SMTP server on loopback (aiosmtpd) that requires STARTTLS and AUTH and records mail.
 
-What a test can script: recipients the server refuses (``refuse``), a slow answer to each message
+What a test can script: recipients the server refuses (``refuse``), messages it refuses after
+their data (``refuse_data``), a slow answer to each message
 (``delay``, as a server that scans mail before accepting it), being down and coming back
 (``stop()``/``start()`` on the same port), and dropping every open connection
 (``drop_connections()``), as a server does with idle clients.
@@ -60,6 +61,8 @@ class SmtpServer:
     connections: int = 0
     #: seconds the server takes to answer each message (after the data, before "250")
     delay: float = 0.0
+    #: the reply to every message's data instead of accepting it, e.g. "552 5.3.4 Too big"
+    refuse_data: str = ""
     #: the most messages the server was answering at the same time
     busiest: int = 0
     _answering: int = 0
@@ -176,6 +179,8 @@ class _Handler:
         try:
             if stand_in.delay:
                 await asyncio.sleep(stand_in.delay)
+            if stand_in.refuse_data:
+                return stand_in.refuse_data
             return self._accept(session, envelope)
         finally:
             stand_in._answering -= 1

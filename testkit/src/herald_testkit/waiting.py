@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from prometheus_client import REGISTRY
+
 
 async def wait_until(condition: Callable[[], bool], within: float = 60.0) -> None:
     """Return once ``condition()`` holds; TimeoutError if it has not within ``within`` s."""
@@ -18,3 +20,8 @@ async def wait_until(condition: Callable[[], bool], within: float = 60.0) -> Non
                 await asyncio.sleep(0.02)
     except TimeoutError:
         raise TimeoutError(f"the condition did not hold within {within:g} s") from None
+
+
+def sample(name: str, **labels: str) -> float:
+    """A metric's current value in this process (0 when it has none yet)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0

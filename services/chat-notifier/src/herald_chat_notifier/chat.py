@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import yaml
 from pydantic import Field, SecretStr
 
 from herald_chat_notifier import context as contexts
@@ -55,7 +56,8 @@ class ChatDestination(Destination):
         self.rate_limit = target.rate_limit
         self.target = target
         self._webhook = Webhook(target.webhook_url, target.timeout)
-        self._templates = _load_templates(target.template_dir)
+        self._files = template_files(target.template_dir)
+        self._templates = {outcome: templating.load(path) for outcome, path in self._files.items()}
         self._fallbacks = {
             reason: metrics.FALLBACKS.labels(service=service, destination=self.name, reason=reason)
             for reason in ("render", "rejected")
@@ -85,7 +87,18 @@ class ChatDestination(Destination):
         return (Target("", rate_key=f"{outcome}:{event.task.id}"),)
 
     async def start(self) -> None:
-        # Render every template against realistic events now, so a broken one shows at start.
+        # The preflight refused a broken template already (template_problems); this shows one
+        # in a destination started without it, and the basic message still goes out.
+        for problem in self.template_problems():
+            log.warning("%s; basic messages will be sent", problem)
+
+    def template_problems(self, key: str | None = None) -> list[str]:
+        """Every template this target sends, rendered against realistic events: why one does
+        not render, naming its file and ``key`` (the target's place in herald.yaml; by default
+        the destination's name)."""
+        if self.target.message_type == "basic":
+            return []
+        problems: list[str] = []
         checked: set[Outcome] = set()
         for event in samples.sample_events():
             outcome = outcome_of(event, self.target.outcomes)
@@ -95,12 +108,12 @@ class ChatDestination(Destination):
             try:
                 self.formatted(self._template(outcome), contexts.build(event, outcome, self.target))
             except templating.TemplateError as error:
-                log.warning(
-                    "%s: the %s template does not render (%s); basic messages will be sent",
-                    self.name,
-                    outcome,
-                    error,
+                where = self._files.get(outcome, "the built-in template")
+                problems.append(
+                    f"{where}: {key or self.name}: the {outcome} template does not render on the "
+                    f"sample event ({error})"
                 )
+        return problems
 
     async def close(self) -> None:
         await self._webhook.close()
@@ -111,7 +124,9 @@ class ChatDestination(Destination):
             raise Skipped(f"{self.name} does not send {event.kind} messages")
         context = contexts.build(event, outcome, self.target)
         if self.target.message_type == "basic":
-            return self._described(await self._webhook.post(self.basic(context)), "basic")
+            return self._described(
+                await self._webhook.post(self.basic(context), event.event_id), "basic"
+            )
         try:
             payload = self.formatted(self._template(outcome), context)
         except templating.TemplateError as error:
@@ -123,7 +138,7 @@ class ChatDestination(Destination):
                 error,
             )
             return await self._fall_back(context, "render", f"the template failed: {error}")
-        result = await self._webhook.post(payload)
+        result = await self._webhook.post(payload, event.event_id)
         if isinstance(result, Rejected):
             log.warning(
                 "%s rejected the formatted %s message for task %r (%s); sending the basic one",
@@ -139,7 +154,7 @@ class ChatDestination(Destination):
 
     async def _fall_back(self, context: dict[str, Any], reason: str, why: str) -> str:
         self._fallbacks[reason].inc()
-        result = await self._webhook.post(self.basic(context))
+        result = await self._webhook.post(self.basic(context), context["event_id"])
         if isinstance(result, Rejected):
             raise PermanentError(f"HTTP 400: {result.error} (basic message; {why})")
         return f"basic message sent (HTTP {result}) because {why}"
@@ -153,15 +168,26 @@ class ChatDestination(Destination):
         return self._templates.get(outcome) or self.default_template(outcome)
 
 
-def _load_templates(directory: Path | None) -> dict[Outcome, Any]:
+def template_files(directory: Path | None) -> dict[Outcome, Path]:
     """The payload structures a ``template_dir`` provides (<outcome>.yaml, .yml or .json)."""
-    found: dict[Outcome, Any] = {}
+    found: dict[Outcome, Path] = {}
     if directory is None:
         return found
     for outcome in OUTCOMES:
         for suffix in (".yaml", ".yml", ".json"):
             path = directory / f"{outcome}{suffix}"
             if path.is_file():
-                found[outcome] = templating.load(path)
+                found[outcome] = path
                 break
     return found
+
+
+def unreadable_templates(directory: Path) -> list[str]:
+    """A line per template file in ``directory`` that is not YAML or JSON."""
+    problems: list[str] = []
+    for path in template_files(directory).values():
+        try:
+            templating.load(path)
+        except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as error:
+            problems.append(f"{path}: not a YAML or JSON payload structure: {error}")
+    return problems

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from herald_shared.events import Event, TaskSucceeded
+from herald_shared.events import Event, TaskSucceeded, labelled
 from herald_shared.outcomes import Outcome
 
 if TYPE_CHECKING:
@@ -114,7 +114,8 @@ def build(event: Event, outcome: Outcome, target: ChatTarget) -> dict[str, Any]:
     links = event.links
     return {
         "outcome": outcome,
-        "title": TITLES[outcome],
+        "title": labelled(event, TITLES[outcome]),
+        "test": event.test,
         "kind": event.kind,
         "event_id": event.event_id,
         "task": {

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from herald_chat_notifier.chat import unreadable_templates
 from herald_chat_notifier.destinations import slack, teams
 from herald_chat_notifier.settings import ChatNotifierSettings
+from herald_shared.config import reveal
 from herald_shared.delivery import destination
+from herald_shared.preflight import Preflight
 from herald_shared.runtime import Context, ServiceSpec
 from herald_shared.subscriber import SubscriberService
 
 NAME = "chat-notifier"
+SECTION = "chat_notifier"
 
 #: The destination modules, in the order their destinations are built.
 DESTINATIONS: tuple[destination.DestinationModule, ...] = (slack, teams)
@@ -29,6 +33,27 @@ def build(settings: ChatNotifierSettings, context: Context) -> SubscriberService
     )
 
 
+def preflight(settings: ChatNotifierSettings, check: Preflight) -> None:
+    """Each target's webhook URL and template folder; every template renders on the samples."""
+    platforms = (
+        ("slack", settings.slack, slack.SlackDestination),
+        ("teams", settings.teams, teams.TeamsDestination),
+    )
+    for key, targets, kind in platforms:
+        for index, target in enumerate(targets):
+            where = f"{SECTION}.{key}[{index}]"
+            check.absolute_url(f"{where}.webhook_url", reveal(target.webhook_url), secret=True)
+            if target.template_dir is None:
+                continue
+            if not check.directory(f"{where}.template_dir", target.template_dir):
+                continue
+            unreadable = unreadable_templates(target.template_dir)
+            if unreadable:
+                check.problems += unreadable
+                continue
+            check.problems += kind(target, service=NAME).template_problems(f"{where}.template_dir")
+
+
 SERVICE = ServiceSpec(
-    name=NAME, section="chat_notifier", settings=ChatNotifierSettings, build=build
+    name=NAME, section=SECTION, settings=ChatNotifierSettings, build=build, preflight=preflight
 )

@@ -35,7 +35,28 @@ def mrkdwn(value: object) -> str:
     return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+_TEAMS_MARKUP: Final = re.compile(r"[\\`*_~\[\]]")
+_BACKTICK_PAIR: Final = re.compile(r"`(?=`)")
+
+
+def teams_text(value: object) -> str:
+    """Text shown as itself in Teams' Markdown (Adaptive Card TextBlock and Fact, MessageCard
+    titles and text): ``[a](b)`` would be a live link whose target the reader cannot see, and
+    ``*``, ``_``, ``~`` and backticks would eat characters of a task's name; each is
+    backslash-escaped, as CommonMark allows for any ASCII punctuation."""
+    return _TEAMS_MARKUP.sub(r"\\\g<0>", str(value))
+
+
+def unfenced(value: object) -> str:
+    """Text that cannot end a Markdown code fence it is shown in: a zero-width space after every
+    backtick that another follows, so no run of two or more remains (a ``` line in a script log
+    would otherwise close the block and turn the rest of the log into Markdown)."""
+    return _BACKTICK_PAIR.sub("`\u200b", str(value))
+
+
 _ENVIRONMENT.filters["mrkdwn"] = mrkdwn
+_ENVIRONMENT.filters["teams_text"] = teams_text
+_ENVIRONMENT.filters["unfenced"] = unfenced
 _SINGLE_EXPRESSION: Final = re.compile(r"^\{\{(?P<expression>[^{}]*)\}\}$")
 _FOR: Final = re.compile(r"^\s*(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s+in\s+(?P<items>.+)$")
 

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from yarl import URL
 
 from herald_shared.config import reveal
-from herald_shared.delivery.http import Request, answer_text, send
+from herald_shared.delivery.http import EVENT_ID_HEADER, Request, answer_text, send
 from herald_shared.http_client import HttpClient
 
 _HEADERS: Final = {"User-Agent": "herald-chat-notifier", "Content-Type": "application/json"}
@@ -46,9 +46,10 @@ class Webhook:
     async def close(self) -> None:
         await self._client.close()
 
-    async def post(self, payload: Any) -> int | Rejected:
+    async def post(self, payload: Any, event_id: str) -> int | Rejected:
         """The 2xx status, or :class:`Rejected` for a 400; raises for anything else."""
-        request = Request("POST", self._url, body=encode(payload))
+        headers = {EVENT_ID_HEADER: event_id}
+        request = Request("POST", self._url, headers=headers, body=encode(payload))
         answer = await send(self._client, request, secrets=self._secrets, accept=(400,))
         if answer.status == 400:
             return Rejected(answer_text(answer, self._secrets))

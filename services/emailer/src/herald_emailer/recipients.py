@@ -2,7 +2,8 @@
 
 Each recipient gets a message of their own. Addresses are compared case-insensitively (the
 first spelling wins), and an invalid address is skipped with a warning: one bad value in a
-custom property, or an owner without an address, never costs the others their alert.
+custom property, or an owner without an address, never costs the others their alert. A test
+alert (``herald send-test``) goes to the static recipients only (:func:`configured_recipients`).
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Iterable
+from email.utils import parseaddr
 from typing import TYPE_CHECKING
 
+import email_validator
 from email_validator import EmailNotValidError, validate_email
 
 from herald_shared.events import Event, Owner
@@ -20,6 +23,10 @@ if TYPE_CHECKING:
     from herald_emailer.destinations.email import AppOwnerSettings, OutcomeSettings, OwnerRef
 
 log = logging.getLogger(__name__)
+
+# email-validator refuses special-use names (local, internal, …) even as syntax; its README
+# says to edit this list to allow them. Only the emailer uses the library, in this process.
+email_validator.SPECIAL_USE_DOMAIN_NAMES.clear()
 
 
 def recipients(settings: OutcomeSettings, event: Event) -> list[str]:
@@ -35,6 +42,11 @@ def recipients(settings: OutcomeSettings, event: Event) -> list[str]:
             (address, "app owner") for address in _owner_addresses(settings.app_owner, event)
         ]
     return _valid_unique(candidates, event)
+
+
+def configured_recipients(settings: OutcomeSettings, event: Event) -> list[str]:
+    """The outcome's own ``recipients`` list, without its gate: where a test alert goes."""
+    return _valid_unique([(address, "recipients") for address in settings.recipients], event)
 
 
 def _owner_addresses(settings: AppOwnerSettings, event: Event) -> list[str]:
@@ -81,12 +93,26 @@ def _valid_unique(candidates: Iterable[tuple[str, str]], event: Event) -> list[s
     return chosen
 
 
+def address_problem(value: str) -> str | None:
+    """Why a configured address (``qlik-alerts@example.com`` or ``Name <address>``) cannot be
+    used, or None."""
+    address = parseaddr(value)[1] if "<" in value else value.strip()
+    checked = _checked(address)
+    if isinstance(checked, EmailNotValidError):
+        return f"{value!r} is not an e-mail address: {checked}"
+    return None
+
+
 @functools.lru_cache(maxsize=4096)
 def _checked(address: str) -> str | EmailNotValidError:
     """The normalized address, or why it is none. Kept per address: the same few addresses come
     with every alert, and checking one costs more than the rest of choosing recipients."""
     try:
-        # No DNS: a lookup per alert would be slow, and the SMTP server has the last word.
-        return validate_email(address, check_deliverability=False).normalized
+        # Syntax only. No DNS: a lookup per alert would be slow, and the SMTP server has the
+        # last word. Not globally deliverable: company mail lives under .local, .lan,
+        # .internal, .corp, names email-validator refuses by default.
+        return validate_email(
+            address, check_deliverability=False, globally_deliverable=False
+        ).normalized
     except EmailNotValidError as error:
         return error

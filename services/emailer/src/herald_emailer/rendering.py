@@ -9,6 +9,7 @@ never sends a raw placeholder or an empty field by mistake.
 
 from __future__ import annotations
 
+import re
 import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import jinja2
 
 from herald_emailer.context import build_context
 from herald_shared.config import ConfigError
-from herald_shared.events import Event
+from herald_shared.events import TEST_LABEL, Event
 from herald_shared.outcomes import outcome_of
 
 if TYPE_CHECKING:
@@ -78,42 +79,96 @@ class Renderer:
         )
 
 
-def load_renderer(name: str, settings: OutcomeSettings, template_dir: Path | None) -> Renderer:
-    """Compile an outcome's templates; a missing or broken one is a :class:`ConfigError`."""
+def load_renderer(
+    name: str, settings: OutcomeSettings, template_dir: Path | None, origin: str = "herald.yaml"
+) -> Renderer:
+    """Compile an outcome's templates; a missing or broken one is a :class:`ConfigError`.
+
+    ``origin`` is the configuration file, named by errors in the subject (which lives there).
+    """
     where = f"emailer.{name}"
     try:
         return Renderer(settings, template_dir)
     except jinja2.TemplateSyntaxError as error:
-        place = error.filename or error.name or f"{where}.subject"
-        raise ConfigError(
-            [f"{place}:{error.lineno}: {where}: template error: {error.message}"]
-        ) from None
+        if error.filename is None and error.name is None:
+            place = f"{origin}: {where}.subject: line {error.lineno}"
+        else:
+            place = f"{error.filename or error.name}:{error.lineno}: {where}"
+        raise ConfigError([f"{place}: template error: {error.message}"]) from None
     except jinja2.TemplateNotFound as error:
-        raise ConfigError([f"{where}: template {error.name} not found"]) from None
+        raise ConfigError([f"{origin}: {where}: template {error.name} not found"]) from None
 
 
-def check_renderer(name: str, renderer: Renderer, samples: Iterable[Event]) -> None:
+def check_renderer(
+    name: str, renderer: Renderer, samples: Iterable[Event], origin: str = "herald.yaml"
+) -> None:
     """Render against every sample event; the first failure is a :class:`ConfigError`."""
     for sample in samples:
         try:
             renderer.render(sample)
         except Exception as error:
-            place = _template_frame(error)
+            place = _template_frame(error, origin, f"emailer.{name}")
             raise ConfigError(
                 [
-                    f"{place}: emailer.{name}: the template fails on the sample "
+                    f"{place}: the template fails on the sample "
                     f"{outcome_of(sample)} event ({sample.event_id}): {error}"
                 ]
             ) from None
 
 
-def _template_frame(error: BaseException) -> str:
-    """``file:line`` of the innermost template frame (Jinja2 rewrites tracebacks to them)."""
+def _template_frame(error: BaseException, origin: str, where: str) -> str:
+    """Where it failed: ``file:line`` of the innermost template frame (Jinja2 rewrites
+    tracebacks to them), or the subject's key in the configuration file."""
     for frame in reversed(traceback.extract_tb(error.__traceback__)):
-        if frame.filename.endswith((".html", ".htm", ".txt")) or frame.filename == "<template>":
-            name = "subject" if frame.filename == "<template>" else frame.filename
-            return f"{name}:{frame.lineno}"
-    return "template"
+        if frame.filename == "<template>":
+            return f"{origin}: {where}.subject: line {frame.lineno}"
+        if frame.filename.endswith((".html", ".htm", ".txt")):
+            return f"{frame.filename}:{frame.lineno}: {where}"
+    return f"{origin}: {where}"
+
+
+def compile_folder(template_dir: Path) -> list[str]:
+    """Every template in ``template_dir`` compiled, also those no outcome names yet (a base
+    that the others extend, one kept for later): a problem line per broken file."""
+    problems: list[str] = []
+    html = _environment(template_dir, autoescape=jinja2.select_autoescape(["html", "htm"]))
+    for path in sorted(template_dir.rglob("*")):
+        if not path.is_file() or path.suffix not in (".html", ".htm", ".txt"):
+            continue
+        try:
+            html.get_template(path.relative_to(template_dir).as_posix())
+        except jinja2.TemplateSyntaxError as error:
+            problems.append(
+                f"{path}:{error.lineno}: emailer.template_dir: template error: {error.message}"
+            )
+        except (OSError, UnicodeDecodeError) as error:
+            problems.append(f"{path}: emailer.template_dir: cannot read the template: {error}")
+    return problems
+
+
+TEST_NOTICE = (
+    "This is a test alert sent with herald send-test: no reload task failed. It went to this"
+    " outcome's configured recipients only."
+)
+_BODY_TAG = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
+
+
+def as_test(rendered: Rendered) -> Rendered:
+    """The alert labelled as a test: ``[TEST]`` in the subject, the notice as its first line."""
+    html = rendered.html
+    if html is not None:
+        banner = (
+            '<p style="margin:0;padding:12px;background-color:#fef3c7;font-weight:bold;">'
+            f"{TEST_NOTICE}</p>"
+        )
+        body = _BODY_TAG.search(html)
+        at = body.end() if body else 0
+        html = html[:at] + banner + html[at:]
+    return Rendered(
+        subject=f"{TEST_LABEL} {rendered.subject}",
+        text=f"{TEST_NOTICE}\n\n{rendered.text}",
+        html=html,
+    )
 
 
 def fallback(event: Event, error: BaseException) -> Rendered:

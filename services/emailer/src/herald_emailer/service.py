@@ -24,7 +24,7 @@ DESTINATIONS: tuple[destination.DestinationModule, ...] = (email,)
 
 def configure(document: ConfigDocument) -> EmailerSettings:
     settings = document.section(SECTION, EmailerSettings)
-    email.check_templates(settings)
+    email.check_templates(settings, document.origin(SECTION))
     return settings
 
 
@@ -65,5 +65,10 @@ async def send_test_message(settings: EmailerSettings, address: str) -> str:
 
 
 SERVICE = ServiceSpec(
-    name=NAME, section=SECTION, settings=EmailerSettings, build=build, configure=configure
+    name=NAME,
+    section=SECTION,
+    settings=EmailerSettings,
+    build=build,
+    configure=configure,
+    preflight=email.preflight,
 )

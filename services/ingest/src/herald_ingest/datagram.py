@@ -103,6 +103,7 @@ __all__ = [
     "Outcome",
     "Rejection",
     "RejectionReason",
+    "cap",
     "parse",
 ]
 
@@ -291,10 +292,9 @@ def parse(
 
     def cut(value: str) -> str:
         nonlocal sanitized
-        if len(value) > max_field_length:
-            sanitized = True
-            return value[:max_field_length]
-        return value
+        capped = cap(value, max_field_length)
+        sanitized = sanitized or len(capped) != len(value)
+        return capped
 
     host = cut(segments[1])
     task_name = cut(task_name)
@@ -318,6 +318,12 @@ def parse(
         message=message,
         sanitized=sanitized,
     )
+
+
+def cap(value: str, limit: int = MAX_FIELD_LENGTH) -> str:
+    """``value`` cut to ``limit`` characters (step 8): the one cap on every name and free text
+    ingest passes on, from the datagram and from the QRS alike."""
+    return value[:limit]
 
 
 def _is_guid(value: str) -> bool:

@@ -2,21 +2,27 @@
 
 Enrichment never holds an alert back. Each call that fails adds a reason; when the deadline
 (``ingest.enrichment_deadline``) passes, whatever was gathered is published, marked ``partial``,
-with what the datagram itself says for the rest.
+with what the datagram itself says for the rest. Every text the QRS returns (names, tags, custom
+properties, owner, stream, execution details; not the script log, which has its own cap) is cut to
+``ingest.udp.max_field_length`` characters, as the datagram's fields are. A built event is
+checked against the event schema before it is handed on, so a QRS answer of an unforeseen shape
+fails here (and is retried, see ``herald_ingest.poison``), never in a subscriber.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
-from herald_ingest.datagram import Datagram
+from herald_ingest.datagram import MAX_FIELD_LENGTH, Datagram, cap
 from herald_ingest.qrs import QrsClient, QrsError
 from herald_ingest.settings import QlikSettings
+from herald_shared import events
 from herald_shared.events import (
     App,
     Enrichment,
@@ -83,10 +89,18 @@ class Gathered:
 
 
 class Enricher:
-    def __init__(self, qrs: QrsClient, qlik: QlikSettings, deadline: float) -> None:
+    def __init__(
+        self,
+        qrs: QrsClient,
+        qlik: QlikSettings,
+        deadline: float,
+        *,
+        max_field_length: int = MAX_FIELD_LENGTH,
+    ) -> None:
         self._qrs = qrs
         self._qlik = qlik
         self._deadline = deadline
+        self._limit = max_field_length
         self._zone: tzinfo | None = ZoneInfo(qlik.timezone) if qlik.timezone else None
 
     async def gather(self, datagram: Datagram, execution: dict[str, Any] | None = None) -> Gathered:
@@ -212,44 +226,52 @@ class Enricher:
         source: str = "udp",
     ) -> Event:
         task_json = gathered.task or {}
+        text = self._text
         task = Task(
             id=datagram.task_id,
-            name=str(task_json.get("name") or datagram.task_name),
+            name=text(task_json.get("name") or datagram.task_name),
             type=TASK_TYPES.get(task_json.get("taskType", 0), "reload"),
-            tags=_tags(task_json),
-            custom_properties=_custom_properties(task_json),
+            tags=_tags(task_json, text),
+            custom_properties=_custom_properties(task_json, text),
             manually_triggered=task_json.get("isManuallyTriggered"),
             partial_reload=task_json.get("isPartialReload"),
             max_retries=task_json.get("maxRetries"),
             session_timeout_minutes=task_json.get("taskSessionTimeout"),
             next_execution=qrs_datetime(_get(task_json, "operational", "nextExecution")),
-            modified_by=task_json.get("modifiedByUserName"),
+            modified_by=_optional(task_json.get("modifiedByUserName"), text),
             modified_at=qrs_datetime(task_json.get("modifiedDate")),
         )
+        reasons = list(gathered.reasons)
+        if datagram.clock_problem:
+            reasons.append(datagram.clock_problem)
         body: dict[str, Any] = {
             "event_id": event_id_for(kind, datagram.execution_id),
-            "occurred_at": self._occurred_at(datagram),
+            "occurred_at": self._occurred_at(datagram, received_at),
             "received_at": received_at,
             "source": source,
             "sense_host": datagram.host,
             "log_timestamp": datagram.log_timestamp,
             "task": task,
             "app": self._app(datagram, gathered),
-            "execution": _execution(datagram, gathered.execution),
+            "execution": _execution(datagram, gathered.execution, text),
             "user": datagram.user,
             "log_level": datagram.log_level,
             "log_message": datagram.message,
             "script_log": self._script_log_part(gathered.script_log),
             "links": self._links(datagram),
-            "enrichment": Enrichment(
-                status="partial" if gathered.reasons else "complete", reasons=gathered.reasons
-            ),
+            "enrichment": Enrichment(status="partial" if reasons else "complete", reasons=reasons),
         }
         if kind == "task_succeeded":
             body["recovers"] = recovers
-        return event_class(kind)(**body)
+        # Encoding does not check types: what a subscriber could not decode must fail here.
+        return events.decode(events.encode(event_class(kind)(**body)))
 
-    def _occurred_at(self, datagram: Datagram) -> datetime:
+    def _text(self, value: Any) -> str:
+        return cap(str(value), self._limit)
+
+    def _occurred_at(self, datagram: Datagram, received_at: datetime) -> datetime:
+        if datagram.clock_problem:  # the node's clock is wrong; the reason goes with the event
+            return received_at
         local = datagram.logged_at
         aware = local.replace(tzinfo=self._zone) if self._zone else local.astimezone()
         return aware.astimezone(UTC)
@@ -261,14 +283,15 @@ class Enricher:
         stream = app.get("stream")
         owner_json = gathered.owner
         owner = None
+        text = self._text
         if owner_json:
             owner = Owner(
-                id=str(owner_json.get("id", "")),
-                directory=str(owner_json.get("userDirectory", "")),
-                user_id=str(owner_json.get("userId", "")),
-                name=str(owner_json.get("name", "")),
+                id=text(owner_json.get("id", "")),
+                directory=text(owner_json.get("userDirectory", "")),
+                user_id=text(owner_json.get("userId", "")),
+                name=text(owner_json.get("name", "")),
                 emails=[
-                    str(attribute.get("attributeValue"))
+                    text(attribute.get("attributeValue"))
                     for attribute in owner_json.get("attributes", [])
                     if str(attribute.get("attributeType", "")).lower() == "email"
                     and attribute.get("attributeValue")
@@ -276,19 +299,19 @@ class Enricher:
             )
         return App(
             id=datagram.app_id,
-            name=str(app.get("name") or datagram.app_name),
-            description=str(app.get("description") or ""),
-            stream=Stream(id=str(stream.get("id", "")), name=str(stream.get("name", "")))
+            name=text(app.get("name") or datagram.app_name),
+            description=text(app.get("description") or ""),
+            stream=Stream(id=text(stream.get("id", "")), name=text(stream.get("name", "")))
             if isinstance(stream, dict)
             else None,
             file_size=app.get("fileSize"),
             published=app.get("published"),
             publish_time=qrs_datetime(app.get("publishTime")),
             last_reload=qrs_datetime(app.get("lastReloadTime")),
-            modified_by=app.get("modifiedByUserName"),
+            modified_by=_optional(app.get("modifiedByUserName"), text),
             modified_at=qrs_datetime(app.get("modifiedDate")),
-            tags=_tags(app),
-            custom_properties=_custom_properties(app),
+            tags=_tags(app, text),
+            custom_properties=_custom_properties(app, text),
             owner=owner,
         )
 
@@ -337,7 +360,9 @@ def kind_of_distribute(gathered: Gathered) -> Kind | None:
     return None
 
 
-def _execution(datagram: Datagram, result: dict[str, Any] | None) -> Execution:
+def _execution(
+    datagram: Datagram, result: dict[str, Any] | None, text: Callable[[Any], str]
+) -> Execution:
     if not result:
         return Execution(id=datagram.execution_id)
     status = result.get("status")
@@ -346,17 +371,17 @@ def _execution(datagram: Datagram, result: dict[str, Any] | None) -> Execution:
     )
     return Execution(
         id=datagram.execution_id,
-        result_id=result.get("id"),
+        result_id=_optional(result.get("id"), text),
         status_code=status,
         status=STATUS_TEXT.get(status) if isinstance(status, int) else None,
-        node=result.get("executingNodeName"),
+        node=_optional(result.get("executingNodeName"), text),
         started_at=qrs_datetime(result.get("startTime")),
         stopped_at=qrs_datetime(result.get("stopTime")),
         duration_ms=result.get("duration"),
         details=[
             ExecutionDetail(
                 at=qrs_datetime(detail.get("detailCreatedDate")),
-                message=str(detail.get("message", "")),
+                message=text(detail.get("message", "")),
                 detail_type=detail.get("detailsType"),
             )
             for detail in details
@@ -381,20 +406,24 @@ def _get(data: Any, *keys: str) -> Any:
     return data
 
 
-def _tags(item: dict[str, Any]) -> list[str]:
+def _optional(value: Any, text: Callable[[Any], str]) -> str | None:
+    return None if value is None else text(value)
+
+
+def _tags(item: dict[str, Any], text: Callable[[Any], str]) -> list[str]:
     return [
-        str(tag["name"])
+        text(tag["name"])
         for tag in item.get("tags") or []
         if isinstance(tag, dict) and "name" in tag
     ]
 
 
-def _custom_properties(item: dict[str, Any]) -> dict[str, list[str]]:
+def _custom_properties(item: dict[str, Any], text: Callable[[Any], str]) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for entry in item.get("customProperties") or []:
         name = _get(entry, "definition", "name")
         if name is not None:
-            found.setdefault(str(name), []).append(str(entry.get("value", "")))
+            found.setdefault(text(name), []).append(text(entry.get("value", "")))
     return found
 
 

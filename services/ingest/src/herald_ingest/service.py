@@ -5,8 +5,13 @@ callback, so reading never waits. Workers enrich stored datagrams from the QRS (
 events in arrival order, so a recovery is decided on the right history) and move each, as an
 event, from the inbox to the outbox in one commit; the outbox publishes at QoS 1 and forgets an
 event on PUBACK. A crash at any point leaves the datagram in the inbox or the event in the outbox.
-The reconciliation sweep (``reconcile.py``) stores, through the same ``_store``, the runs the QRS
-knows and no datagram reported.
+A datagram whose handling keeps failing is retried a bounded number of times without holding up
+the others (``herald_ingest.poison``); datagrams the state disk will not take wait in memory until
+it does (``herald_ingest.unstored``).
+The same commit keeps the event until every subscriber service has acknowledged it, and resends
+it if one does not (``redelivery.py``): what the broker loses is published again.
+The reconciliation sweep (``reconcile.py``) stores, through the same ``_store_event``, the runs
+the QRS knows and no datagram reported.
 The enrichers, the outbox loop and the broker connection are vital tasks: if one ends,
 ``/readyz`` and ``/livez`` say which and why (``herald_shared.supervision``).
 """
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -26,15 +32,19 @@ from herald_ingest.datagram import Datagram, Rejection
 from herald_ingest.enrich import Enricher, Gathered, kind_of_distribute
 from herald_ingest.lease import Lease
 from herald_ingest.listener import Address, Listener, SourceFilter, listen
+from herald_ingest.poison import Retries
 from herald_ingest.qrs import QrsClient
 from herald_ingest.reconcile import Sweep
+from herald_ingest.redelivery import Redelivery
 from herald_ingest.settings import IngestSettings, QlikSettings
 from herald_ingest.state import IngestState, Stored, seen_key
+from herald_ingest.unstored import Checked, Unstored
 from herald_shared import events, metrics, topics
 from herald_shared.bus import Bus, Message
-from herald_shared.config import ConfigDocument, ConfigError, Section
-from herald_shared.db import database_for
+from herald_shared.config import ConfigDocument, ConfigError, Section, reveal
+from herald_shared.db import Database, database_for
 from herald_shared.outbox import Outbox
+from herald_shared.preflight import Preflight
 from herald_shared.runtime import Context, ServiceSpec
 from herald_shared.settings import BrokerSettings
 from herald_shared.supervision import Supervisor, WorkerPool, every
@@ -45,6 +55,7 @@ NAME = "ingest"
 REJECTION_LOG_INTERVAL = 60.0
 STOP_GRACE = 10.0
 FORGET_INTERVAL = 600.0
+STORE_HELD_INTERVAL = 0.5
 
 
 class IngestConfig(Section):
@@ -63,15 +74,29 @@ class IngestService:
         self._prefix = broker.topic_prefix
         self._db = database_for(Path(config.ingest.state_dir), NAME)
         self._state = IngestState(self._db)
-        lease_topic = topics.lease_topic(broker.topic_prefix, NAME, "reconcile")
-        # Ingest's one subscription: the sweep's lease, so that two ingests sweep once.
-        self.bus = Bus(broker, NAME, subscriptions=[lease_topic], handler=self._on_lease)
+        self._lease_topic = topics.lease_topic(broker.topic_prefix, NAME, "reconcile")
+        # The sweep's lease (so that two ingests sweep once), and the subscriber services'
+        # statuses and acknowledgements (so that what the broker loses is sent again).
+        self.bus = Bus(
+            broker,
+            NAME,
+            subscriptions=[self._lease_topic, *Redelivery.subscriptions(broker.topic_prefix)],
+            handler=self._on_message,
+        )
         self._lease = Lease(
-            self.bus, lease_topic, broker.instance, config.ingest.reconcile.interval
+            self.bus, self._lease_topic, broker.instance, config.ingest.reconcile.interval
         )
         self.outbox = Outbox(self._db, self.bus)
+        self.redelivery = Redelivery(
+            self._db, self.outbox, config.ingest.redelivery, own_service=NAME
+        )
         self._qrs = QrsClient(config.qlik.qrs)
-        self._enricher = Enricher(self._qrs, config.qlik, config.ingest.enrichment_deadline)
+        self._enricher = Enricher(
+            self._qrs,
+            config.qlik,
+            config.ingest.enrichment_deadline,
+            max_field_length=config.ingest.udp.max_field_length,
+        )
         self._sources = SourceFilter(config.ingest.allowed_sources)
         self._supervisor = Supervisor(NAME)
         self._enrichers: WorkerPool[tuple[Stored, Datagram]] = WorkerPool(
@@ -87,7 +112,7 @@ class IngestService:
             enricher=self._enricher,
             db=self._db,
             state=self._state,
-            store=self._store,
+            store=self._store_event,
             concurrency=config.ingest.enrichment_concurrency,
             timezone=config.qlik.timezone,
             lease=self._lease,
@@ -100,6 +125,16 @@ class IngestService:
             for outcome in ("accepted", "duplicate", "rejected")
         }
         self._inbox_gauge = metrics.INBOX.labels(service=NAME)
+        self._retries = Retries(
+            NAME,
+            self._db,
+            self._state,
+            self.outbox,
+            self._prefix,
+            config.ingest,
+            self._queue.put_nowait,
+        )
+        self._unstored = Unstored(NAME, config.ingest.unstored_buffer_bytes)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -108,9 +143,9 @@ class IngestService:
             parsed = self._parse(stored.datagram)
             if isinstance(parsed, Datagram):
                 self._queue.put_nowait((stored, parsed))
-            else:
-                with self._db.transaction():
-                    self._state.done(stored.seq)
+            else:  # accepted by an earlier version or configuration
+                reason = f"accepted earlier, but now rejected ({parsed.reason}): {parsed.detail}"
+                self._retries.dead_letter(stored, reason)
         if self._queue.qsize():
             log.info("resuming %d accepted datagrams from the inbox", self._queue.qsize())
         self._inbox_gauge.set(self._queue.qsize())
@@ -122,9 +157,22 @@ class IngestService:
         if reconcile.active:
             sweeping = every(reconcile.interval, self.sweep.run, what="the reconciliation sweep")
             self._supervisor.spawn(sweeping, "the reconciliation sweep")
+        store_held = every(STORE_HELD_INTERVAL, self._store_held, what="storing held datagrams")
+        self._supervisor.spawn(store_held, "storing held datagrams")
+        redeliver = every(
+            self.redelivery.interval,
+            self.redelivery.check,
+            what="resending unacknowledged events",
+        )
+        self._supervisor.spawn(redeliver, "resending unacknowledged events")
         self._supervisor.watch(self.bus.start(), "the broker connection loop")
         udp = self._settings.udp
         self._listener = listen(udp.host, udp.port, udp.receive_buffer_bytes, self._on_datagrams)
+
+    @property
+    def db(self) -> Database:
+        """The state database (inbox, outbox, duplicates), e.g. for a test that fills its disk."""
+        return self._db
 
     @property
     def udp_port(self) -> int:
@@ -151,6 +199,11 @@ class IngestService:
             return False, why
         if self._listener is None:
             return False, "not listening yet"
+        if self._unstored.problem is not None:
+            return False, (
+                f"cannot store datagrams in {self._db.path} ({self._unstored.problem}): "
+                f"{len(self._unstored)} held in memory, {self._unstored.lost} lost"
+            )
         if not self.bus.connected:
             return False, f"not connected to the broker ({self.outbox.depth()} events waiting)"
         return True, "listening, connected"
@@ -158,35 +211,76 @@ class IngestService:
     def liveness(self) -> tuple[bool, str]:
         return self._supervisor.health()
 
+    async def _on_message(self, message: Message) -> None:
+        """The sweep's lease (``lease.py``), or subscriber services' statuses and
+        acknowledgements (``redelivery.py``)."""
+        if message.topic == self._lease_topic:
+            await self._lease.on_message(message)
+        else:
+            self.redelivery.handle(message.topic, message.payload)
+
     # --- receiving -----------------------------------------------------------------------
 
     def _on_datagrams(self, batch: list[tuple[bytes, Address]]) -> None:
-        """Check a batch read from the socket and store what is accepted, in one commit."""
+        """Check a batch read from the socket and store what passes, in one commit."""
         now = time.time()
-        window_start = now - self._settings.duplicate_window
+        checked: list[Checked] = []
+        for data, source in batch:
+            if not self._sources.allows(source):
+                self._reject("source", f"from {source}, which is not in ingest.allowed_sources")
+                continue
+            parsed = self._parse(data)
+            if isinstance(parsed, Rejection):
+                self._reject(parsed.reason, parsed.detail)
+                continue
+            checked.append(Checked(data, parsed, now))
+        if len(self._unstored):
+            self._unstored.hold(checked)  # after the ones already waiting: arrival order
+            return
+        problem = self._store(checked)
+        if problem is not None:
+            self._unstored.hold(checked, problem)
+
+    def _store_held(self) -> None:
+        if not len(self._unstored):
+            return
+        held = self._unstored.take()
+        try:
+            problem = self._store(held)
+        except BaseException:
+            self._unstored.restore(held, "storing them failed unexpectedly")  # kept, not lost
+            raise
+        if problem is None:
+            self._unstored.stored(len(held))
+        else:
+            self._unstored.restore(held, problem)
+
+    def _store(self, checked: list[Checked]) -> str | None:
+        """Drop duplicates and store the rest in the inbox, in one commit; why not, if it failed."""
+        window_start = time.time() - self._settings.duplicate_window
         accepted: list[tuple[Stored, Datagram]] = []
-        with self._db.transaction():
-            for data, source in batch:
-                if not self._sources.allows(source):
-                    self._reject("source", f"from {source}, which is not in ingest.allowed_sources")
-                    continue
-                parsed = self._parse(data)
-                if isinstance(parsed, Rejection):
-                    self._reject(parsed.reason, parsed.detail)
-                    continue
-                key = seen_key(parsed.outcome, parsed.execution_id)
-                if self._state.seen_recently(key, window_start):
-                    self._datagrams["duplicate"].inc()
-                    log.info(
-                        "duplicate %s datagram for task %r (execution %s) from %s dropped",
-                        parsed.outcome,
-                        parsed.task_name,
-                        parsed.execution_id,
-                        parsed.host,
-                    )
-                    continue
-                seq = self._state.accept(key, data, now)
-                accepted.append((Stored(seq, data, now), parsed))
+        duplicates: list[Datagram] = []
+        try:
+            with self._db.transaction():
+                for item in checked:
+                    parsed = item.parsed
+                    key = seen_key(parsed.outcome, parsed.execution_id)
+                    if self._state.seen_recently(key, window_start):
+                        duplicates.append(parsed)
+                        continue
+                    seq = self._state.accept(key, item.data, item.received_at)
+                    accepted.append((Stored(seq, item.data, item.received_at), parsed))
+        except sqlite3.Error as error:
+            return str(error)
+        for parsed in duplicates:
+            self._datagrams["duplicate"].inc()
+            log.info(
+                "duplicate %s datagram for task %r (execution %s) from %s dropped",
+                parsed.outcome,
+                parsed.task_name,
+                parsed.execution_id,
+                parsed.host,
+            )
         for stored, parsed in accepted:
             self._datagrams["accepted"].inc()
             if parsed.sanitized:
@@ -196,6 +290,7 @@ class IngestService:
                 )
             self._queue.put_nowait((stored, parsed))
             self._inbox_gauge.inc()
+        return None
 
     def _parse(self, data: bytes) -> Datagram | Rejection:
         udp = self._settings.udp
@@ -225,22 +320,26 @@ class IngestService:
             # first served, and nothing awaits between them.
             async with self._task_locks[parsed.task_id]:
                 await self._publish(stored, parsed)
-        except Exception:
-            log.exception("enriching the datagram for task %r failed; retrying", parsed.task_name)
-            await asyncio.sleep(1.0)
-            self._queue.put_nowait(item)
-            return
+        except Exception as error:
+            async with self._task_locks[parsed.task_id]:
+                done = await self._retries.failed(item, error, self._publish)
+            if not done:
+                return  # still in the inbox, queued again later
         self._inbox_gauge.dec()
 
-    async def _publish(self, stored: Stored, parsed: Datagram) -> None:
-        try:
-            gathered = await self._enricher.gather(parsed)
-        except Exception as error:
-            # A bug in enrichment must not hold the alert back: publish what the datagram says.
-            log.exception(
-                "enriching the datagram for task %r failed unexpectedly", parsed.task_name
-            )
-            gathered = Gathered(reasons=[f"enrichment failed unexpectedly: {error!r}"])
+    async def _publish(
+        self, stored: Stored, parsed: Datagram, gathered: Gathered | None = None
+    ) -> None:
+        """Enrich (unless ``gathered`` is given), build the event and store it for publishing."""
+        if gathered is None:
+            try:
+                gathered = await self._enricher.gather(parsed)
+            except Exception as error:
+                # A bug in enrichment must not hold the alert back: publish what the datagram says.
+                log.exception(
+                    "enriching the datagram for task %r failed unexpectedly", parsed.task_name
+                )
+                gathered = Gathered(reasons=[f"enrichment failed unexpectedly: {error!r}"])
         kind = parsed.kind
         if kind is None:  # distribute: the QRS knows how it ended
             kind = kind_of_distribute(gathered)
@@ -253,7 +352,7 @@ class IngestService:
             parsed, gathered, kind=kind, received_at=received_at, recovers=recovers
         )
         with self._db.transaction():
-            self._store(event)
+            self._store_event(event)
             self._state.done(stored.seq)
         metrics.ENRICHMENTS.labels(service=NAME, status=event.enrichment.status).inc()
         metrics.ENRICHMENT_SECONDS.labels(service=NAME).observe(time.time() - stored.received_at)
@@ -267,12 +366,12 @@ class IngestService:
         else:
             log.info("%s of task %r published", event.kind, event.task.name)
 
-    async def _on_lease(self, message: Message) -> None:
-        await self._lease.on_message(message)
-
-    def _store(self, event: events.Event) -> None:
-        """Within the caller's transaction: the event into the outbox, and the task's outcome."""
-        self.outbox.add(topics.topic_of(self._prefix, event), events.encode(event))
+    def _store_event(self, event: events.Event) -> None:
+        """Within the caller's transaction: the event into the outbox, kept until every
+        subscriber service has acknowledged it, and the task's outcome."""
+        topic, payload = topics.topic_of(self._prefix, event), events.encode(event)
+        seq = self.outbox.add(topic, payload)
+        self.redelivery.track(event.event_id, topic, payload, seq)
         self._state.record_outcome(event)
 
     async def _recheck_distribute_later(
@@ -280,9 +379,13 @@ class IngestService:
     ) -> None:
         age = time.time() - stored.received_at
         if age > self._settings.distribute_recheck_for:
-            log.error("distribute task %r never reached a final state; giving up", parsed.task_name)
-            with self._db.transaction():
-                self._state.done(stored.seq)
+            why = "; ".join(reasons) or "the QRS reported no final status"
+            self._retries.dead_letter(
+                stored,
+                f"distribute task {parsed.task_name!r} reached no final state within "
+                f"ingest.distribute_recheck_for ({self._settings.distribute_recheck_for:g} s): "
+                f"{why}",
+            )
             return
         log.info("distribute task %r is not finished yet; checking again later", parsed.task_name)
         loop = asyncio.get_running_loop()
@@ -311,6 +414,33 @@ def configure(document: ConfigDocument) -> IngestConfig:
     return IngestConfig(ingest=ingest, qlik=qlik)
 
 
+def preflight(config: IngestConfig, check: Preflight) -> None:
+    """What ingest's settings point at: the QRS and its certificates, the time zone, the links,
+    the UDP port."""
+    qrs = config.qlik.qrs
+    if "url" not in ((check.document.data.get("qlik") or {}).get("qrs") or {}):
+        check.fail(
+            "qlik.qrs.url",
+            "not set: ingest asks the QRS about every task (usually https://<central node>:4242)",
+        )
+    if qrs.url.startswith("https"):
+        check.certificate_authority("qlik.qrs.ca_cert", qrs.ca_cert)
+        check.client_certificate(
+            "qlik.qrs.client_cert",
+            qrs.client_cert,
+            "qlik.qrs.client_key",
+            qrs.client_key,
+            reveal(qrs.client_key_password),
+        )
+    check.timezone("qlik.timezone", config.qlik.timezone)
+    for key in ("qmc_url", "hub_url", "app_base_url"):
+        check.absolute_url(f"qlik.{key}", getattr(config.qlik, key))
+    for index, link in enumerate(config.qlik.generic_links):
+        check.absolute_url(f"qlik.generic_links[{index}].url", link.url)
+    udp = config.ingest.udp
+    check.port_free("ingest.udp.port", udp.host, udp.port, udp=True)
+
+
 def build(config: IngestConfig, context: Context) -> IngestService:
     return IngestService(config, context.broker)
 
@@ -322,4 +452,5 @@ SERVICE = ServiceSpec(
     build=build,
     publisher=True,
     configure=configure,
+    preflight=preflight,
 )

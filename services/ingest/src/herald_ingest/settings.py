@@ -51,9 +51,24 @@ class ReconcileSettings(Section):
         return self.enabled and self.interval > 0
 
 
+class RedeliverySettings(Section):
+    """End-to-end acknowledgement (``herald_ingest.redelivery``)."""
+
+    # An event a subscriber service has not acknowledged this long after it reached the broker
+    # is published again (while an instance of that service is online), then after twice as
+    # long, and so on up to max_interval.
+    after: Duration = Field(default=30.0, gt=0)
+    max_interval: Duration = Field(default=600.0, gt=0)
+    # Unacknowledged events are kept (and resent) this long, and at most this many; what is
+    # dropped is counted (herald_events_expired_total) and logged as an error.
+    keep_for: Duration = Field(default=24 * 3600.0, gt=0)
+    keep_at_most: int = Field(default=100_000, ge=1)
+
+
 class IngestSettings(ServiceSection):
     udp: UdpSettings = UdpSettings()
     reconcile: ReconcileSettings = ReconcileSettings()
+    redelivery: RedeliverySettings = RedeliverySettings()
     # IP addresses and CIDR ranges (IPv4 and IPv6) of the Sense nodes; empty accepts any source.
     allowed_sources: list[str] = Field(default_factory=list)
     # A datagram of the same kind and execution within this window is a duplicate (several
@@ -66,6 +81,15 @@ class IngestSettings(ServiceSection):
     # for this long (Butler: every 30 s for 6 h).
     distribute_recheck_interval: Duration = 30.0
     distribute_recheck_for: Duration = 6 * 3600.0
+    # A datagram whose handling fails unexpectedly (a bug, a QRS answer of an unforeseen shape) is
+    # tried this many times in all, the wait doubling from handling_retry_delay up to
+    # handling_retry_max_delay; then its alert goes out from what the datagram says, marked partial.
+    handling_attempts: int = Field(default=5, ge=1, le=100)
+    handling_retry_delay: Duration = 1.0
+    handling_retry_max_delay: Duration = 60.0
+    # While the state disk cannot be written, accepted datagrams wait in memory up to this many
+    # bytes; past it, each datagram that arrives is lost (counted, logged at ERROR).
+    unstored_buffer_bytes: int = Field(default=64 * 2**20, ge=0)
 
     @field_validator("allowed_sources")
     @classmethod

@@ -4,7 +4,8 @@
   within the window, across restarts.
 - ``inbox``: accepted datagrams not yet published as events. A datagram is stored here the moment
   it is accepted, so one that was being enriched when the process died is enriched again at the
-  next start: an accepted datagram is never lost.
+  next start: an accepted datagram is never lost. ``attempts`` counts the handlings that failed
+  unexpectedly, so the bound on them (``herald_ingest.poison``) holds across restarts.
 - ``last_outcome``: each task's latest outcome, so a success that follows a failure or an abort
   carries ``recovers``.
 - ``reconcile``: the reconciliation sweep's checkpoint, the stop time up to which the QRS's
@@ -30,7 +31,8 @@ CREATE INDEX IF NOT EXISTS seen_at ON seen (seen_at);
 CREATE TABLE IF NOT EXISTS inbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     datagram BLOB NOT NULL,
-    received_at REAL NOT NULL
+    received_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS reconcile (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -57,12 +59,18 @@ class Stored:
     seq: int
     datagram: bytes
     received_at: float
+    attempts: int = 0  # handlings that failed unexpectedly so far
 
 
 class IngestState:
     def __init__(self, db: Database) -> None:
         self._db = db
         db.execute_script(_SCHEMA)
+        columns = {row[1] for row in db.connection.execute("PRAGMA table_info(inbox)")}
+        if "attempts" not in columns:  # an inbox written before attempts were counted
+            db.connection.execute(
+                "ALTER TABLE inbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0"
+            )
 
     def seen_recently(self, key: str, since: float) -> bool:
         row = self._db.connection.execute(
@@ -90,9 +98,19 @@ class IngestState:
 
     def inbox(self) -> list[Stored]:
         rows = self._db.connection.execute(
-            "SELECT seq, datagram, received_at FROM inbox ORDER BY seq"
+            "SELECT seq, datagram, received_at, attempts FROM inbox ORDER BY seq"
         ).fetchall()
-        return [Stored(seq, bytes(datagram), received_at) for seq, datagram, received_at in rows]
+        return [
+            Stored(seq, bytes(data), received, attempts) for seq, data, received, attempts in rows
+        ]
+
+    def failed(self, seq: int) -> int:
+        """Count one more failed handling of an inbox datagram; how many there have been."""
+        with self._db.transaction() as sql:
+            row = sql.execute(
+                "UPDATE inbox SET attempts = attempts + 1 WHERE seq = ? RETURNING attempts", (seq,)
+            ).fetchone()
+        return int(row[0]) if row else 0
 
     def done(self, seq: int) -> None:
         self._db.connection.execute("DELETE FROM inbox WHERE seq = ?", (seq,))

@@ -154,9 +154,9 @@ class BatchWriter:
             Request("POST", self._base + path, body=body.encode(), params=params)
         )
 
-    async def _send_counted(self, request: Request) -> None:
+    async def _send_counted(self, request: Request, what: str = "") -> None:
         try:
-            await send(self._client, request, what=self.describe, secrets=self._secrets)
+            await send(self._client, request, what=what or self.describe, secrets=self._secrets)
         except TransientError:
             self._writes["transient_error"].inc()
             raise
@@ -170,11 +170,23 @@ class BatchWriter:
         assert database is not None, "only v1 creates its database"
         query = {"q": create_database_query(database)}
         try:
-            await self._send_counted(Request("POST", self._base + "/query", params=query))
+            what = f"InfluxDB v1 /query (CREATE DATABASE {database})"
+            await self._send_counted(Request("POST", self._base + "/query", params=query), what)
         except TransientError as error:
             raise TransientError(f"creating database {database}: {error.reason}") from None
+        except PermanentError as error:
+            # A user that may only write is refused CREATE DATABASE (403) although the
+            # database an administrator made is there: the writes will say whether it is.
+            log.warning(
+                "InfluxDB refused CREATE DATABASE %s (%s); writing to it anyway. If it does not"
+                " exist, create it as an administrator; to stop asking, set"
+                " metrics_writer.influxdb.v1.create_database: false",
+                database,
+                error.reason,
+            )
+        else:
+            log.info("InfluxDB database %s exists", database)
         self._database_ready = True
-        log.info("InfluxDB database %s exists", database)
 
     def _fail_pending(self, error: Exception) -> None:
         batch, self._pending = self._pending, []

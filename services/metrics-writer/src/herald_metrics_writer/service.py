@@ -7,6 +7,7 @@ from pathlib import Path
 from herald_metrics_writer.destinations import influxdb, prometheus
 from herald_metrics_writer.settings import MetricsWriterSettings
 from herald_shared.delivery import destination
+from herald_shared.preflight import Preflight
 from herald_shared.runtime import Context, ServiceSpec
 from herald_shared.subscriber import SubscriberService
 
@@ -28,6 +29,17 @@ def build(settings: MetricsWriterSettings, context: Context) -> SubscriberServic
     )
 
 
+def preflight(settings: MetricsWriterSettings, check: Preflight) -> None:
+    """InfluxDB's CA file, when it is used."""
+    influx = settings.influxdb
+    if influx.enabled and influx.url.scheme == "https":
+        check.certificate_authority("metrics_writer.influxdb.ca_file", influx.ca_file)
+
+
 SERVICE = ServiceSpec(
-    name=NAME, section="metrics_writer", settings=MetricsWriterSettings, build=build
+    name=NAME,
+    section="metrics_writer",
+    settings=MetricsWriterSettings,
+    build=build,
+    preflight=preflight,
 )

@@ -87,6 +87,9 @@ class Destination(ABC):
     when: When = MATCH_ALL
     #: Seconds; None means no rate limit.
     rate_limit: float | None = None
+    #: Why this destination does not take test alerts (``herald send-test``), for their
+    #: ``skipped`` receipt; None: it delivers them, labelled as a test.
+    skips_tests: str | None = None
 
     def targets(self, event: Event) -> Sequence[Target]:
         """The targets ``event`` goes to; empty when this destination does not want it."""

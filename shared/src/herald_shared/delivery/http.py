@@ -2,7 +2,8 @@
 
 2xx is delivered. 408, 425, 429 and 5xx are worth another try (passing on the server's
 ``Retry-After``); any other status will not change by asking again, so it is permanent and
-the reason (the server's own words) goes into the dead letter. URLs of chat webhooks, Signl4
+the reason (the server's own words) goes into the dead letter. That includes a 3xx: redirects
+are not followed (``http_client.py``), so the administrator fixes the URL instead. URLs of chat webhooks, Signl4
 teams and the like are secrets: :func:`url_secrets` says which parts of one a server could echo
 back, so they can be redacted from that reason.
 
@@ -26,6 +27,7 @@ from herald_shared.http_client import Answer, HttpClient, Unreachable
 
 __all__ = [
     "CONNECTIONS",
+    "EVENT_ID_HEADER",
     "RESPONSE_TEXT_LIMIT",
     "TOKEN_LENGTH",
     "TRANSIENT_STATUSES",
@@ -42,6 +44,10 @@ TRANSIENT_STATUSES: Final = frozenset({408, 425, 429})
 #: Path segments and query values at least this long are taken for tokens (Slack's are 24
 #: characters, a GUID 36, a Signl4 team secret about 10 and up); shorter ones are words.
 TOKEN_LENGTH: Final = 10
+#: The request header that names the event a message is about, as the e-mail's header of the same
+#: name does: Slack, Teams and Signl4 take no idempotency key, so this is how a receiver, a proxy
+#: log or a test tells which alert a request carries, and spots one sent twice.
+EVENT_ID_HEADER: Final = "X-Herald-Event-Id"
 RESPONSE_TEXT_LIMIT: Final = 500  # enough to say why, short enough for a receipt
 #: Connections per destination's client: the runner decides how many deliveries are in flight
 #: (8 by default), and a smaller pool would make them queue for a connection, the wait counting

@@ -1,7 +1,8 @@
 """Taking events on, and the group commit of everything the runner writes to the ledger.
 
 An event is routed (each destination's ``when:`` and targets, then the rate limits) and its
-deliveries are stored in one commit; only then does the bus acknowledge the message. What
+deliveries are stored in one commit, with the event's id for ingest's acknowledgement
+(``acks.py``); only then does the bus acknowledge the message. What
 arrives, ends or is rescheduled within one turn of the event loop is written in one
 transaction: under a burst that turns many commits into one; alone, an event waits for nothing
 but its own commit.
@@ -10,6 +11,12 @@ A write that fails (the disk is full) loses nothing and ends nothing: the events
 acknowledged, so the broker delivers them again; ends and reschedules are kept and written with
 a later batch, tried every second. Meanwhile :meth:`Intake.health` says why the service is not
 ready. Metrics and log lines follow the commit, so each thing that happened is counted once.
+
+A test alert (``herald send-test``) is never rate limited, and every destination answers for
+it: one whose ``when:`` does not choose it, that ``skips_tests``, that has no target for it or
+that raises :class:`Skipped` from ``targets()`` ends with a ``skipped`` receipt saying why; each
+of its pending deliveries is announced on the pending topic, so the sender knows what to wait
+for.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ import msgspec
 
 from herald_shared import events, metrics
 from herald_shared.db import Database
+from herald_shared.delivery.acks import Acknowledgements
+from herald_shared.delivery.destination import Destination, Skipped
 from herald_shared.delivery.lanes import Lane
 from herald_shared.delivery.ledger import Job, Ledger, State
 from herald_shared.delivery.reporting import Reporter
@@ -88,12 +97,14 @@ class Intake:
         lanes: dict[str, Lane],
         db: Database,
         reporter: Reporter,
+        acks: Acknowledgements,
         clock: Callable[[], float],
     ) -> None:
         self._lanes = lanes
         self._db = db
         self._ledger = Ledger(db)
         self._reporter = reporter
+        self._acks = acks
         self._clock = clock
         self.events = EventCache(self._ledger)
         self._received = {
@@ -141,9 +152,15 @@ class Intake:
         self._writes.append(write)
         self._flush_soon()
 
-    def reschedule(self, job: Job, reason: str) -> None:
-        """Record a retry's time and reason with the next batch."""
-        self._writes.append(lambda _: self._ledger.reschedule(job, reason))
+    def reschedule(self, job: Job, reason: str, *, test: bool = False) -> None:
+        """Record a retry's time and reason with the next batch (and, for a test alert, say so)."""
+
+        def write(_: _Batch) -> None:
+            self._ledger.reschedule(job, reason)
+            if test:
+                self._reporter.pending(job, reason, self._clock(), job.next_attempt_at)
+
+        self._writes.append(write)
         self._flush_soon()
 
     def flush(self) -> None:
@@ -159,6 +176,8 @@ class Intake:
                 now = self._clock()
                 for event, payload, _ in arrived:
                     self._take(event, payload, now, batch)
+                # Duplicates too: ingest resends what it has no acknowledgement for.
+                self._acks.record([event.event_id for event, _, _ in arrived])
                 for write in writes:
                     write(batch)
         except Exception as error:
@@ -210,6 +229,8 @@ class Intake:
             self._failing = None
         for _, _, stored in arrived:
             stored.set_result(None)
+        if arrived:
+            self._acks.send_soon()
         for outcome in batch.received:
             self._received[outcome].inc()
         for report in batch.reports:
@@ -235,6 +256,10 @@ class Intake:
         for lane in self._lanes.values():
             if lane.destination.when.matches(event):
                 self._route(lane, event, now, batch)
+            elif event.test:
+                # A test alert hears from every destination, even one that does not want it.
+                reason = "its when: does not choose this test alert"
+                self._skip(batch, event, lane.destination, reason, now)
         if len(batch.accepted) > accepted:
             self._ledger.store_event(event.event_id, payload)
             self.events.remember(event)
@@ -242,14 +267,22 @@ class Intake:
 
     def _route(self, lane: Lane, event: Event, now: float, batch: _Batch) -> None:
         destination = lane.destination
+        if event.test and destination.skips_tests is not None:
+            self._skip(batch, event, destination, destination.skips_tests, now)
+            return
         try:
             targets = destination.targets(event)
+        except Skipped as skipped:
+            self._skip(batch, event, destination, skipped.reason, now)
+            return
         except Exception as error:
             # A bug in choosing targets must not block the other destinations.
             log.exception("%s could not choose targets for %s", destination.name, event.event_id)
             job = Job(event.event_id, destination.name, "", received_at=now, next_attempt_at=now)
             self._end_at_once(batch, event, job, f"could not choose targets: {error!r}", now)
             return
+        if not targets and event.test:
+            self._skip(batch, event, destination, "no targets for this test alert", now)
         for target in targets:
             job = Job(
                 event.event_id, destination.name, target.id, received_at=now, next_attempt_at=now
@@ -259,6 +292,8 @@ class Intake:
             if (
                 window
                 and target.rate_key is not None
+                # A test alert is never suppressed, and takes no slot from a real alert.
+                and not event.test
                 and not self._ledger.take_rate_slot(key, window, now)
             ):
                 reason = f"rate limit: one per {window:g} s for {target.rate_key}"
@@ -266,6 +301,14 @@ class Intake:
             else:
                 self._ledger.add(job, "pending", now=now)
                 batch.accepted.append((lane, job))
+                if event.test:
+                    self._reporter.pending(job, "taken on", now, now)
+
+    def _skip(
+        self, batch: _Batch, event: Event, destination: Destination, reason: str, now: float
+    ) -> None:
+        job = Job(event.event_id, destination.name, "", received_at=now, next_attempt_at=now)
+        self._end_at_once(batch, event, job, reason, now, state="skipped")
 
     def _end_at_once(
         self,

@@ -32,6 +32,24 @@ class Receipt(msgspec.Struct, kw_only=True):
     detail: str | None = None
 
 
+class Pending(msgspec.Struct, kw_only=True):
+    """On ``herald/v1/pending/<service>``, for test alerts only: a delivery that is not over yet.
+
+    Published when the delivery is taken on (``attempts`` 0) and after every failed attempt
+    that will be retried (``reason`` says why it failed, ``next_attempt_at`` when it is tried
+    again), so ``herald send-test`` can say what it is still waiting for and why.
+    """
+
+    event_id: str
+    service: str
+    destination: str
+    target: str
+    attempts: int
+    reason: str
+    at: datetime
+    next_attempt_at: datetime | None = None
+
+
 class DeadLetter(msgspec.Struct, kw_only=True):
     """On ``herald/v1/dead-letter/<service>``: an event that could not be delivered, and why.
 

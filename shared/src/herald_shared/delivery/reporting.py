@@ -13,7 +13,7 @@ import logging
 
 from herald_shared import metrics, topics
 from herald_shared.delivery.ledger import FINISHED, Job, State
-from herald_shared.delivery.receipts import DeadLetter, Receipt, encode, timestamp
+from herald_shared.delivery.receipts import DeadLetter, Pending, Receipt, encode, timestamp
 from herald_shared.events import Event
 from herald_shared.outbox import Outbox
 
@@ -42,6 +42,7 @@ class Reporter:
         self._outbox = outbox
         self._deliveries_topic = topics.deliveries_topic(topic_prefix, service)
         self._dead_letter_topic = topics.dead_letter_topic(topic_prefix, service)
+        self._pending_topic = topics.pending_topic(topic_prefix, service)
         self.metrics: dict[str, LaneMetrics] = {}
 
     def lane_metrics(self, destination: str) -> LaneMetrics:
@@ -70,6 +71,20 @@ class Reporter:
         self._outbox.add(self._deliveries_topic, encode(receipt))
         if state == "dead_lettered":
             self._dead_letter(event, job, detail or "", now)
+
+    def pending(self, job: Job, reason: str, now: float, next_attempt_at: float | None) -> None:
+        """A test alert's delivery that is not over yet, into the caller's transaction."""
+        progress = Pending(
+            event_id=job.event_id,
+            service=self.service,
+            destination=job.destination,
+            target=job.target,
+            attempts=job.attempts,
+            reason=reason,
+            at=timestamp(now),
+            next_attempt_at=None if next_attempt_at is None else timestamp(next_attempt_at),
+        )
+        self._outbox.add(self._pending_topic, encode(progress))
 
     def announce(
         self, event: Event | None, job: Job, state: State, detail: str | None, now: float

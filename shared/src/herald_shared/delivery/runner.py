@@ -24,8 +24,10 @@ import random
 import time
 from collections.abc import Callable, Sequence
 
+from herald_shared import topics
 from herald_shared.db import Database
 from herald_shared.delivery import policy
+from herald_shared.delivery.acks import Acknowledgements
 from herald_shared.delivery.destination import Destination
 from herald_shared.delivery.intake import Intake
 from herald_shared.delivery.lanes import Failed, Lane
@@ -53,6 +55,7 @@ class Runner:
         outbox: Outbox,
         settings: DeliverySettings,
         topic_prefix: str,
+        instance: str | None = None,
         clock: Callable[[], float] = time.time,
         supervisor: Supervisor | None = None,
         uniform: policy.Uniform = random.uniform,
@@ -68,6 +71,11 @@ class Runner:
         self._purge_interval = purge_interval
         self._supervisor = supervisor or Supervisor(service)
         self._reporter = Reporter(service, outbox, topic_prefix)
+        # With an instance, every event taken on is acknowledged to ingest (acks.py).
+        acks_topic = (
+            None if instance is None else topics.acks_topic(topic_prefix, service, instance)
+        )
+        self._acks = Acknowledgements(db, outbox, acks_topic)
         self._lanes = {
             destination.name: Lane(
                 destination,
@@ -80,7 +88,12 @@ class Runner:
             for destination in destinations
         }
         self._intake = Intake(
-            service=service, lanes=self._lanes, db=db, reporter=self._reporter, clock=clock
+            service=service,
+            lanes=self._lanes,
+            db=db,
+            reporter=self._reporter,
+            acks=self._acks,
+            clock=clock,
         )
         self._purging: asyncio.Task[None] | None = None
         self._stopping = False
@@ -107,6 +120,7 @@ class Runner:
         for lane in self._lanes.values():
             await lane.destination.start()
         self._resume()
+        self._acks.send_soon()  # what a previous run recorded but did not send
         for lane in self._lanes.values():
             lane.pool.start()
         purge = every(self._purge_interval, self._purge, what="purging the ledger")
@@ -125,6 +139,7 @@ class Runner:
             self._purging.cancel()
         await stop_pools((lane.pool for lane in self._lanes.values()), grace, what="deliveries")
         self._intake.close()  # what ended last is written before the database closes
+        self._acks.close()
         for lane in self._lanes.values():
             try:
                 await lane.destination.close()
@@ -182,7 +197,7 @@ class Runner:
             self._finish(lane, job, event, "dead_lettered", decision.reason)
             return
         job.next_attempt_at = self._clock() + decision.delay
-        self._intake.reschedule(job, failed.reason)
+        self._intake.reschedule(job, failed.reason, test=event.test)
         log.warning(
             "delivery of %s %s to %s failed (attempt %d), retrying in %.1f s: %s",
             event.kind,

@@ -69,6 +69,13 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         "--deleted-task", action="append", default=[], metavar="ID", help="act as if deleted"
     )
     serve.add_argument(
+        "--garbled-task",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="answer for it with fields of the wrong JSON type",
+    )
+    serve.add_argument(
         "--script-log-not-ready",
         type=int,
         default=0,
@@ -156,6 +163,7 @@ def _serve(arguments: argparse.Namespace) -> int:
                 "hang": arguments.hang,
                 "endpoints": arguments.endpoint,
                 "deleted_tasks": arguments.deleted_task,
+                "garbled_tasks": arguments.garbled_task,
                 "script_log_not_ready": arguments.script_log_not_ready,
                 "zero_file_reference": arguments.zero_file_reference,
                 "seed": arguments.seed,

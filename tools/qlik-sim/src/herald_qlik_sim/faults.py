@@ -35,6 +35,10 @@ class Faults:
     """Latency, failures and hangs only hit these endpoints (empty: all of them)."""
     deleted_tasks: set[str] = field(default_factory=set)
     """These task ids are gone: ``task``/``task/full`` filters miss them, the rest answers 404."""
+    garbled_tasks: set[str] = field(default_factory=set)
+    """These task ids are answered (``task/full``, ``reloadtask/{id}``) with fields of the wrong
+    JSON type, as a QRS of an unforeseen version or a broken proxy might: ``tags`` a number,
+    ``maxRetries`` a string."""
     script_log_not_ready: int = 0
     """The first N script-log downloads of each execution answer 404 ("asked too soon")."""
     zero_file_reference: int = 0
@@ -45,6 +49,7 @@ class Faults:
 
     def __post_init__(self) -> None:
         self.deleted_tasks = {task_id.lower() for task_id in self.deleted_tasks}
+        self.garbled_tasks = {task_id.lower() for task_id in self.garbled_tasks}
         self._random.seed(self.seed)
 
     def applies_to(self, endpoint: str) -> bool:
@@ -66,6 +71,9 @@ class Faults:
 
     def is_deleted(self, task_id: str) -> bool:
         return task_id.lower() in self.deleted_tasks
+
+    def is_garbled(self, task_id: str) -> bool:
+        return task_id.lower() in self.garbled_tasks
 
     def delete_task(self, task_id: str) -> None:
         self.deleted_tasks.add(task_id.lower())
@@ -162,6 +170,7 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "hang_next": _count,
     "endpoints": _names(lower=False),
     "deleted_tasks": _names(lower=True),
+    "garbled_tasks": _names(lower=True),
     "script_log_not_ready": _count,
     "zero_file_reference": _count,
     "seed": _seed,

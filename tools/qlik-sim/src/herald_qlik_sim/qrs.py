@@ -166,8 +166,12 @@ class Qrs:
 
     async def _task_full(self, request: web.Request) -> web.Response:
         """Q2, Q10, Q11, Q12."""
-        documents = [shapes.task_full(task, self.site) for task in self._tasks()]
+        documents = [self._task_document(task) for task in self._tasks()]
         return _json(_select(request, documents))
+
+    def _task_document(self, task: Task, *, hide_file_reference: bool = False) -> dict[str, Any]:
+        document = shapes.task_full(task, self.site, hide_file_reference=hide_file_reference)
+        return shapes.garbled(document) if self.faults.is_garbled(task.id) else document
 
     async def _app_full(self, request: web.Request) -> web.Response:
         """Q3, Q13."""
@@ -256,7 +260,7 @@ class Qrs:
         if execution is not None:
             execution.reads += 1
             hide = execution.reads <= self.faults.zero_file_reference
-        return _json(shapes.task_full(task, self.site, hide_file_reference=hide))
+        return _json(self._task_document(task, hide_file_reference=hide))
 
     async def _scriptlog(self, request: web.Request) -> web.Response:
         """Q5: ``?fileReferenceId=`` → a download reference."""

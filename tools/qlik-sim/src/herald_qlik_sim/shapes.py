@@ -279,6 +279,11 @@ def task_full(task: Task, site: Site, *, hide_file_reference: bool = False) -> J
     return document
 
 
+def garbled(document: Json) -> Json:
+    """A task document with fields of the wrong JSON type (the ``garbled_tasks`` fault)."""
+    return {**document, "tags": 7, "maxRetries": "three"}
+
+
 def about() -> Json:
     return {
         "schemaPath": "About",

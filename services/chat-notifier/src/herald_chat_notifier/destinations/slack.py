@@ -14,7 +14,7 @@ from typing import Any, Final
 from herald_chat_notifier import templating
 from herald_chat_notifier.chat import ChatDestination, ChatTarget
 from herald_chat_notifier.context import NOTE_ROOM, fit_lines
-from herald_chat_notifier.templating import mrkdwn
+from herald_chat_notifier.templating import mrkdwn, unfenced
 from herald_shared.delivery.destination import Context, Destination
 from herald_shared.outcomes import Outcome
 
@@ -122,8 +122,7 @@ FORMATTED: Final[dict[str, Any]] = {
 
 
 def _code_safe(line: str) -> str:
-    # A ``` inside the log would end the code block early.
-    return mrkdwn(line).replace(_FENCE, "`\u200b``")
+    return unfenced(mrkdwn(line))
 
 
 def code_block(label: str, lines: list[str], *, from_end: bool) -> str:

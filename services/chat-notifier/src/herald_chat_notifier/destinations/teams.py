@@ -89,22 +89,25 @@ ADAPTIVE: Final[dict[str, Any]] = {
                         "$if": "recovers",
                         "type": "TextBlock",
                         "wrap": True,
-                        "text": "Task {{ task.name }} is running again. It follows the"
-                        " {{ recovers.kind }} at {{ recovers.occurred }}.",
+                        "text": "Task {{ task.name|teams_text }} is running again. It follows the"
+                        " {{ recovers.kind|teams_text }} at {{ recovers.occurred|teams_text }}.",
                     },
                     {
                         "type": "FactSet",
                         "facts": [
-                            _fact("Task", "{{ task.name }}"),
-                            _fact("Task ID", "{{ task.id }}"),
-                            _fact("App", "{{ app.name }}"),
-                            _fact("App owner", "{{ app.owner }}"),
-                            _fact("Result", "{{ execution.status }} ({{ execution.status_code }})"),
-                            _fact("Node", "{{ execution.node }}"),
-                            _fact("User", "{{ user }}"),
-                            _fact("Started", "{{ execution.started }}"),
-                            _fact("Duration", "{{ execution.duration }}"),
-                            _fact("Message", "{{ log_message }}"),
+                            _fact("Task", "{{ task.name|teams_text }}"),
+                            _fact("Task ID", "{{ task.id|teams_text }}"),
+                            _fact("App", "{{ app.name|teams_text }}"),
+                            _fact("App owner", "{{ app.owner|teams_text }}"),
+                            _fact(
+                                "Result",
+                                "{{ execution.status|teams_text }} ({{ execution.status_code|teams_text }})",
+                            ),
+                            _fact("Node", "{{ execution.node|teams_text }}"),
+                            _fact("User", "{{ user|teams_text }}"),
+                            _fact("Started", "{{ execution.started|teams_text }}"),
+                            _fact("Duration", "{{ execution.duration|teams_text }}"),
+                            _fact("Message", "{{ log_message|teams_text }}"),
                         ],
                     },
                     *_excerpt_blocks("head"),
@@ -114,7 +117,7 @@ ADAPTIVE: Final[dict[str, Any]] = {
                         "type": "TextBlock",
                         "isSubtle": True,
                         "wrap": True,
-                        "text": "Partial details: {{ enrichment.reasons|join('; ') }}",
+                        "text": "Partial details: {{ enrichment.reasons|join('; ')|teams_text }}",
                     },
                 ],
                 "actions": [
@@ -134,31 +137,34 @@ ADAPTIVE: Final[dict[str, Any]] = {
 MESSAGE_CARD: Final[dict[str, Any]] = {
     "@type": "MessageCard",
     "@context": "https://schema.org/extensions",
-    "summary": "{{ title }}: {{ task.name }}",
+    "summary": "{{ title }}: {{ task.name|teams_text }}",
     "themeColor": "{{ '2EB886' if outcome in ('succeeded', 'recovered') else 'D70000' }}",
     "title": "{{ title }}",
     "sections": [
         {
-            "activityTitle": "{{ task.name }}",
-            "activitySubtitle": "{% if recovers %}Running again after the {{ recovers.kind }}"
-            " at {{ recovers.occurred }}{% endif %}",
+            "activityTitle": "{{ task.name|teams_text }}",
+            "activitySubtitle": "{% if recovers %}Running again after the {{ recovers.kind|teams_text }}"
+            " at {{ recovers.occurred|teams_text }}{% endif %}",
             "facts": [
-                {"name": "App", "value": "{{ app.name }}"},
-                {"name": "Result", "value": "{{ execution.status }} ({{ execution.status_code }})"},
-                {"name": "Node", "value": "{{ execution.node }}"},
-                {"name": "Started", "value": "{{ execution.started }}"},
-                {"name": "Duration", "value": "{{ execution.duration }}"},
+                {"name": "App", "value": "{{ app.name|teams_text }}"},
+                {
+                    "name": "Result",
+                    "value": "{{ execution.status|teams_text }} ({{ execution.status_code|teams_text }})",
+                },
+                {"name": "Node", "value": "{{ execution.node|teams_text }}"},
+                {"name": "Started", "value": "{{ execution.started|teams_text }}"},
+                {"name": "Duration", "value": "{{ execution.duration|teams_text }}"},
             ],
         },
         {
             "$if": "excerpt.head",
             "title": "{{ excerpt.head_label }}",
-            "text": "```\n{{ excerpt.head }}\n```\n{{ excerpt.head_note }}",
+            "text": "```\n{{ excerpt.head|unfenced }}\n```\n{{ excerpt.head_note }}",
         },
         {
             "$if": "excerpt.tail",
             "title": "{{ excerpt.tail_label }}",
-            "text": "{{ excerpt.tail_note }}\n```\n{{ excerpt.tail }}\n```",
+            "text": "{{ excerpt.tail_note }}\n```\n{{ excerpt.tail|unfenced }}\n```",
         },
     ],
     "potentialAction": [
@@ -234,7 +240,7 @@ class TeamsDestination(ChatDestination):
         )
 
     def basic(self, context: dict[str, Any]) -> Any:
-        title = f"{context['title']}: {context['task']['name']}"[:TITLE_TEXT]
+        title = templating.teams_text(f"{context['title']}: {context['task']['name']}"[:TITLE_TEXT])
         links = context["links"]
         recovers = context["recovers"]
         if self.target.format == "message_card":

@@ -14,15 +14,24 @@ from typing import Literal
 from pydantic import Field
 
 from herald_emailer.message import build_body, build_message, envelope_sender
-from herald_emailer.recipients import recipients
-from herald_emailer.rendering import Rendered, Renderer, check_renderer, fallback, load_renderer
+from herald_emailer.recipients import address_problem, configured_recipients, recipients
+from herald_emailer.rendering import (
+    Rendered,
+    Renderer,
+    as_test,
+    check_renderer,
+    compile_folder,
+    fallback,
+    load_renderer,
+)
 from herald_emailer.smtp import SmtpSettings, SmtpTransport
 from herald_shared import samples
 from herald_shared.config import ConfigError, Duration, Section
-from herald_shared.delivery.destination import Context, Destination, Target
+from herald_shared.delivery.destination import Context, Destination, Skipped, Target
 from herald_shared.events import Event
 from herald_shared.matcher import MATCH_ALL, When
 from herald_shared.outcomes import OUTCOMES, Outcome, outcome_of
+from herald_shared.preflight import Preflight
 
 log = logging.getLogger(__name__)
 
@@ -151,11 +160,26 @@ class EmailDestination(Destination):
 
     def targets(self, event: Event) -> Sequence[Target]:
         if outcome_of(event) not in self._outcomes:
+            if event.test:
+                raise Skipped(f"test alert: {self.name} sends {self.outcome} alerts only")
             return ()
+        if event.test:
+            return self._test_targets(event)
         addresses = recipients(self._settings, event)
         if not addresses:
             log.info("%s of task %r: no recipients", self.name, event.task.name)
         return [Target(id=address, rate_key=f"{event.task.id}|{address}") for address in addresses]
+
+    def _test_targets(self, event: Event) -> Sequence[Target]:
+        # A test goes to the configured recipients only: the sample's owner and custom-property
+        # addresses are made up, and a real owner must not get a test.
+        addresses = configured_recipients(self._settings, event)
+        if not addresses:
+            raise Skipped(
+                f"test alert: emailer.{self.outcome}.recipients is empty, and a test is not sent"
+                " to app owners or custom-property addresses"
+            )
+        return [Target(id=address) for address in addresses]
 
     def render(self, event: Event) -> tuple[Rendered, bytes, str | None]:
         """The message's parts and its body, or the plain-text alert (and why) when a template
@@ -170,6 +194,10 @@ class EmailDestination(Destination):
         return prepared
 
     def _render(self, event: Event) -> tuple[Rendered, str | None]:
+        rendered, problem = self._render_alert(event)
+        return (as_test(rendered) if event.test else rendered), problem
+
+    def _render_alert(self, event: Event) -> tuple[Rendered, str | None]:
         try:
             return self._renderer.render(event), None
         except Exception as error:
@@ -199,10 +227,11 @@ class EmailDestination(Destination):
         await self._transport.close()
 
 
-def check_templates(settings: EmailSettings) -> None:
+def check_templates(settings: EmailSettings, origin: str = "herald.yaml") -> None:
     """Render every enabled outcome's templates against the sample events.
 
-    Raises :class:`ConfigError` naming the file and line, before anything connects.
+    Raises :class:`ConfigError` naming the file and line (or the configuration file and the
+    subject's key), before anything connects.
     """
     problems: list[str] = []
     for outcome in OUTCOMES:
@@ -210,12 +239,34 @@ def check_templates(settings: EmailSettings) -> None:
         if not block.enabled:
             continue
         try:
-            renderer = load_renderer(outcome, block, settings.template_dir)
-            check_renderer(outcome, renderer, samples.sample_events())
+            renderer = load_renderer(outcome, block, settings.template_dir, origin)
+            check_renderer(outcome, renderer, samples.sample_events(), origin)
         except ConfigError as error:
             problems += error.problems
     if problems:
         raise ConfigError(problems)
+
+
+def preflight(settings: EmailSettings, check: Preflight, section: str = "emailer") -> None:
+    """The template folder and every template in it, the addresses, the SMTP server's CA."""
+    if check.directory(f"{section}.template_dir", settings.template_dir):
+        assert settings.template_dir is not None
+        check.problems += compile_folder(settings.template_dir)
+    addresses = [(f"{section}.from_address", settings.from_address)]
+    for outcome in OUTCOMES:
+        block = settings.outcome(outcome)
+        if block.from_address is not None:
+            addresses.append((f"{section}.{outcome}.from_address", block.from_address))
+        addresses += [
+            (f"{section}.{outcome}.recipients[{index}]", address)
+            for index, address in enumerate(block.recipients)
+        ]
+    for key, address in addresses:
+        problem = address_problem(address)
+        if problem is not None:
+            check.fail(key, problem)
+    if settings.smtp.tls != "none":
+        check.certificate_authority(f"{section}.smtp.ca_file", settings.smtp.ca_file)
 
 
 def destinations(settings: EmailSettings, context: Context) -> list[Destination]:

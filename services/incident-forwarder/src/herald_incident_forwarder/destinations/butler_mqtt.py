@@ -121,6 +121,9 @@ def broker_settings(settings: ButlerMqttSettings, herald: BrokerSettings) -> Bro
 
 class ButlerMqttDestination(Destination):
     name = "butler-mqtt"
+    # Butler's payloads have no field that could say "test", and the devices on these topics
+    # (lamps, PLCs) would act on it.
+    skips_tests = "test alert: Butler's MQTT topics cannot mark a test, so none is published"
 
     def __init__(self, settings: ButlerMqttSettings, herald_broker: BrokerSettings) -> None:
         self._settings = settings

@@ -15,9 +15,10 @@ from typing import Any, Final
 import msgspec
 from pydantic import Field, SecretStr, model_validator
 
+from herald_shared import events
 from herald_shared.config import Duration, Section, reveal
 from herald_shared.delivery.destination import Context, Destination, Target
-from herald_shared.delivery.http import CONNECTIONS, Request, send, url_secrets
+from herald_shared.delivery.http import CONNECTIONS, EVENT_ID_HEADER, Request, send, url_secrets
 from herald_shared.events import Event, TaskAborted, TaskFailed, TaskSucceeded
 from herald_shared.http_client import HttpClient
 from herald_shared.matcher import MATCH_ALL, When
@@ -97,14 +98,17 @@ class Signl4Destination(Destination):
             outcome: Problem = "failed" if isinstance(event, TaskFailed) else "aborted"
             title, status = TITLES[outcome], "new"
             level = getattr(severity, outcome)
-        return {
-            "Title": title,
+        body = {
+            "Title": events.labelled(event, title),
             "Message": f"Task: {event.task.name}",
             "Severity": level,
             "X-S4-Service": self._settings.service_name,
             "X-S4-ExternalID": event.task.id,
             "X-S4-Status": status,
         }
+        if event.test:
+            body["Test"] = "true"  # a Signl4 custom parameter: rules can ignore test alerts
+        return body
 
     async def close(self) -> None:
         await self._client.close()
@@ -114,7 +118,7 @@ class Signl4Destination(Destination):
         request = Request(
             "POST",
             self._url,
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", EVENT_ID_HEADER: event.event_id},
             body=msgspec.json.encode(body),
         )
         answer = await send(self._client, request, what="Signl4", secrets=self._secrets)
