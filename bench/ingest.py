@@ -6,11 +6,17 @@ UDP and times each one until its event arrives from the broker (so after ingest'
 Every event is enriched: task, app and owner (cached briefly), the execution result, the script
 log reference and the script log download (never cached).
 
+Every run is first recorded in the sim (as the scheduler writes its execution result before the
+datagram goes out), since enrichment reads the execution the datagram names.
+
 Prints: the worst-case time to parse one datagram (hostile datagrams built within the size cap,
 parsed in this process), datagrams lost in a burst, enriched events/s for that burst, p50/p99
 latency at a steady rate, the same with a hostile stream mixed in (the slowest-parsing datagram
 every 0.5 s besides the valid alerts; target: no valid alert lost, p99 under 1 s), and ingest's
-idle and peak RSS.
+idle and peak RSS. Then the reconciliation sweep (run in this process, so its CPU is measured
+with ``time.process_time``): QRS requests and CPU of an idle sweep, and of a sweep that finds
+1,000 runs no datagram reported, spread over its minute or over the hour of a first start's
+lookback.
 
     uv run python bench/ingest.py [--burst 10000] [--rate 100] [--seconds 10] [--json out.json]
 """
@@ -26,19 +32,27 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import aiomqtt
 import msgspec
 
 from herald_ingest import datagram as datagrams
+from herald_ingest.service import IngestConfig, IngestService
+from herald_ingest.settings import IngestSettings, QlikSettings
+from herald_qlik_sim import CertPaths, emitter, scriptlogs
 from herald_qlik_sim import data as sim_data
-from herald_qlik_sim import emitter
+from herald_shared.settings import BrokerSettings
 from herald_testkit.bench import RssSampler, megabytes, run
 from herald_testkit.mosquitto import Mosquitto
 from herald_testkit.ports import free_port, wait_for_port
+from herald_testkit.services import started
 
 PREFIX = "bench"
+RUN_LENGTH = scriptlogs.elapsed("failed") + timedelta(seconds=1)
 
 
 class Arrivals:
@@ -79,6 +93,50 @@ _TEMPLATE = _template()  # building the site for every datagram would load the b
 
 def datagram_for(execution_id: str) -> bytes:
     return _TEMPLATE.replace("{execution_id}", execution_id).encode()
+
+
+class SimControl:
+    """The running sim's ``/control``: record runs (without datagrams), read its call counts."""
+
+    def __init__(self, origin: str, certs: CertPaths) -> None:
+        self._origin = origin
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=certs.client_context())
+        )
+
+    async def record(self, count: int, *, spread: float = 0.0) -> list[str]:
+        """``count`` failed runs of the failed task, the last ending now, ``spread`` s apart."""
+        ids = [str(uuid.uuid4()) for _ in range(count)]
+        now = datetime.now(UTC)
+        for offset in range(0, count, 1000):
+            chunk = ids[offset : offset + 1000]
+            body: dict[str, Any] = {"task": sim_data.TASK_FAILED_ID, "outcome": "failed"}
+            if spread:
+                # One call records runs with one start: a call per run keeps them apart.
+                for n, execution_id in enumerate(chunk):
+                    # Started this long before now plus the run's length: it has ended by now.
+                    ago = timedelta(seconds=spread * (count - offset - n - 1)) + RUN_LENGTH
+                    await self._post(
+                        body | {"execution_id": execution_id, "start": (now - ago).isoformat()}
+                    )
+                continue
+            await self._post(body | {"execution_ids": chunk})
+        return ids
+
+    async def _post(self, body: dict[str, Any]) -> None:
+        async with self._session.post(f"{self._origin}/control/executions", json=body) as answer:
+            if answer.status != 201:
+                raise RuntimeError(
+                    f"the sim refused the runs: {answer.status} {await answer.text()}"
+                )
+
+    async def calls(self) -> dict[str, int]:
+        async with self._session.get(f"{self._origin}/control") as answer:
+            calls: dict[str, int] = (await answer.json())["calls"]
+            return calls
+
+    async def close(self) -> None:
+        await self._session.close()
 
 
 # --- hostile datagrams: each as large as the cap allows, aimed at one step of the parser ----------
@@ -165,11 +223,12 @@ async def steady(
     arrivals: Arrivals,
     arguments: argparse.Namespace,
     hostile: Callable[[str], bytes] | None,
+    control: SimControl,
 ) -> list[float]:
     """Valid alerts at ``--rate`` for ``--seconds`` (plus ``hostile`` every 0.5 s): the latency,
     sorted, from each alert sent to its event on the broker, of those that arrived."""
     count = int(arguments.rate * arguments.seconds)
-    alerts = [str(uuid.uuid4()) for _ in range(count)]
+    alerts = await control.record(count)  # the runs the datagrams name
     sent: dict[str, float] = {}
     start = time.perf_counter()
     next_hostile = start
@@ -200,6 +259,7 @@ async def main(arguments: argparse.Namespace) -> dict[str, float]:
         stdout=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     wait_for_port("127.0.0.1", qrs_port, timeout=30)
+    control = SimControl(f"https://127.0.0.1:{qrs_port}", CertPaths(work / "certs"))
     with Mosquitto(work / "mosquitto") as broker:
         config = work / "herald.yaml"
         config.write_text(
@@ -208,7 +268,8 @@ async def main(arguments: argparse.Namespace) -> dict[str, float]:
             "logging: {level: WARNING}\n"
             f"qlik: {{qrs: {{url: 'https://127.0.0.1:{qrs_port}', client_cert: {work}/certs/client.pem,"
             f" client_key: {work}/certs/client_key.pem, ca_cert: {work}/certs/root.pem}}}}\n"
-            f"ingest: {{state_dir: {work}/state, udp: {{host: 127.0.0.1, port: {udp_port}}}}}\n"
+            f"ingest: {{state_dir: {work}/state, udp: {{host: 127.0.0.1, port: {udp_port}}},"
+            " reconcile: {enabled: false}}\n"  # measured on its own below
         )
         ingest = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "herald_shared.cli", "run", "ingest", "--config", str(config)
@@ -226,7 +287,7 @@ async def main(arguments: argparse.Namespace) -> dict[str, float]:
                 sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 target = ("127.0.0.1", udp_port)
                 # Warm up (and wait until ingest listens and is connected).
-                warm = [str(uuid.uuid4()) for _ in range(50)]
+                warm = await control.record(50)
                 for _attempt in range(100):
                     for execution_id in warm:
                         if execution_id not in arrivals.at:
@@ -240,7 +301,7 @@ async def main(arguments: argparse.Namespace) -> dict[str, float]:
                 sampling = asyncio.create_task(sampler.run())
 
                 # Burst: every datagram at once, as fast as one socket sends.
-                burst = [str(uuid.uuid4()) for _ in range(arguments.burst)]
+                burst = await control.record(arguments.burst)
                 started = time.perf_counter()
                 for execution_id in burst:
                     sender.sendto(datagram_for(execution_id), target)
@@ -253,17 +314,21 @@ async def main(arguments: argparse.Namespace) -> dict[str, float]:
 
                 # Steady rate: latency from datagram sent to event on the broker.
                 count = int(arguments.rate * arguments.seconds)
-                latencies = await steady(sender, target, arrivals, arguments, None)
+                latencies = await steady(sender, target, arrivals, arguments, None, control)
                 # The same with the slowest-parsing datagram every 0.5 s mixed in.
-                hostile_latencies = await steady(sender, target, arrivals, arguments, hostile)
+                hostile_latencies = await steady(
+                    sender, target, arrivals, arguments, hostile, control
+                )
                 sampling.cancel()
                 listener.cancel()
         finally:
             ingest.terminate()
             await ingest.wait()
+            await control.close()
             sim.terminate()
             await sim.wait()
-    return {
+        sweeps = await sweep_figures(work, broker)
+    return sweeps | {
         "worst_parse_ms": round(worst_seconds * 1000, 2),
         "worst_parse_case": list(_hostile_cases()).index(worst_case),
         "burst_datagrams": arguments.burst,
@@ -280,6 +345,80 @@ async def main(arguments: argparse.Namespace) -> dict[str, float]:
         "idle_rss_mb": megabytes(idle_rss),
         "peak_rss_mb": megabytes(sampler.peak),
     }
+
+
+async def sweep_figures(work: Path, broker: Mosquitto) -> dict[str, float]:
+    """The reconciliation sweep's QRS requests and CPU: idle, and finding 1,000 missed runs.
+
+    A sim of its own, so that the runs of the datagram benchmark are not in the sweep's window.
+    """
+    qrs_port = free_port()
+    sim = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "herald_shared.cli", "qlik-sim", "serve",
+        "--port", str(qrs_port), "--certs", str(work / "certs"),
+        stdout=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_for_port("127.0.0.1", qrs_port, timeout=30)
+    certs = CertPaths(work / "certs")
+    control = SimControl(f"https://127.0.0.1:{qrs_port}", certs)
+    try:
+        return await _sweeps(work, broker, qrs_port, control)
+    finally:
+        await control.close()
+        sim.terminate()
+        await sim.wait()
+
+
+async def _sweeps(
+    work: Path, broker: Mosquitto, qrs_port: int, control: SimControl
+) -> dict[str, float]:
+    certs = CertPaths(work / "certs")
+    qlik = QlikSettings.model_validate(
+        {
+            "qrs": {
+                "url": f"https://127.0.0.1:{qrs_port}",
+                "client_cert": str(certs.client),
+                "client_key": str(certs.client_key),
+                "ca_cert": str(certs.root),
+            }
+        }
+    )
+    bus = BrokerSettings(host=broker.host, port=broker.port, topic_prefix=PREFIX, instance="sweep")
+    figures: dict[str, float] = {}
+
+    async def measure(name: str, state: str) -> None:
+        settings = IngestSettings.model_validate(
+            {
+                "state_dir": str(work / state),
+                "udp": {"host": "127.0.0.1", "port": 0},
+                "reconcile": {"enabled": False},  # swept by hand below
+            }
+        )
+        async with started(IngestService(IngestConfig(ingest=settings, qlik=qlik), bus)) as ingest:
+            if name != "hour":
+                await ingest.sweep.once()  # a checkpoint: the runs below are new since it
+            if name == "minute":
+                await control.record(1000, spread=0.06)
+            before, cpu = await control.calls(), time.process_time()
+            report = await ingest.sweep.once()
+            cpu = time.process_time() - cpu
+            after = await control.calls()
+        lists = sum(
+            after.get(k, 0) - before.get(k, 0)
+            for k in ("executionresult_count", "executionresult_full")
+        )
+        figures[f"sweep_{name}_list_requests"] = lists
+        figures[f"sweep_{name}_qrs_requests"] = sum(after.values()) - sum(before.values())
+        figures[f"sweep_{name}_cpu_ms"] = round(cpu * 1000, 1)
+        figures[f"sweep_{name}_published"] = report.published
+        figures[f"sweep_{name}_largest_page"] = max(report.pages, default=0)
+
+    await measure("idle", "sweep-idle")
+    await measure("minute", "sweep-minute")
+    # A first start looks back an hour: the 1,000 runs above, with 1,000 more spread over it.
+    await control.record(1000, spread=3.4)
+    await measure("hour", "sweep-hour")
+    return figures
 
 
 def _print(result: dict[str, float]) -> None:
@@ -305,6 +444,19 @@ def _print(result: dict[str, float]) -> None:
     print(
         f"  ingest RSS                 idle {result['idle_rss_mb']:.1f} MB   peak {result['peak_rss_mb']:.1f} MB"
     )
+    print("Reconciliation sweep (QRS list requests / all QRS requests incl. enrichment, CPU)")
+    for name, what in (
+        ("idle", "idle sweep"),
+        ("minute", "1,000 new runs in its minute"),
+        ("hour", "first start, 2,000 in the hour"),
+    ):
+        print(
+            f"  {what:<31}{result[f'sweep_{name}_list_requests']:>5.0f} list"
+            f" / {result[f'sweep_{name}_qrs_requests']:.0f} all requests"
+            f"   CPU {result[f'sweep_{name}_cpu_ms']:.0f} ms"
+            f"   published {result[f'sweep_{name}_published']:.0f}"
+            f"   largest answer {result[f'sweep_{name}_largest_page']:.0f}"
+        )
 
 
 if __name__ == "__main__":

@@ -57,10 +57,35 @@ async def ingest_for(
     broker: BrokerSettings, tmp_path: Path, qlik: QlikSettings, **ingest: Any
 ) -> AsyncIterator[IngestService]:
     settings = IngestSettings.model_validate(
-        {"state_dir": str(tmp_path / "state"), "udp": {"host": "127.0.0.1", "port": 0}, **ingest}
+        {
+            "state_dir": str(tmp_path / "state"),
+            "udp": {"host": "127.0.0.1", "port": 0},
+            # These tests are about what a datagram gives; the sweep has test_reconcile.py.
+            "reconcile": {"enabled": False},
+            **ingest,
+        }
     )
     async with started(IngestService(IngestConfig(ingest=settings, qlik=qlik), broker)) as service:
         yield service
+
+
+async def published_for(
+    payload: bytes,
+    qlik: QlikSettings,
+    mosquitto: Mosquitto,
+    topic_prefix: str,
+    broker: BrokerSettings,
+    tmp_path: Path,
+) -> list[Seen]:
+    """What ingest publishes for one datagram sent to it as the scheduler would."""
+    async with (
+        Observer(mosquitto.host, mosquitto.port, f"{topic_prefix}/v1/events/#") as seen,
+        ingest_for(broker, tmp_path, qlik) as ingest,
+    ):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            sender.sendto(payload, ("127.0.0.1", ingest.udp_port))
+        await seen.wait_for(lambda s: len(s) == 1)
+    return seen.seen
 
 
 def distribute_datagram(sim: QlikSim) -> str:
@@ -208,19 +233,78 @@ async def test_a_distribute_task_gets_its_outcome_from_the_qrs(
     broker_settings: BrokerSettings,
     tmp_path: Path,
 ) -> None:
-    async with (
-        Observer(mosquitto.host, mosquitto.port, f"{topic_prefix}/v1/events/#") as seen,
-        ingest_for(broker_settings, tmp_path, qlik_for(sim)) as ingest,
-    ):
-        send_text(ingest, distribute_datagram(sim))
-        await seen.wait_for(lambda s: len(s) == 1)
-    [message] = seen.seen
+    task = sim.task("succeeded", sim_data.TASK_DISTRIBUTE_ID)
+    app = sim.site.apps[task.app_id] if task.app_id else None
+    execution = sim.record("succeeded", sim_data.TASK_DISTRIBUTE_ID)
+    text = (
+        emitter.datagram("succeeded", task, app, execution_id=execution.execution_id)
+        .text.replace("/scheduler-task-success//", "/scheduler-distribute/")
+        .replace(
+            "Execution State Change to FinishedSuccess",
+            "Exiting execute of Distribute task request.",
+        )
+    )
+    seen = await published_for(
+        text.encode(), qlik_for(sim), mosquitto, topic_prefix, broker_settings, tmp_path
+    )
+    [message] = seen
     assert message.topic == (
         f"{topic_prefix}/v1/events/task_succeeded/distribute/{sim_data.TASK_DISTRIBUTE_ID}"
     )
-    event = only_event(seen.seen)
+    event = only_event(seen)
     assert event.task.type == "distribute"
     assert event.execution.status == "FinishedSuccess"
+
+
+async def test_the_event_describes_the_execution_the_datagram_names_not_the_tasks_last_run(
+    sim: QlikSim,
+    mosquitto: Mosquitto,
+    topic_prefix: str,
+    broker_settings: BrokerSettings,
+    tmp_path: Path,
+) -> None:
+    # The task failed, then a retry succeeded before ingest asked the QRS: the task's last
+    # execution result is the success, but the datagram is about the failure.
+    failed = sim.record("failed", sim_data.TASK_SUCCEEDED_ID)
+    sim.record("succeeded", sim_data.TASK_SUCCEEDED_ID)
+    task = sim.task("failed", sim_data.TASK_SUCCEEDED_ID)
+    item = emitter.datagram("failed", task, sim.site.app_of(task), execution_id=failed.execution_id)
+    seen = await published_for(
+        item.encode(), qlik_for(sim), mosquitto, topic_prefix, broker_settings, tmp_path
+    )
+    event = only_event(seen)
+    assert isinstance(event, events.TaskFailed)
+    assert event.enrichment.status == "complete", event.enrichment.reasons
+    assert event.execution.id == failed.execution_id
+    assert event.execution.result_id == failed.id
+    assert (event.execution.status_code, event.execution.status) == (8, "FinishedFail")
+    assert event.script_log is not None
+    assert event.script_log.tail[-2].endswith("Execution Failed")  # the failure's own log
+
+
+async def test_a_datagram_whose_execution_the_qrs_does_not_have_is_partial_and_says_so(
+    sim: QlikSim,
+    mosquitto: Mosquitto,
+    topic_prefix: str,
+    broker_settings: BrokerSettings,
+    tmp_path: Path,
+) -> None:
+    task = sim.task("failed")
+    item = emitter.datagram("failed", task, sim.site.app_of(task))  # never recorded in the QRS
+    qlik = qlik_for(sim, execution_attempts=3, execution_retry_delay=0.1)
+    seen = await published_for(
+        item.encode(), qlik, mosquitto, topic_prefix, broker_settings, tmp_path
+    )
+    event = only_event(seen)
+    assert event.enrichment.status == "partial"
+    assert event.enrichment.reasons == [
+        f"the QRS has no execution result for execution {item.execution_id} (asked 3 times)"
+    ]
+    assert event.execution.id == item.execution_id
+    assert event.execution.status is None  # not the task's last run
+    assert event.script_log is None
+    assert event.task.name == sim_data.TASK_FAILED_NAME  # the task is still enriched
+    assert sim.calls["executionresult_full"] == 3
 
 
 def failures() -> float:

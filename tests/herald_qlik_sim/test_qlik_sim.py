@@ -6,6 +6,7 @@ import asyncio
 import re
 import socket
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from herald_qlik_sim.data import (
     USER_ANNA_ID,
     USER_NO_EMAIL_ID,
 )
+from herald_qlik_sim.shapes import qrs_time
 from herald_testkit.ports import free_port
 from herald_testkit.processes import Child, herald
 
@@ -597,3 +599,89 @@ async def test_the_cli_serves_until_terminated(certs: CertPaths) -> None:
     finally:
         child.terminate()
         assert await child.wait() == 0
+
+
+# --- execution results: the reconciliation sweep's endpoints ------------------------------------
+
+
+async def test_execution_results_filter_by_status_and_stop_time_in_stop_time_order(
+    sim: QlikSim, qrs: httpx.AsyncClient
+) -> None:
+    since = datetime.now(UTC) - timedelta(minutes=5)
+    old = sim.record("failed", start=since - timedelta(hours=2))
+    failed = sim.record("failed")
+    aborted = sim.record("aborted")
+    succeeded = sim.record("succeeded")
+    alerting = f"(status eq 6 or status eq 8) and stopTime gt '{qrs_time(since)}'"
+    found = await get_json(qrs, "executionresult/full", filter=alerting, orderby="stopTime asc")
+    assert [item["executionID"] for item in found] == [failed.execution_id, aborted.execution_id]
+    assert [item["status"] for item in found] == [8, 6]
+    assert found[0]["taskID"] == TASK_FAILED_ID
+    assert found[0]["stopTime"] <= found[1]["stopTime"]
+    assert found[0]["schemaPath"] == "ExecutionResult"
+    assert await get_json(qrs, "executionresult/count", filter=alerting) == {"value": 2}
+    condensed = await get_json(qrs, "executionresult", filter=alerting)
+    assert {item["id"] for item in condensed} == {failed.id, aborted.id}
+    newest_first = await get_json(
+        qrs,
+        "executionresult/full",
+        filter=f"stopTime gt '{qrs_time(since)}'",
+        orderby="stopTime desc",
+    )
+    assert newest_first[0]["executionID"] == succeeded.execution_id
+    assert old.execution_id not in {item["executionID"] for item in newest_first}
+    [exact] = await get_json(
+        qrs, "executionresult/full", filter=f"executionID eq {old.execution_id}"
+    )
+    assert exact["status"] == 8
+    assert exact["stopTime"] < qrs_time(since)
+    assert (await get(qrs, "executionresult/full", orderby="stopTime sideways")).status_code == 400
+    assert (await get(qrs, "executionresult/full", filter="status eq")).status_code == 400
+    assert sim.calls["executionresult_full"] == 5
+    assert sim.calls["executionresult_count"] == 1
+
+
+async def test_the_cli_records_executions_without_a_datagram(
+    sim: QlikSim, qrs: httpx.AsyncClient
+) -> None:
+    code, out, err = await herald(
+        "qlik-sim",
+        "record",
+        "failed",
+        "--task",
+        TASK_SUCCEEDED_ID,
+        "--count",
+        "3",
+        "--ago",
+        "7200",
+        "--sim",
+        sim.origin,
+        "--certs",
+        str(sim.certs.folder),
+    )
+    assert code == 0, err
+    printed = [line.split()[0] for line in out.splitlines()]
+    assert len(printed) == 3
+    task = sim.site.tasks[TASK_SUCCEEDED_ID]
+    assert [e.execution_id for e in task.executions[-3:]] == printed
+    found = await get_json(
+        qrs, "executionresult/full", filter=f"taskID eq {TASK_SUCCEEDED_ID} and status eq 8"
+    )
+    assert {item["executionID"] for item in found} == set(printed)
+    two_hours_ago = datetime.now(UTC) - timedelta(hours=2)
+    assert all(e.stop <= two_hours_ago for e in task.executions[-3:])
+    many = await qrs.post(
+        f"{sim.control_url}/executions",
+        json={"task": TASK_FAILED_ID, "outcome": "aborted", "execution_ids": ["e-1", "e-2"]},
+    )
+    assert many.status_code == 201
+    assert [item["executionID"] for item in many.json()] == ["e-1", "e-2"]
+    assert [e.execution_id for e in sim.site.tasks[TASK_FAILED_ID].executions[-2:]] == [
+        "e-1",
+        "e-2",
+    ]
+    unknown = await herald(
+        "qlik-sim", "record", "failed", "--task", "No such task", "--sim", sim.origin
+    )
+    assert unknown[0] == 2
+    assert "no task 'No such task'" in unknown[2]

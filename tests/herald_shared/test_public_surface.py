@@ -130,6 +130,10 @@ PUBLIC: Final[dict[str, set[str]]] = {
         "OUTBOX",
         "PUBLISHES_REFUSED",
         "SILENCES_ACTIVE",
+        "RECONCILE_EVENTS",
+        "RECONCILE_EXECUTIONS",
+        "RECONCILE_LAG",
+        "RECONCILE_SWEEPS",
     },
     "herald_shared.outbox": {"REFUSED_LOG_EVERY", "Outbox", "Publisher"},
     "herald_shared.preflight": {
@@ -214,6 +218,7 @@ PUBLIC: Final[dict[str, set[str]]] = {
         "service_and_instance",
         "status_filter",
         "silence_topic",
+        "lease_topic",
         "status_topic",
         "topic_of",
     },

@@ -46,6 +46,21 @@ def test_a_recovery_says_what_it_recovers_from_in_words() -> None:
     assert "[recovers from the abort of 2024-10-10 13:35]" in after_abort
 
 
+def test_an_event_the_sweep_found_says_so_and_a_datagrams_event_says_nothing() -> None:
+    failed = samples.sample_failed()
+    found = tail.describe(*_event(msgspec.structs.replace(failed, source="reconcile")))
+    assert found.endswith("[found by the reconciliation sweep: its datagram never arrived]")
+    assert "[" not in tail.describe(*_event(failed))
+    other = tail.describe(*_event(msgspec.structs.replace(failed, source="test")))
+    assert other.endswith("[source: test]")
+
+
+def test_the_sweep_lease_says_who_sweeps_until_when() -> None:
+    claim = b'{"holder":"ingest-a","expires_at":1796212800.0,"checkpoint_ms":1796212620000}'
+    line = tail.describe(f"{PREFIX}/v1/lease/ingest/reconcile", claim)
+    assert line == "LEASE      ingest/reconcile held by ingest-a until 2026-12-02 12:00:00 UTC"
+
+
 def test_filters_keep_only_the_service_kind_and_task_asked_for() -> None:
     failed, aborted = samples.sample_failed(), samples.sample_aborted()
     status = (topics.status_topic(PREFIX, "emailer", "a"), b"online")

@@ -176,6 +176,16 @@ async def test_ingest_killed_mid_burst_still_delivers_every_datagram_it_had_acce
     await settle_and_check(system, burst, baseline, within=30)
 
 
+async def test_failures_while_ingest_was_down_reach_every_destination_once_after_it_starts(
+    system: Pipeline,
+) -> None:
+    baseline = Baseline.of(system.destinations)
+    await system.kill("ingest")
+    burst = await system.record(50, ended_just_now=True)  # no datagram: no one listens
+    await system.start_service("ingest")  # its reconciliation sweep runs at start
+    await settle_and_check(system, burst, baseline, within=60)
+
+
 async def test_a_destination_answering_500_for_a_while_gets_every_alert_once_it_recovers(
     system: Pipeline,
 ) -> None:

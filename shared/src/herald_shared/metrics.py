@@ -29,6 +29,10 @@ __all__ = [
     "INBOX",
     "OUTBOX",
     "PUBLISHES_REFUSED",
+    "RECONCILE_EVENTS",
+    "RECONCILE_EXECUTIONS",
+    "RECONCILE_LAG",
+    "RECONCILE_SWEEPS",
     "SILENCES_ACTIVE",
 ]
 
@@ -115,6 +119,26 @@ DATAGRAMS_DEAD_LETTERED = Counter(
 INBOX = Gauge(
     "herald_ingest_inbox",
     "Accepted datagrams waiting for enrichment",
+    ["service"],
+)
+RECONCILE_SWEEPS = Counter(
+    "herald_reconcile_sweeps_total",
+    "Reconciliation sweeps of the QRS's execution results, by outcome: completed, failed, skipped",
+    ["service", "outcome"],
+)
+RECONCILE_EXECUTIONS = Counter(
+    "herald_reconcile_executions_total",
+    "Execution results the reconciliation sweep read from the QRS",
+    ["service"],
+)
+RECONCILE_EVENTS = Counter(
+    "herald_reconcile_events_total",
+    "Events published by the reconciliation sweep: runs whose datagram never arrived",
+    ["service"],
+)
+RECONCILE_LAG = Gauge(
+    "herald_reconcile_lag_seconds",
+    "How far the reconciliation sweep's checkpoint is behind now",
     ["service"],
 )
 

@@ -18,7 +18,7 @@ import contextlib
 import fnmatch
 import sys
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import msgspec
@@ -41,6 +41,8 @@ def describe(topic: str, payload: bytes) -> str:
             return f"STATUS     {'/'.join(parts[3:])} is {payload.decode()}"
         if section == "silences":
             return _silence_line("/".join(parts[3:]), payload)
+        if section == "lease":
+            return _lease_line("/".join(parts[3:]), payload)
         if section == "destinations":
             names = msgspec.json.decode(payload, type=list[str]) if payload else []
             return f"SERVES     {'/'.join(parts[3:])}: {', '.join(names) or '(stopped)'}"
@@ -61,7 +63,18 @@ def describe(topic: str, payload: bytes) -> str:
     return f"?          {topic}"
 
 
+def _lease_line(job: str, payload: bytes) -> str:
+    """``herald/v1/lease/ingest/reconcile``: which ingest sweeps the QRS (ingest's lease.py)."""
+    if not payload:
+        return f"LEASE      {job} cleared"
+    claim: dict[str, Any] = msgspec.json.decode(payload)
+    until = datetime.fromtimestamp(float(claim.get("expires_at", 0)), UTC)
+    return f"LEASE      {job} held by {claim.get('holder')} until {until:%Y-%m-%d %H:%M:%S} UTC"
+
+
 _PROBLEM = {"task_failed": "failure", "task_aborted": "abort"}
+# How an event reached ingest, when not by the scheduler's datagram (the usual way).
+_SOURCE = {"reconcile": "found by the reconciliation sweep: its datagram never arrived"}
 
 
 def _silence_line(silence_id: str, payload: bytes) -> str:
@@ -85,6 +98,8 @@ def _event_line(event: events.Event) -> str:
         line += f", script log {event.script_log.total_lines} lines"
     if event.enrichment.status == "partial":
         line += f" [partial: {'; '.join(event.enrichment.reasons)}]"
+    if event.source != "udp":
+        line += f" [{_SOURCE.get(event.source, f'source: {event.source}')}]"
     if isinstance(event, events.TaskSucceeded) and event.recovers is not None:
         line += f" [recovers from the {_PROBLEM[event.recovers.kind]} of {event.recovers.occurred_at:%Y-%m-%d %H:%M}]"
     return line

@@ -12,6 +12,7 @@ __all__ = [
     "event_topic",
     "events_filter",
     "events_subscription",
+    "lease_topic",
     "service_and_instance",
     "silence_topic",
     "status_filter",
@@ -49,6 +50,11 @@ def events_subscription(prefix: str, service: str, *, shared: bool) -> str:
 def status_topic(prefix: str, service: str, instance: str) -> str:
     """Retained ``online`` birth and ``offline`` will of one service instance."""
     return f"{prefix}/{VERSION}/status/{service}/{instance}"
+
+
+def lease_topic(prefix: str, service: str, job: str) -> str:
+    """Retained: which instance of a service does ``job`` (ingest's ``reconcile`` sweep)."""
+    return f"{prefix}/{VERSION}/lease/{service}/{job}"
 
 
 def family_filter(prefix: str, family: str) -> str:

@@ -27,7 +27,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ import aiohttp
 import httpx
 import msgspec
 
-from herald_qlik_sim import emitter
+from herald_qlik_sim import emitter, scriptlogs
 from herald_qlik_sim.certs import CertPaths
 from herald_qlik_sim.data import TASK_FAILED_ID, default_site
 from herald_shared.events import event_id_for
@@ -51,6 +51,8 @@ from herald_testkit.smtp_server import SmtpServer
 SUBSCRIBERS = ("emailer", "chat-notifier", "incident-forwarder", "metrics-writer", "log-archiver")
 SERVICES = (*SUBSCRIBERS, "ingest")
 HERALD_UP = "herald-up"  # the one process of ``herald up``, in place of SERVICES
+# A second ingest (docs/deploy.md, "Two ingests"): its own instance, state and UDP port.
+SECOND_INGEST = "ingest-b"
 PREFIX = "system"
 RECIPIENTS = ("oncall@example.com", "bi-team@example.com")
 SMTP_USER, SMTP_PASSWORD = "alerts", "smtp-secret-password"
@@ -132,6 +134,8 @@ class Pipeline:
     ingest_extra: dict[str, Any] = field(default_factory=dict)
     #: every service in one ``herald up`` process instead of one process each
     one_process: bool = False
+    #: a second ingest process, and datagrams sent to both as two appenders do
+    two_ingests: bool = False
     #: Mosquitto's settings (e.g. production's ``autosave_interval``)
     broker_options: dict[str, Any] = field(default_factory=dict)
 
@@ -140,12 +144,19 @@ class Pipeline:
         self.broker = Mosquitto(self.workdir / "mosquitto", **self.broker_options)
         self.qrs_port = free_port()
         self.udp_port = free_port(kind=socket.SOCK_DGRAM)
+        self.second_udp_port = free_port(kind=socket.SOCK_DGRAM)
         self.certs = CertPaths((self.workdir / "qlik-certs").resolve())
         self.config = self.workdir / "herald.yaml"
         self.archive = self.workdir / "script-logs"
         self.services = {
             name: Service(name, free_port(), self.workdir / "logs" / f"{name}.log")
-            for name in ((HERALD_UP,) if self.one_process else SERVICES)
+            for name in (
+                (HERALD_UP,)
+                if self.one_process
+                else (*SERVICES, SECOND_INGEST)
+                if self.two_ingests
+                else SERVICES
+            )
         }
         self.sim: asyncio.subprocess.Process | None = None
         self.receipts: Observer | None = None
@@ -153,8 +164,11 @@ class Pipeline:
         self._session: aiohttp.ClientSession | None = None
         self._receipts_read = 0  # how many of receipts.seen are decoded into _receipts
         self._receipts: list[Receipt] = []
-        # Scheduler time stamps are handed out from two hours ago on, one second apart.
-        self._next_stamp = datetime.now().replace(microsecond=0) - timedelta(hours=2)
+        # Scheduler time stamps are handed out from two hours ago on, one second apart (UTC, the
+        # zone the configuration gives the Sense nodes).
+        self._next_stamp = datetime.now(UTC).replace(microsecond=0, tzinfo=None) - timedelta(
+            hours=2
+        )
 
     # --- the whole system ----------------------------------------------------------------------
 
@@ -176,6 +190,8 @@ class Pipeline:
             return
         await asyncio.gather(*(self.start_service(name) for name in SUBSCRIBERS))
         await self.start_service("ingest")
+        if self.two_ingests:
+            await self.start_service(SECOND_INGEST)
 
     async def stop(self) -> None:
         for service in self.services.values():
@@ -208,11 +224,18 @@ class Pipeline:
         /readyz answers 200."""
         service = self.services[name]
         command = ["up"] if name == HERALD_UP else ["run", name]
+        env = {**os.environ, "HERALD_HEALTH__PORT": str(service.health_port)}
+        if name == SECOND_INGEST:
+            command = ["run", "ingest"]
+            env |= {
+                "HERALD_BROKER__INSTANCE": "system-test-b",
+                "HERALD_INGEST__STATE_DIR": str(self.workdir / "state" / SECOND_INGEST),
+                "HERALD_INGEST__UDP__PORT": str(self.second_udp_port),
+            }
         with service.log_file.open("ab") as log:
             service.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "herald_shared.cli", *command, "--config", str(self.config),
-                stdout=log, stderr=log,
-                env={**os.environ, "HERALD_HEALTH__PORT": str(service.health_port)},
+                stdout=log, stderr=log, env=env,
             )  # fmt: skip
         service.starts += 1
         await self._wait_ready(service, within)
@@ -301,23 +324,43 @@ class Pipeline:
         async with self._session.post(f"{self.sim_url}/control", json=faults) as response:
             response.raise_for_status()
 
-    async def record(self, count: int, task: str = TASK_FAILED_ID) -> Burst:
+    async def record(
+        self, count: int, task: str = TASK_FAILED_ID, *, ended_just_now: bool = False
+    ) -> Burst:
         """Record ``count`` failed executions in the sim, to be sent with :meth:`send`.
 
         Each gets a scheduler time stamp one second after the previous one, unique within the
         system: one task cannot fail twice in one second, and the script-log archive (Butler's
         layout) and InfluxDB (the point's time) tell executions of a task apart by that time.
+        Each run stops at its stamp (the configured zone is UTC), so an event made by the
+        reconciliation sweep says what its datagram would have; runs stamped two hours ago are
+        outside every sweep's window. ``ended_just_now``: the runs stopped in the last ``count``
+        seconds, one a second, for a sweep to find.
         """
         assert self._session is not None
         session = self._session
         burst = Burst(task=task)
-        for _ in range(count):
-            burst.execution_ids.append(str(uuid.uuid4()))
-            burst.stamps.append(self._next_stamp)
-            self._next_stamp += timedelta(seconds=1)
+        now = datetime.now(UTC).replace(microsecond=0, tzinfo=None)
+        starts: dict[str, str] = {}
+        for n in range(count):
+            execution_id = str(uuid.uuid4())
+            burst.execution_ids.append(execution_id)
+            if ended_just_now:
+                stamp = now - timedelta(seconds=count - n)
+            else:
+                stamp = self._next_stamp
+                self._next_stamp += timedelta(seconds=1)
+            burst.stamps.append(stamp)
+            started = stamp.replace(tzinfo=UTC) - scriptlogs.elapsed("failed")
+            starts[execution_id] = started.isoformat()
 
         async def one(execution_id: str) -> None:
-            body = {"task": task, "outcome": "failed", "execution_id": execution_id}
+            body = {
+                "task": task,
+                "outcome": "failed",
+                "execution_id": execution_id,
+                "start": starts[execution_id],
+            }
             async with session.post(f"{self.sim_url}/control/executions", json=body) as response:
                 response.raise_for_status()
 
@@ -328,11 +371,17 @@ class Pipeline:
     async def send(
         self, burst: Burst, *, rate: float | None = None, start: int = 0, stop: int | None = None
     ) -> None:
-        """The scheduler's failed-reload datagrams for ``burst`` (or the slice start:stop)."""
+        """The scheduler's failed-reload datagrams for ``burst`` (or the slice start:stop); with
+        two ingests, each datagram goes to both, as a node's two appenders send it."""
         chosen = self._site.tasks[burst.task]
         app = self._site.app_of(chosen)
         indexes = range(start, len(burst.execution_ids) if stop is None else stop)
-        async with emitter.UdpSender(("127.0.0.1", self.udp_port)) as sender:
+        ports = (self.udp_port, self.second_udp_port) if self.two_ingests else (self.udp_port,)
+        async with contextlib.AsyncExitStack() as stack:
+            senders = [
+                await stack.enter_async_context(emitter.UdpSender(("127.0.0.1", port)))
+                for port in ports
+            ]
             async for n in emitter.paced(len(indexes), rate):
                 index = indexes[n]
                 item = emitter.datagram(
@@ -342,7 +391,8 @@ class Pipeline:
                     execution_id=burst.execution_ids[index],
                     when=burst.stamps[index],
                 )
-                await sender.send(item)
+                for sender in senders:
+                    await sender.send(item)
                 burst.sent_at[index] = time.monotonic()
 
     async def metrics_text(self, name: str) -> str:
@@ -530,6 +580,7 @@ async def whole_system(
     work: Path,
     *,
     one_process: bool = False,
+    two_ingests: bool = False,
     ingest_extra: dict[str, Any] | None = None,
     broker_options: dict[str, Any] | None = None,
 ) -> AsyncIterator[Pipeline]:
@@ -551,6 +602,7 @@ async def whole_system(
                 destinations,
                 ingest_extra=ingest_extra or {},
                 one_process=one_process,
+                two_ingests=two_ingests,
                 broker_options=broker_options or {},
             ) as system:
                 yield system

@@ -71,6 +71,9 @@ STATUS_TEXT: Final[dict[int, str]] = {
     14: "DistributionRunning",
 }
 _NEVER_YEAR: Final = 1753  # the QRS's "no date"
+# Statuses after which an execution result no longer changes (Aborted, FinishedSuccess,
+# FinishedFail, Skipped, Error, Reset).
+FINAL_STATUSES: Final = frozenset({6, 7, 8, 9, 11, 12})
 
 
 @dataclass
@@ -100,8 +103,13 @@ class Enricher:
         self._limit = max_field_length
         self._zone: tzinfo | None = ZoneInfo(qlik.timezone) if qlik.timezone else None
 
-    async def gather(self, datagram: Datagram) -> Gathered:
-        gathered = Gathered()
+    async def gather(self, datagram: Datagram, execution: dict[str, Any] | None = None) -> Gathered:
+        """Ask the QRS about the datagram's task, app, owner, execution and script log.
+
+        ``execution``: the execution result already in hand (the reconciliation sweep read it),
+        so it is not asked for again.
+        """
+        gathered = Gathered(execution=execution)
         try:
             async with asyncio.timeout(self._deadline):
                 await asyncio.gather(
@@ -123,20 +131,38 @@ class Enricher:
         if gathered.task is None:
             gathered.reasons.append("the task is not in the QRS (deleted?)")
             return
-        if TASK_TYPES.get(gathered.task.get("taskType", 0)) != "reload":
-            # Other task types have no reloadtask endpoint; task/full carries their result.
-            gathered.execution = _get(gathered.task, "operational", "lastExecutionResult")
-            return
-        try:
-            reload_task = await self._qrs.reload_task(datagram.task_id)
-        except QrsError as error:
-            gathered.reasons.append(f"execution result lookup failed: {error}")
-            return
-        gathered.execution = _get(reload_task, "operational", "lastExecutionResult")
+        if not _is_final(gathered.execution):
+            await self._execution(datagram, gathered)
         if gathered.execution is None:
-            gathered.reasons.append("the QRS has no execution result for the task")
             return
-        await self._script_log(datagram, gathered)
+        if TASK_TYPES.get(gathered.task.get("taskType", 0)) == "reload":
+            await self._script_log(datagram, gathered)
+
+    async def _execution(self, datagram: Datagram, gathered: Gathered) -> None:
+        """The execution result the datagram names (its execution id), never the task's last
+        one: a retry that succeeded a second later must not turn this failure into a success.
+
+        A run that is not final yet, or not in the QRS yet, is asked for again within a bound.
+        """
+        settings = self._qlik.qrs
+        problem = ""
+        for attempt in range(1, settings.execution_attempts + 1):
+            if attempt > 1:
+                await asyncio.sleep(settings.execution_retry_delay)
+            try:
+                found = await self._qrs.execution(datagram.execution_id)
+            except QrsError as error:
+                problem = f"execution result lookup failed: {error}"
+                continue
+            gathered.execution = found or gathered.execution
+            if _is_final(found):
+                return
+            problem = (
+                f"the QRS has no execution result for execution {datagram.execution_id}"
+                if found is None
+                else f"the execution was still {_status_text(found)}"
+            )
+        gathered.reasons.append(f"{problem} (asked {settings.execution_attempts} times)")
 
     async def _script_log(self, datagram: Datagram, gathered: Gathered) -> None:
         execution = gathered.execution or {}
@@ -160,10 +186,10 @@ class Enricher:
                 # execution result not yet pointing at it: ask again (docs/butler-compatibility.md §2.5).
                 await asyncio.sleep(settings.script_log_retry_delay)
                 try:
-                    refreshed = await self._qrs.reload_task(datagram.task_id)
+                    refreshed = await self._qrs.execution(datagram.execution_id)
                 except QrsError:
                     continue
-                execution = _get(refreshed, "operational", "lastExecutionResult") or execution
+                execution = refreshed or execution
                 gathered.execution = execution
         gathered.reasons.append(f"script log not available: {problem}")
 
@@ -197,6 +223,7 @@ class Enricher:
         kind: Kind,
         received_at: datetime,
         recovers: Recovery | None,
+        source: str = "udp",
     ) -> Event:
         task_json = gathered.task or {}
         text = self._text
@@ -210,9 +237,9 @@ class Enricher:
             partial_reload=task_json.get("isPartialReload"),
             max_retries=task_json.get("maxRetries"),
             session_timeout_minutes=task_json.get("taskSessionTimeout"),
-            next_execution=_time(_get(task_json, "operational", "nextExecution")),
+            next_execution=qrs_datetime(_get(task_json, "operational", "nextExecution")),
             modified_by=_optional(task_json.get("modifiedByUserName"), text),
-            modified_at=_time(task_json.get("modifiedDate")),
+            modified_at=qrs_datetime(task_json.get("modifiedDate")),
         )
         reasons = list(gathered.reasons)
         if datagram.clock_problem:
@@ -221,7 +248,7 @@ class Enricher:
             "event_id": event_id_for(kind, datagram.execution_id),
             "occurred_at": self._occurred_at(datagram, received_at),
             "received_at": received_at,
-            "source": "udp",
+            "source": source,
             "sense_host": datagram.host,
             "log_timestamp": datagram.log_timestamp,
             "task": task,
@@ -279,10 +306,10 @@ class Enricher:
             else None,
             file_size=app.get("fileSize"),
             published=app.get("published"),
-            publish_time=_time(app.get("publishTime")),
-            last_reload=_time(app.get("lastReloadTime")),
+            publish_time=qrs_datetime(app.get("publishTime")),
+            last_reload=qrs_datetime(app.get("lastReloadTime")),
             modified_by=_optional(app.get("modifiedByUserName"), text),
-            modified_at=_time(app.get("modifiedDate")),
+            modified_at=qrs_datetime(app.get("modifiedDate")),
             tags=_tags(app, text),
             custom_properties=_custom_properties(app, text),
             owner=owner,
@@ -348,18 +375,27 @@ def _execution(
         status_code=status,
         status=STATUS_TEXT.get(status) if isinstance(status, int) else None,
         node=_optional(result.get("executingNodeName"), text),
-        started_at=_time(result.get("startTime")),
-        stopped_at=_time(result.get("stopTime")),
+        started_at=qrs_datetime(result.get("startTime")),
+        stopped_at=qrs_datetime(result.get("stopTime")),
         duration_ms=result.get("duration"),
         details=[
             ExecutionDetail(
-                at=_time(detail.get("detailCreatedDate")),
+                at=qrs_datetime(detail.get("detailCreatedDate")),
                 message=text(detail.get("message", "")),
                 detail_type=detail.get("detailsType"),
             )
             for detail in details
         ],
     )
+
+
+def _status_text(execution: dict[str, Any]) -> str:
+    status = execution.get("status")
+    return STATUS_TEXT.get(status, f"status {status}") if isinstance(status, int) else "unknown"
+
+
+def _is_final(execution: dict[str, Any] | None) -> bool:
+    return execution is not None and execution.get("status") in FINAL_STATUSES
 
 
 def _get(data: Any, *keys: str) -> Any:
@@ -391,7 +427,7 @@ def _custom_properties(item: dict[str, Any], text: Callable[[Any], str]) -> dict
     return found
 
 
-def _time(value: Any) -> datetime | None:
+def qrs_datetime(value: Any) -> datetime | None:
     """A QRS timestamp; None for its 1753 "never" placeholder or anything unreadable."""
     if not isinstance(value, str) or not value:
         return None

@@ -81,15 +81,34 @@ class QrsClient:
         found = await self._get(f"user/{user_id}")
         return self._store(key, found if isinstance(found, dict) else None)
 
-    async def reload_task(self, task_id: str) -> dict[str, Any] | None:
-        """Q4 ``reloadtask/{id}``: the last execution result (never cached: it changes)."""
-        found = await self._get(f"reloadtask/{task_id}")
-        return found if isinstance(found, dict) else None
+    async def execution(self, execution_id: str) -> dict[str, Any] | None:
+        """``executionresult/full`` for the scheduler's execution id: the run the datagram names
+        (never cached: it changes until the run is final); None if the QRS has no such run."""
+        found = await self.execution_results(f"executionID eq {execution_id}")
+        return found[0] if len(found) == 1 else None
+
+    async def execution_results(
+        self, filter_: str, *, orderby: str | None = None
+    ) -> list[dict[str, Any]]:
+        """``executionresult/full?filter=…``: every execution result the filter selects."""
+        params = {"filter": filter_} | ({"orderby": orderby} if orderby else {})
+        found = await self._get("executionresult/full", params)
+        if not isinstance(found, list):
+            raise QrsError("executionresult/full: the answer is not a list")
+        return [item for item in found if isinstance(item, dict)]
+
+    async def count_execution_results(self, filter_: str) -> int:
+        """``executionresult/count?filter=…``: how many the filter selects (``{"value": N}``)."""
+        found = await self._get("executionresult/count", {"filter": filter_})
+        value = found.get("value") if isinstance(found, dict) else None
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise QrsError("executionresult/count: the answer has no count")
+        return value
 
     async def script_log(
         self, task_id: str, file_reference: str, result_id: str | None
     ) -> str | None:
-        """The script log of the last execution: Q5 (or the newer Q6) for a reference, then Q7.
+        """The script log of one execution: Q5 (or the newer Q6) for a reference, then Q7.
 
         None when the execution has no log (all-zero file reference). Raises :class:`QrsError`
         when the log exists but could not be fetched.

@@ -10,6 +10,8 @@ the others (``herald_ingest.poison``); datagrams the state disk will not take wa
 it does (``herald_ingest.unstored``).
 The same commit keeps the event until every subscriber service has acknowledged it, and resends
 it if one does not (``redelivery.py``): what the broker loses is published again.
+The reconciliation sweep (``reconcile.py``) stores, through the same ``_store_event``, the runs
+the QRS knows and no datagram reported.
 The enrichers, the outbox loop and the broker connection are vital tasks: if one ends,
 ``/readyz`` and ``/livez`` say which and why (``herald_shared.supervision``).
 """
@@ -28,12 +30,14 @@ from pathlib import Path
 from herald_ingest import datagram as datagrams
 from herald_ingest.datagram import Datagram, Rejection
 from herald_ingest.enrich import Enricher, Gathered, kind_of_distribute
+from herald_ingest.lease import Lease
 from herald_ingest.listener import Address, Listener, SourceFilter, listen
 from herald_ingest.poison import Retries
 from herald_ingest.qrs import QrsClient
+from herald_ingest.reconcile import Sweep
 from herald_ingest.redelivery import Redelivery
 from herald_ingest.settings import IngestSettings, QlikSettings
-from herald_ingest.state import IngestState, Stored
+from herald_ingest.state import IngestState, Stored, seen_key
 from herald_ingest.unstored import Checked, Unstored
 from herald_shared import events, metrics, topics
 from herald_shared.bus import Bus, Message
@@ -70,11 +74,17 @@ class IngestService:
         self._prefix = broker.topic_prefix
         self._db = database_for(Path(config.ingest.state_dir), NAME)
         self._state = IngestState(self._db)
+        self._lease_topic = topics.lease_topic(broker.topic_prefix, NAME, "reconcile")
+        # The sweep's lease (so that two ingests sweep once), and the subscriber services'
+        # statuses and acknowledgements (so that what the broker loses is sent again).
         self.bus = Bus(
             broker,
             NAME,
-            subscriptions=Redelivery.subscriptions(broker.topic_prefix),
+            subscriptions=[self._lease_topic, *Redelivery.subscriptions(broker.topic_prefix)],
             handler=self._on_message,
+        )
+        self._lease = Lease(
+            self.bus, self._lease_topic, broker.instance, config.ingest.reconcile.interval
         )
         self.outbox = Outbox(self._db, self.bus)
         self.redelivery = Redelivery(
@@ -96,6 +106,17 @@ class IngestService:
             supervisor=self._supervisor,
         )
         self._queue = self._enrichers.queue
+        self.sweep = Sweep(
+            config.ingest.reconcile,
+            qrs=self._qrs,
+            enricher=self._enricher,
+            db=self._db,
+            state=self._state,
+            store=self._store_event,
+            concurrency=config.ingest.enrichment_concurrency,
+            timezone=config.qlik.timezone,
+            lease=self._lease,
+        )
         self._task_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._listener: Listener | None = None
         self._rejections: dict[str, tuple[float, int]] = {}
@@ -132,6 +153,10 @@ class IngestService:
         self._supervisor.spawn(self.outbox.run(), "the outbox loop")
         forget = every(FORGET_INTERVAL, self._forget_old_datagrams, what="forgetting old datagrams")
         self._supervisor.spawn(forget, "forgetting old datagrams")
+        reconcile = self._settings.reconcile
+        if reconcile.active:
+            sweeping = every(reconcile.interval, self.sweep.run, what="the reconciliation sweep")
+            self._supervisor.spawn(sweeping, "the reconciliation sweep")
         store_held = every(STORE_HELD_INTERVAL, self._store_held, what="storing held datagrams")
         self._supervisor.spawn(store_held, "storing held datagrams")
         redeliver = every(
@@ -159,6 +184,7 @@ class IngestService:
             self._listener.close()
         # What is cancelled is still in the inbox: enriched again at the next start.
         await self._enrichers.stop(STOP_GRACE, what="datagrams")
+        await self.sweep.release()
         if self.bus.connected:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.outbox.wait_empty(), 3.0)
@@ -186,8 +212,12 @@ class IngestService:
         return self._supervisor.health()
 
     async def _on_message(self, message: Message) -> None:
-        """Subscriber services' statuses and acknowledgements (``redelivery.py``)."""
-        self.redelivery.handle(message.topic, message.payload)
+        """The sweep's lease (``lease.py``), or subscriber services' statuses and
+        acknowledgements (``redelivery.py``)."""
+        if message.topic == self._lease_topic:
+            await self._lease.on_message(message)
+        else:
+            self.redelivery.handle(message.topic, message.payload)
 
     # --- receiving -----------------------------------------------------------------------
 
@@ -234,7 +264,7 @@ class IngestService:
             with self._db.transaction():
                 for item in checked:
                     parsed = item.parsed
-                    key = f"{parsed.outcome}:{parsed.execution_id}"
+                    key = seen_key(parsed.outcome, parsed.execution_id)
                     if self._state.seen_recently(key, window_start):
                         duplicates.append(parsed)
                         continue
@@ -321,11 +351,8 @@ class IngestService:
         event = self._enricher.build(
             parsed, gathered, kind=kind, received_at=received_at, recovers=recovers
         )
-        topic, payload = topics.topic_of(self._prefix, event), events.encode(event)
         with self._db.transaction():
-            seq = self.outbox.add(topic, payload)
-            self.redelivery.track(event.event_id, topic, payload, seq)
-            self._state.record_outcome(event)
+            self._store_event(event)
             self._state.done(stored.seq)
         metrics.ENRICHMENTS.labels(service=NAME, status=event.enrichment.status).inc()
         metrics.ENRICHMENT_SECONDS.labels(service=NAME).observe(time.time() - stored.received_at)
@@ -338,6 +365,14 @@ class IngestService:
             )
         else:
             log.info("%s of task %r published", event.kind, event.task.name)
+
+    def _store_event(self, event: events.Event) -> None:
+        """Within the caller's transaction: the event into the outbox, kept until every
+        subscriber service has acknowledged it, and the task's outcome."""
+        topic, payload = topics.topic_of(self._prefix, event), events.encode(event)
+        seq = self.outbox.add(topic, payload)
+        self.redelivery.track(event.event_id, topic, payload, seq)
+        self._state.record_outcome(event)
 
     async def _recheck_distribute_later(
         self, stored: Stored, parsed: Datagram, reasons: list[str]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Literal, get_args
 
 from pydantic import Field, SecretStr, field_validator
 
@@ -19,6 +20,35 @@ class UdpSettings(Section):
     receive_buffer_bytes: int = Field(default=32 * 2**20, ge=65536)
     max_datagram_bytes: int = Field(default=65507, ge=512, le=65507)
     max_field_length: int = Field(default=500, ge=50)
+
+
+MAX_LOOKBACK = 24 * 3600.0
+SweptOutcome = Literal["failed", "aborted", "succeeded"]
+
+
+class ReconcileSettings(Section):
+    """``ingest.reconcile``: the sweep that asks the QRS for runs no datagram reported."""
+
+    enabled: bool = True
+    # How often to sweep; 0 turns the sweep off, as enabled: false does.
+    interval: Duration = Field(default=60.0, ge=0)
+    # A first start (no checkpoint yet) looks back this far, so an upgrade does not alert last
+    # month's failures; at most 24 h.
+    lookback: Duration = Field(default=3600.0, gt=0, le=MAX_LOOKBACK)
+    # Each sweep re-reads this much before its checkpoint: Sense nodes' clocks differ, and the
+    # repository may write a result a little after its stop time.
+    overlap: Duration = Field(default=120.0, ge=0, le=3600)
+    # At most this many execution results in one QRS answer (the sweep splits its window).
+    page_size: int = Field(default=500, ge=10, le=10_000)
+    # The runs it asks for. Successes are what recoveries are made of; a site that wants no
+    # success events at all (no success appender either) can leave them out.
+    outcomes: list[SweptOutcome] = Field(
+        default_factory=lambda: list(get_args(SweptOutcome)), min_length=1
+    )
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and self.interval > 0
 
 
 class RedeliverySettings(Section):
@@ -37,6 +67,7 @@ class RedeliverySettings(Section):
 
 class IngestSettings(ServiceSection):
     udp: UdpSettings = UdpSettings()
+    reconcile: ReconcileSettings = ReconcileSettings()
     redelivery: RedeliverySettings = RedeliverySettings()
     # IP addresses and CIDR ranges (IPv4 and IPv6) of the Sense nodes; empty accepts any source.
     allowed_sources: list[str] = Field(default_factory=list)
@@ -87,6 +118,10 @@ class QrsSettings(Section):
     # The script log is often not downloadable for a moment after the failure (docs/butler-compatibility.md §2.5).
     script_log_attempts: int = Field(default=3, ge=1, le=10)
     script_log_retry_delay: Duration = 2.0
+    # The execution a datagram names may not be final yet when the datagram arrives (the
+    # scheduler sends it as the state changes): ask again this often (Butler: 5 x 1 s).
+    execution_attempts: int = Field(default=5, ge=1, le=30)
+    execution_retry_delay: Duration = 1.0
 
 
 class ScriptLogSettings(Section):

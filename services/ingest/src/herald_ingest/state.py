@@ -8,6 +8,9 @@
   unexpectedly, so the bound on them (``herald_ingest.poison``) holds across restarts.
 - ``last_outcome``: each task's latest outcome, so a success that follows a failure or an abort
   carries ``recovers``.
+- ``reconcile``: the reconciliation sweep's checkpoint, the stop time up to which the QRS's
+  execution results have been turned into events; it is written in the same commit as those
+  events' outbox rows (``herald_ingest.reconcile``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ CREATE TABLE IF NOT EXISTS inbox (
     received_at REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS reconcile (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    checkpoint_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS last_outcome (
     task_id TEXT PRIMARY KEY,
     event_id TEXT NOT NULL,
@@ -38,6 +45,11 @@ CREATE TABLE IF NOT EXISTS last_outcome (
     occurred_at TEXT NOT NULL
 );
 """
+
+
+def seen_key(outcome: str, execution_id: str) -> str:
+    """How the duplicate memory names one report of a run: ``failed:<execution id>``."""
+    return f"{outcome}:{execution_id}"
 
 
 @dataclass(frozen=True)
@@ -66,15 +78,19 @@ class IngestState:
         ).fetchone()
         return row is not None
 
-    def accept(self, key: str, datagram: bytes, now: float) -> int:
-        """Remember the datagram as seen and put it in the inbox; its inbox sequence number."""
-        sql = self._db.connection
-        sql.execute(
+    def mark_seen(self, key: str, now: float) -> None:
+        """Remember an execution as reported (``outcome:execution id``), so that a datagram or a
+        sweep that reports it later is a duplicate."""
+        self._db.connection.execute(
             "INSERT INTO seen (key, seen_at) VALUES (?, ?) "
             "ON CONFLICT (key) DO UPDATE SET seen_at = excluded.seen_at",
             (key, now),
         )
-        cursor = sql.execute(
+
+    def accept(self, key: str, datagram: bytes, now: float) -> int:
+        """Remember the datagram as seen and put it in the inbox; its inbox sequence number."""
+        self.mark_seen(key, now)
+        cursor = self._db.connection.execute(
             "INSERT INTO inbox (datagram, received_at) VALUES (?, ?)", (datagram, now)
         )
         assert cursor.lastrowid is not None
@@ -119,3 +135,15 @@ class IngestState:
     def forget_seen_before(self, before: float) -> None:
         with self._db.transaction() as sql:
             sql.execute("DELETE FROM seen WHERE seen_at < ?", (before,))
+
+    def checkpoint_ms(self) -> int | None:
+        """The sweep's checkpoint (Unix milliseconds); None before the first sweep."""
+        row = self._db.connection.execute("SELECT checkpoint_ms FROM reconcile").fetchone()
+        return None if row is None else int(row[0])
+
+    def set_checkpoint_ms(self, checkpoint_ms: int) -> None:
+        self._db.connection.execute(
+            "INSERT INTO reconcile (id, checkpoint_ms) VALUES (1, ?) "
+            "ON CONFLICT (id) DO UPDATE SET checkpoint_ms = excluded.checkpoint_ms",
+            (checkpoint_ms,),
+        )

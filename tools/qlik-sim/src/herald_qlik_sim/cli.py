@@ -5,6 +5,9 @@
 - ``herald qlik-sim emit failed|aborted|succeeded --to HOST:PORT [--task ID] [--count N]
   [--rate R] [--sim URL --certs DIR]``: scheduler datagrams; with ``--sim`` each one's execution
   is first recorded in that running sim (``POST /control/executions``).
+- ``herald qlik-sim record failed|aborted|succeeded --sim URL [--task ID] [--count N]
+  [--ago SECONDS] [--certs DIR]``: executions recorded in a running sim *without* a datagram,
+  as when a datagram is lost: only the repository (and Herald's reconciliation sweep) knows.
 - ``herald qlik-sim certs --certs DIR``: write (or reuse) the certificates and print their paths.
 - ``herald qlik-sim tasks``: the sim's tasks and their fixed GUIDs.
 """
@@ -19,6 +22,7 @@ import socket
 import ssl
 import sys
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import cast
 from urllib.parse import urlsplit
@@ -28,7 +32,7 @@ import aiohttp
 from herald_qlik_sim import emitter
 from herald_qlik_sim.certs import CertPaths, ensure_certs
 from herald_qlik_sim.data import TASK_FOR_OUTCOME, default_site
-from herald_qlik_sim.executions import SCHEDULER_USER
+from herald_qlik_sim.executions import SCHEDULER_USER, elapsed
 from herald_qlik_sim.faults import Faults
 from herald_qlik_sim.model import OUTCOMES, App, Outcome, Task, TaskType
 from herald_qlik_sim.qrs import ENDPOINTS
@@ -105,6 +109,23 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     )
     _certs_argument(emit)
     emit.set_defaults(handler=_emit)
+
+    record = actions.add_parser(
+        "record", help="record executions in a running sim without sending a datagram (lost ones)"
+    )
+    record.add_argument("outcome", choices=OUTCOMES)
+    record.add_argument(
+        "--sim", required=True, metavar="URL", help="the running sim, https://HOST:PORT"
+    )
+    record.add_argument(
+        "--task", help="task GUID or name (default: the sim's task for the outcome)"
+    )
+    record.add_argument("--count", type=int, default=1, help="how many executions (default 1)")
+    record.add_argument(
+        "--ago", type=float, default=0.0, metavar="SECONDS", help="the runs ended this long ago"
+    )
+    _certs_argument(record)
+    record.set_defaults(handler=_record)
 
     certs = actions.add_parser("certs", help="write or reuse the certificates, print their paths")
     _certs_argument(certs)
@@ -197,9 +218,7 @@ def _emit(arguments: argparse.Namespace) -> int:
         certs = CertPaths(Path(arguments.certs).resolve())
         if not certs.exist():
             return _fail(f"--sim needs the sim's certificates; none in {certs.folder}")
-        parts = urlsplit(arguments.sim)
-        url = f"{parts.scheme or 'https'}://{parts.netloc or parts.path}/control/executions"
-        control = (url, certs.client_context())
+        control = (_control_url(arguments.sim), certs.client_context())
     try:
         return asyncio.run(_send(arguments, outcome, task, app, to, control))
     except (OSError, aiohttp.ClientError) as error:
@@ -250,6 +269,54 @@ async def _send(
         if session is not None:
             await session.close()
     return 0
+
+
+# --- record --------------------------------------------------------------------------------
+
+
+def _record(arguments: argparse.Namespace) -> int:
+    outcome = cast(Outcome, arguments.outcome)
+    if arguments.count < 1:
+        return _fail("--count must be at least 1")
+    if arguments.ago < 0:
+        return _fail("--ago cannot be negative")
+    task = default_site().task(arguments.task or TASK_FOR_OUTCOME[outcome])
+    if task is None:
+        return _fail(f"no task {arguments.task!r} in the sim (see `herald qlik-sim tasks`)")
+    certs = CertPaths(Path(arguments.certs).resolve())
+    if not certs.exist():
+        return _fail(f"--sim needs the sim's certificates; none in {certs.folder}")
+    start = None
+    if arguments.ago:
+        start = datetime.now(UTC) - timedelta(seconds=arguments.ago) - elapsed(task, outcome)
+    body = {"task": task.id, "outcome": outcome} | ({"start": start.isoformat()} if start else {})
+    try:
+        return asyncio.run(
+            _post_executions(_control_url(arguments.sim), certs, body, arguments.count)
+        )
+    except (OSError, aiohttp.ClientError) as error:
+        return _fail(f"cannot reach the sim at {arguments.sim}: {error}")
+
+
+async def _post_executions(url: str, certs: CertPaths, body: dict[str, str], count: int) -> int:
+    connector = aiohttp.TCPConnector(ssl=certs.client_context())
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for _ in range(count):
+            async with session.post(url, json=body) as response:
+                if response.status != 201:
+                    return _fail(
+                        f"the sim refused the execution: {response.status} {await response.text()}"
+                    )
+                result = await response.json()
+            print(
+                f"{result['executionID']}  {result['stopTime']}  {result['taskName']}", flush=True
+            )
+    return 0
+
+
+def _control_url(sim: str) -> str:
+    parts = urlsplit(sim)
+    return f"{parts.scheme or 'https'}://{parts.netloc or parts.path}/control/executions"
 
 
 # --- certs, tasks ----------------------------------------------------------------------------

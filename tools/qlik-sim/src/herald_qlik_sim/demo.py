@@ -86,6 +86,8 @@ async def _show(document: ConfigDocument, process: ProcessSettings, sim: QlikSim
     print(
         "\nHerald keeps running. In another terminal, try:\n"
         f"  scripts/herald qlik-sim emit failed --to 127.0.0.1:{to[1]}\n"
+        f"  scripts/herald qlik-sim record failed --sim {sim.origin} --certs {sim.certs.folder}\n"
+        "    (a failure whose datagram is lost: the reconciliation sweep alerts it within a minute)\n"
         "  scripts/herald send-test --config deploy/config/herald.demo.yaml\n"
         f"Health and metrics: http://127.0.0.1:{process.health.port}/readyz and /metrics. Ctrl-C stops.\n",
         flush=True,

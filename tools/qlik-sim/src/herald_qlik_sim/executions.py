@@ -106,9 +106,16 @@ def record_outcome(
     execution_id: str | None = None,
     node: str | None = None,
     user: str = SCHEDULER_USER,
+    start: datetime | None = None,
 ) -> Execution:
-    """A fresh execution of ``task`` with this outcome, now its last execution result."""
-    execution = new_execution(site, task, outcome, execution_id=execution_id, node=node, user=user)
+    """A fresh execution of ``task`` with this outcome, now its last execution result.
+
+    ``start`` (aware) backdates it, for a repository that holds old failures; by default it
+    ended just now.
+    """
+    execution = new_execution(
+        site, task, outcome, execution_id=execution_id, node=node, user=user, start=start
+    )
     site.record(execution)
     app = site.app_of(task)
     if app is not None and outcome == "succeeded":

@@ -7,7 +7,9 @@ and so do property names. A path that crosses a list (``tags.name``,
 ``customProperties.definition.name``) matches when some element matches; clauses of one ``and``
 that cross the same list must match the *same* element, so
 ``customProperties.definition.name eq 'X' and customProperties.value eq 'Y'`` means "X is set to
-Y" (docs/butler-compatibility.md §2.2 Q10).
+Y" (docs/butler-compatibility.md §2.2 Q10). Dates are ISO strings in one format
+(``2026-12-02T10:00:00.000Z``), so ``stopTime gt '…'`` compares them as text, correctly.
+``orderby=<property> [asc|desc]`` sorts a list (:func:`order`).
 """
 
 from __future__ import annotations
@@ -108,6 +110,27 @@ def select(expression: str | None, documents: list[dict[str, Any]]) -> list[dict
         return documents
     node = parse(expression)
     return [document for document in documents if matches(node, document)]
+
+
+def order(expression: str | None, documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``orderby=stopTime asc`` (or ``desc``; ``asc`` when omitted): a stable sort on one
+    property; documents without it come first, as nulls do in the repository's database."""
+    if expression is None or not expression.strip():
+        return documents
+    words = expression.split()
+    if len(words) > 2 or (len(words) == 2 and words[1].lower() not in ("asc", "desc")):
+        raise FilterError(f"cannot read orderby {expression!r} (expected: property [asc|desc])")
+    key = words[0].lower()
+
+    def sort_key(document: dict[str, Any]) -> tuple[bool, Any]:
+        value = _lower(_get(document, key))
+        return (value is not None, value if value is not None else 0)
+
+    try:
+        ordered = sorted(documents, key=sort_key)
+    except TypeError:
+        raise FilterError(f"cannot order by {words[0]!r}: its values are of mixed types") from None
+    return ordered[::-1] if len(words) == 2 and words[1].lower() == "desc" else ordered
 
 
 def _all_clauses(clauses: list[Clause], document: Any) -> bool:

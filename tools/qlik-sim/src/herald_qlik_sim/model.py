@@ -205,6 +205,11 @@ class Site:
     apps: dict[str, App] = field(default_factory=dict)
     tasks: dict[str, Task] = field(default_factory=dict)
     node: str = "sense-node-1"
+    # Every run by result id, by the scheduler's execution id and by file reference, so that a
+    # sim holding a benchmark's tens of thousands of runs answers one in constant time.
+    by_result_id: dict[str, Execution] = field(default_factory=dict, repr=False)
+    by_execution_id: dict[str, Execution] = field(default_factory=dict, repr=False)
+    by_file_reference: dict[str, Execution] = field(default_factory=dict, repr=False)
 
     def add(self, *items: User | Stream | App | Task) -> None:
         for item in items:
@@ -230,11 +235,10 @@ class Site:
     def record(self, execution: Execution) -> None:
         """Make ``execution`` its task's last execution result."""
         self.tasks[execution.task_id].executions.append(execution)
+        self.by_result_id[execution.id.lower()] = execution
+        self.by_execution_id[execution.execution_id.lower()] = execution
+        if execution.file_reference_id != ZERO_GUID:
+            self.by_file_reference[execution.file_reference_id.lower()] = execution
 
     def execution(self, execution_result_id: str) -> Execution | None:
-        wanted = execution_result_id.lower()
-        for task in self.tasks.values():
-            for execution in task.executions:
-                if execution.id == wanted:
-                    return execution
-        return None
+        return self.by_result_id.get(execution_result_id.lower())

@@ -12,7 +12,14 @@ executions for datagrams sent from another process:
 - ``POST /control`` with ``{"latency": 0.5, "fail_rate": 0.1, ...}`` (any ``Faults`` field, plus
   ``"clear": true`` to reset every fault first, ``"reset_calls": true``, ``"release_hung": true``)
 - ``POST /control/executions`` with ``{"task": id or name, "outcome": "failed",
-  "execution_id": "...", "node": "...", "user": "..."}`` → the new execution result (201)
+  "execution_id": "...", "node": "...", "user": "...", "start": ISO time}`` → the new execution
+  result (201), without a datagram: a run whose datagram was lost (``herald qlik-sim record``);
+  ``"execution_ids": [...]`` instead of ``execution_id`` records one run each, answering a list
+
+``executionresult``, ``executionresult/full`` and ``executionresult/count`` take the QRS
+``filter=`` syntax (``filters``) and ``orderby=<property> asc|desc``; like the real QRS list
+endpoints they have no skip/take, so a client pages by narrowing the filter (the sweep in
+``services/ingest/src/herald_ingest/reconcile.py`` counts first, then splits the window).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import json
 import re
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from aiohttp import web
@@ -30,7 +38,7 @@ from aiohttp import web
 from herald_qlik_sim import filters, shapes
 from herald_qlik_sim.executions import SCHEDULER_USER, record_outcome
 from herald_qlik_sim.faults import Call, CallLog, FaultError, Faults
-from herald_qlik_sim.model import OUTCOMES, ZERO_GUID, Execution, Outcome, Site, Task, TaskType
+from herald_qlik_sim.model import OUTCOMES, Execution, Outcome, Site, Task, TaskType
 
 ENDPOINTS: Final = (
     "task",  # Q1
@@ -43,12 +51,16 @@ ENDPOINTS: Final = (
     "app",  # Q8
     "user",  # Q9
     "about",
+    "executionresult",  # the reconciliation sweep and the exact execution of a datagram
+    "executionresult_full",
+    "executionresult_count",
 )
 UNMATCHED: Final = "unmatched"
 
 _XRFKEY = re.compile(r"^[A-Za-z0-9]{16}$")
 _QLIK_USER = re.compile(r"^\s*userdirectory\s*=\s*[^;=]+;\s*userid\s*=\s*[^;=]+;?\s*$", re.I)
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+_EXACT_EXECUTION = re.compile(r"^\s*executionID\s+eq\s+([0-9A-Fa-f-]{36})\s*$", re.I)
 _XSRF_MESSAGE = "XSRF prevention check failed. Possible XSRF discovered."
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -79,6 +91,9 @@ class Qrs:
         routes = [
             ("/qrs/about", self._about, "about"),
             ("/qrs/task", self._task, "task"),
+            ("/qrs/executionresult", self._executionresult, "executionresult"),
+            ("/qrs/executionresult/full", self._executionresult_full, "executionresult_full"),
+            ("/qrs/executionresult/count", self._executionresult_count, "executionresult_count"),
             ("/qrs/task/full", self._task_full, "task_full"),
             ("/qrs/app/full", self._app_full, "app_full"),
             ("/qrs/app/{id}", self._app, "app"),
@@ -177,6 +192,59 @@ class Qrs:
             raise web.HTTPNotFound(text='Cannot find the item for the "Get" operation.')
         return _json(shapes.user(user))
 
+    # --- execution results: what the reconciliation sweep reads --------------------------------
+
+    def _execution_results(
+        self, request: web.Request, *, read: bool = True
+    ) -> list[tuple[Execution, dict[str, Any]]]:
+        """Every execution of every task still there, in its full form, filtered and ordered.
+
+        Each execution returned counts as a read for ``zero_file_reference``, as ``reloadtask``
+        (a count reads none).
+        """
+        tasks = {task.id: task for task in self._tasks()}
+        exact = _EXACT_EXECUTION.match(request.query.get("filter") or "")
+        if exact is None:
+            runs = [e for task in tasks.values() for e in task.executions]
+        else:
+            # One run by its execution id, the call of every datagram: no need to render the
+            # whole history (a benchmark's sim holds tens of thousands of runs).
+            run = self.site.by_execution_id.get(exact.group(1).lower())
+            runs = [run] if run is not None and run.task_id in tasks else []
+        by_id = {e.id: e for e in runs}
+        documents = [
+            shapes.execution_result_full(e, tasks[e.task_id], hide_file_reference=False)
+            for e in by_id.values()
+        ]
+        chosen = _select(request, documents)
+        try:
+            chosen = filters.order(request.query.get("orderby"), chosen)
+        except filters.FilterError as error:
+            raise web.HTTPBadRequest(text=str(error)) from None
+        found: list[tuple[Execution, dict[str, Any]]] = []
+        for document in chosen:
+            execution = by_id[document["id"]]
+            if not read:
+                found.append((execution, document))
+                continue
+            execution.reads += 1
+            if execution.reads <= self.faults.zero_file_reference:
+                task = tasks[execution.task_id]
+                document = shapes.execution_result_full(execution, task, hide_file_reference=True)
+            found.append((execution, document))
+        return found
+
+    async def _executionresult(self, request: web.Request) -> web.Response:
+        chosen = self._execution_results(request)
+        return _json([shapes.execution_result_condensed(execution) for execution, _ in chosen])
+
+    async def _executionresult_full(self, request: web.Request) -> web.Response:
+        return _json([document for _, document in self._execution_results(request)])
+
+    async def _executionresult_count(self, request: web.Request) -> web.Response:
+        """``{"value": N}``, as the QRS counts any entity."""
+        return _json({"value": len(self._execution_results(request, read=False))})
+
     def _reload_task(self, request: web.Request) -> Task:
         task_id = _guid(request)
         task = self.site.tasks.get(task_id)
@@ -198,22 +266,15 @@ class Qrs:
         """Q5: ``?fileReferenceId=`` → a download reference."""
         task = self._reload_task(request)
         wanted = _query(request, "fileReferenceId").lower()
-        execution = next(
-            (
-                execution
-                for execution in task.executions
-                if execution.file_reference_id == wanted and wanted != ZERO_GUID
-            ),
-            None,
-        )
-        return self._reference(execution)
+        execution = self.site.by_file_reference.get(wanted)
+        return self._reference(execution if execution and execution.task_id == task.id else None)
 
     async def _scriptlogfile(self, request: web.Request) -> web.Response:
         """Q6 (QRS May 2025): ``?executionResultId=`` → a download reference."""
         task = self._reload_task(request)
         wanted = _query(request, "executionResultId").lower()
-        execution = next((item for item in task.executions if item.id == wanted), None)
-        return self._reference(execution)
+        execution = self.site.execution(wanted)
+        return self._reference(execution if execution and execution.task_id == task.id else None)
 
     def _reference(self, execution: Execution | None) -> web.Response:
         if execution is None or not execution.script_log:
@@ -270,15 +331,31 @@ class Qrs:
         if outcome not in OUTCOMES:
             raise web.HTTPBadRequest(text=f"outcome must be one of {', '.join(OUTCOMES)}")
         chosen: Outcome = outcome
-        execution = record_outcome(
-            self.site,
-            task,
-            chosen,
-            execution_id=_optional_text(body, "execution_id"),
-            node=_optional_text(body, "node"),
-            user=_optional_text(body, "user") or SCHEDULER_USER,
-        )
-        return _json(shapes.execution_result(execution, task) | {"taskName": task.name}, status=201)
+        many = body.get("execution_ids")
+        if many is not None and (
+            not isinstance(many, list) or not all(isinstance(e, str) and e for e in many)
+        ):
+            raise web.HTTPBadRequest(text="execution_ids must be a list of non-empty strings")
+        ids = many if many is not None else [_optional_text(body, "execution_id")]
+        node, start = _optional_text(body, "node"), _optional_time(body, "start")
+        user = _optional_text(body, "user") or SCHEDULER_USER
+        recorded = [
+            shapes.execution_result(
+                record_outcome(
+                    self.site,
+                    task,
+                    chosen,
+                    execution_id=execution_id,
+                    node=node,
+                    user=user,
+                    start=start,
+                ),
+                task,
+            )
+            | {"taskName": task.name}
+            for execution_id in ids
+        ]
+        return _json(recorded if many is not None else recorded[0], status=201)
 
 
 def _refusal(request: web.Request) -> str | None:
@@ -321,6 +398,17 @@ async def _body(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(text="the body must be a JSON object")
     return body
+
+
+def _optional_time(body: dict[str, Any], name: str) -> datetime | None:
+    text = _optional_text(body, name)
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"{name} must be an ISO 8601 time, got {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _optional_text(body: dict[str, Any], name: str) -> str | None:

@@ -16,6 +16,7 @@ import asyncio
 import os
 import socket
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 
@@ -118,8 +119,10 @@ class QlikSim:
         execution_id: str | None = None,
         node: str | None = None,
         user: str = SCHEDULER_USER,
+        start: datetime | None = None,
     ) -> Execution:
-        """A fresh execution result for the task (its new last execution), without a datagram."""
+        """A fresh execution result for the task (its new last execution), without a datagram:
+        a run whose datagram was lost, which only the repository knows about."""
         return record_outcome(
             self.site,
             self.task(outcome, task),
@@ -127,6 +130,7 @@ class QlikSim:
             execution_id=execution_id,
             node=node,
             user=user,
+            start=start,
         )
 
     async def emit(

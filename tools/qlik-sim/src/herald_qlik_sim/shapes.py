@@ -205,6 +205,22 @@ def execution_result(
     }
 
 
+def execution_result_full(execution: Execution, task: Task, *, hide_file_reference: bool) -> Json:
+    """``executionresult/full``: the result with the bookkeeping fields of a QRS entity."""
+    return {
+        **execution_result(execution, task, hide_file_reference=hide_file_reference),
+        "createdDate": qrs_time(execution.start),
+        "modifiedDate": qrs_time(execution.stop),
+        "modifiedByUserName": "INTERNAL\\sa_scheduler",
+        "schemaPath": "ExecutionResult",
+    }
+
+
+def execution_result_condensed(execution: Execution) -> Json:
+    """``executionresult``: the condensed form, as for other entities without a name."""
+    return {"id": execution.id, "privileges": None}
+
+
 def operational(task: Task, *, hide_file_reference: bool = False) -> Json:
     return {
         "id": task.operational_id,
