@@ -1,5 +1,9 @@
 """What templates see: the event's facts as plain values, and the script-log excerpt.
 
+Butler's field names (:func:`herald_shared.butler_fields.butler_fields`) are there too, with
+``scriptLogHead``/``scriptLogTail`` cut to this target's ``head_lines``/``tail_lines`` as Butler
+did per destination, so a converted Butler template renders (docs/templates.md).
+
 The excerpt is kept as lines (real line breaks, never the two characters ``\\n``) and trimmed
 by :func:`fit_lines` to what a platform accepts, with a visible note saying what was left out.
 """
@@ -11,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from herald_shared.butler_fields import butler_fields
 from herald_shared.events import Event, TaskSucceeded
 from herald_shared.outcomes import Outcome
 
@@ -113,6 +118,11 @@ def build(event: Event, outcome: Outcome, target: ChatTarget) -> dict[str, Any]:
     recovers = event.recovers if isinstance(event, TaskSucceeded) else None
     links = event.links
     return {
+        **butler_fields(event),
+        "scriptLogHead": "\n".join(head),
+        "scriptLogHeadCount": len(head),
+        "scriptLogTail": "\n".join(tail),
+        "scriptLogTailCount": len(tail),
         "outcome": outcome,
         "title": TITLES[outcome],
         "kind": event.kind,

@@ -39,6 +39,24 @@ Script log (scriptLogSize, scriptLogSizeRows, scriptLogHead, …)
 Links (qlikSenseQMC, qlikSenseHub, genericUrls)
     ``qlik_sense_qmc``, ``qlik_sense_hub``, ``generic_urls`` (list of ``{id, link_text, comment,
     url}``).
+Butler's names (taskName, appOwnerEmail, scriptLogHead, executionStartTime.startTimeLocal1, …)
+    every field of :func:`herald_shared.butler_fields.butler_fields`, so Butler's templates
+    render unchanged once converted to Jinja2 (docs/templates.md gives each one's type and an
+    example). A missing value is ``""`` there, as Butler rendered it:
+    ``hostName``, ``user``, ``taskName``, ``taskId``, ``taskTags``, ``taskCustomProperties``,
+    ``taskIsManuallyTriggered``, ``taskIsPartialReload``, ``taskMaxRetries``,
+    ``taskModifiedByUsername``, ``taskModifiedDate``, ``taskSessionTimeout``,
+    ``taskNextExecution``, ``appName``, ``appId``, ``appUrl``, ``appDescription``,
+    ``appFileSize``, ``appLastSuccessfulReload``, ``appLastModifiedDate``,
+    ``appLastModifiedByUserName``, ``appPublishTime``, ``appPublished``, ``appStreamName``,
+    ``appTags``, ``appCustomProperties``, ``appOwnerName``, ``appOwnerUserId``,
+    ``appOwnerUserDirectory``, ``appOwnerEmail``, ``logTimeStamp``, ``logLevel``,
+    ``logMessage``, ``executingNodeName``, ``executionDuration``, ``executionStartTime``,
+    ``executionStopTime``, ``executionStatusNum``, ``executionStatusText``,
+    ``executionDetails``, ``executionDetailsConcatenated``, ``scriptLogSize``,
+    ``scriptLogSizeRows``, ``scriptLogSizeCharacters``, ``scriptLogHead``,
+    ``scriptLogHeadCount``, ``scriptLogTail``, ``scriptLogTailCount``, ``qlikSenseQMC``,
+    ``qlikSenseHub``, ``genericUrls``.
 """
 
 from __future__ import annotations
@@ -46,6 +64,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from herald_shared.butler_fields import butler_fields
 from herald_shared.events import Event, TaskSucceeded
 from herald_shared.outcomes import outcome_of
 
@@ -95,6 +114,7 @@ def build_context(event: Event) -> dict[str, Any]:
     recovers = event.recovers if isinstance(event, TaskSucceeded) else None
     full_text = script_log.full_text if script_log is not None else None
     return {
+        **butler_fields(event),
         # alert
         "outcome": outcome_of(event),
         "kind": event.kind,
