@@ -229,3 +229,41 @@ def test_butler_local_times_are_in_the_site_time_zone() -> None:
     fields = butler_fields(sample_failed(), ZoneInfo("America/New_York"))
     assert fields["executionStopTime"]["stopTimeLocal1"] == "2021-02-16 03:24:59"
     assert fields["executionDetails"][0]["timestampLocal1"] == "2021-02-16 03:24:40"
+
+
+def _with(path: Path, change: dict[str, object]) -> None:
+    document = yaml.safe_load(path.read_text())
+    for dotted, value in change.items():
+        *parents, last = dotted.split(".")
+        node = document
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        node[last] = value
+    path.write_text(yaml.safe_dump(document))
+
+
+def test_local_times_follow_qlik_timezone_and_a_destinations_own_zone(
+    imported: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    config = imported[0] / "herald.yaml"
+    _with(
+        config,
+        {"qlik.timezone": "Europe/Stockholm", "chat_notifier.slack.1.timezone": "America/New_York"},
+    )
+    mail = herald("render", "--config", config, "--destination", "email-failed", "--kind", "failed")
+    assert "<td>Started</td><td>2021-02-16 09:24:40</td>" in mail.stdout, mail.stderr
+    slack = herald(
+        "render", "--config", config, "--destination", "slack:butler-aborted", "--kind", "aborted"
+    )
+    assert "aborted on pro2-win1 at 2024-10-10 09:30:21" in slack.stdout, slack.stderr
+
+
+def test_a_time_zone_that_does_not_exist_is_a_configuration_error(
+    imported: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    config = imported[0] / "herald.yaml"
+    _with(config, {"emailer.timezone": "Europe/Stockholmm"})
+    checked = herald("check-config", "--config", config)
+    assert checked.returncode == 2
+    assert "emailer.timezone" in checked.stderr
+    assert "'Europe/Stockholmm' is not an IANA time zone name" in checked.stderr

@@ -6,19 +6,51 @@ meaning of each). As in Butler, a value the event does not carry is the empty st
 rendered a missing field as nothing), never ``None``, so a converted template prints the same.
 
 Times come in Butler's five local formats (``startTimeLocal1..5``, ``stopTimeLocal1..5``,
-``timestampLocal1..5``) in the site's time zone: the ``zone`` argument, or this host's zone as
-Butler did. ``Local2``-``Local5`` are Luxon's en-US formats; ``Local5`` equals ``Local4``, as in
+``timestampLocal1..5``) in the site's time zone: a destination's ``timezone``, else
+``qlik.timezone`` (:func:`site_zone`), else this host's zone, as Butler did. ``Local2``-``Local5`` are Luxon's en-US formats; ``Local5`` equals ``Local4``, as in
 Butler (https://github.com/ptarmiganlabs/butler/blob/master/src/qrs_util/reload_task_execution_results.js).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, tzinfo
-from typing import Any
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AfterValidator
 
 from herald_shared.events import Event, ExecutionDetail
 
-__all__ = ["butler_fields", "local_times"]
+__all__ = ["TimeZoneName", "butler_fields", "local_times", "site_zone", "zone"]
+
+
+def _known_zone(name: str | None) -> str | None:
+    if name is not None:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"{name!r} is not an IANA time zone name (e.g. Europe/Stockholm, UTC)"
+            ) from None
+    return name
+
+
+#: A configuration key holding an IANA time zone name; None: the site's (see :func:`site_zone`).
+TimeZoneName = Annotated[str | None, AfterValidator(_known_zone)]
+
+
+def site_zone(document: Mapping[str, Any], own: str | None) -> str | None:
+    """A destination's time zone: its own, else ``qlik.timezone``, else None (this host's)."""
+    if own is not None:
+        return own
+    qlik = document.get("qlik")
+    name = qlik.get("timezone") if isinstance(qlik, dict) else None
+    return _known_zone(str(name)) if name else None
+
+
+def zone(name: str | None) -> tzinfo | None:
+    return ZoneInfo(name) if name else None
 
 
 def _clock(moment: datetime) -> str:

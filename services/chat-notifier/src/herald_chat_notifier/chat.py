@@ -19,6 +19,7 @@ from herald_chat_notifier import context as contexts
 from herald_chat_notifier import metrics, templating
 from herald_chat_notifier.webhook import Rejected, Webhook
 from herald_shared import samples
+from herald_shared.butler_fields import TimeZoneName
 from herald_shared.config import Duration, Section
 from herald_shared.delivery.destination import Destination, PermanentError, Skipped, Target
 from herald_shared.events import Event
@@ -44,6 +45,9 @@ class ChatTarget(Section):
     timeout: Duration = 10.0  # one HTTP request
     # Folder with <outcome>.yaml or <outcome>.json payload structures replacing the built-in ones.
     template_dir: Path | None = None
+    # Butler's local-time fields (startTimeLocal1, …) are in this zone; None: qlik.timezone,
+    # else this host's (herald_shared.butler_fields.site_zone).
+    timezone: TimeZoneName = None
 
 
 class ChatDestination(Destination):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from herald_shared.butler_fields import butler_fields
+from herald_shared.butler_fields import butler_fields, zone
 from herald_shared.events import Event, TaskSucceeded
 from herald_shared.outcomes import Outcome
 
@@ -118,7 +118,7 @@ def build(event: Event, outcome: Outcome, target: ChatTarget) -> dict[str, Any]:
     recovers = event.recovers if isinstance(event, TaskSucceeded) else None
     links = event.links
     return {
-        **butler_fields(event),
+        **butler_fields(event, zone(target.timezone)),
         "scriptLogHead": "\n".join(head),
         "scriptLogHeadCount": len(head),
         "scriptLogTail": "\n".join(tail),

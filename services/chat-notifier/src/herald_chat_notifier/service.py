@@ -7,11 +7,14 @@ from pathlib import Path
 
 from herald_chat_notifier.destinations import slack, teams
 from herald_chat_notifier.settings import ChatNotifierSettings
+from herald_shared.butler_fields import site_zone
+from herald_shared.config import ConfigDocument
 from herald_shared.delivery import destination
 from herald_shared.runtime import Context, ServiceSpec
 from herald_shared.subscriber import SubscriberService
 
 NAME = "chat-notifier"
+SECTION = "chat_notifier"
 
 #: The destination modules, in the order their destinations are built.
 DESTINATIONS: tuple[destination.DestinationModule, ...] = (slack, teams)
@@ -29,6 +32,20 @@ def build(settings: ChatNotifierSettings, context: Context) -> SubscriberService
     )
 
 
+def configure(document: ConfigDocument) -> ChatNotifierSettings:
+    """The section, each target's time zone defaulting to ``qlik.timezone``."""
+    settings = document.section(SECTION, ChatNotifierSettings)
+    return settings.model_copy(
+        update={
+            platform: [
+                target.model_copy(update={"timezone": site_zone(document.data, target.timezone)})
+                for target in getattr(settings, platform)
+            ]
+            for platform in ("slack", "teams")
+        }
+    )
+
+
 SERVICE = ServiceSpec(
-    name=NAME, section="chat_notifier", settings=ChatNotifierSettings, build=build
+    name=NAME, section=SECTION, settings=ChatNotifierSettings, build=build, configure=configure
 )

@@ -61,7 +61,7 @@ Butler's names (taskName, appOwnerEmail, scriptLogHead, executionStartTime.start
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 from herald_shared.butler_fields import butler_fields
@@ -106,7 +106,8 @@ def _duration(milliseconds: int | None) -> dict[str, Any] | None:
     }
 
 
-def build_context(event: Event) -> dict[str, Any]:
+def build_context(event: Event, zone: tzinfo | None = None) -> dict[str, Any]:
+    """The fields for ``event``; Butler's local times are in ``zone`` (None: this host's)."""
     task, app, execution = event.task, event.app, event.execution
     owner = app.owner if app is not None else None
     script_log = event.script_log
@@ -114,7 +115,7 @@ def build_context(event: Event) -> dict[str, Any]:
     recovers = event.recovers if isinstance(event, TaskSucceeded) else None
     full_text = script_log.full_text if script_log is not None else None
     return {
-        **butler_fields(event),
+        **butler_fields(event, zone),
         # alert
         "outcome": outcome_of(event),
         "kind": event.kind,

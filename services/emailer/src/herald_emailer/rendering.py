@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 
 from herald_emailer.context import build_context
+from herald_shared.butler_fields import zone
 from herald_shared.config import ConfigError
 from herald_shared.events import Event
 from herald_shared.outcomes import outcome_of
@@ -63,7 +64,10 @@ def _environment(template_dir: Path | None, *, autoescape: bool | Any) -> jinja2
 class Renderer:
     """One outcome's templates, compiled once."""
 
-    def __init__(self, settings: OutcomeSettings, template_dir: Path | None) -> None:
+    def __init__(
+        self, settings: OutcomeSettings, template_dir: Path | None, timezone: str | None = None
+    ) -> None:
+        self._zone = zone(timezone)
         html_env = _environment(template_dir, autoescape=jinja2.select_autoescape(["html", "htm"]))
         text_env = _environment(template_dir, autoescape=False)
         self._subject = text_env.from_string(settings.subject)
@@ -71,18 +75,20 @@ class Renderer:
         self._text = text_env.get_template(settings.text_template)
 
     def render(self, event: Event) -> Rendered:
-        context = build_context(event)
+        context = build_context(event, self._zone)
         subject = " ".join(self._subject.render(context).split())  # one line, no header injection
         return Rendered(
             subject=subject, text=self._text.render(context), html=self._html.render(context)
         )
 
 
-def load_renderer(name: str, settings: OutcomeSettings, template_dir: Path | None) -> Renderer:
+def load_renderer(
+    name: str, settings: OutcomeSettings, template_dir: Path | None, timezone: str | None = None
+) -> Renderer:
     """Compile an outcome's templates; a missing or broken one is a :class:`ConfigError`."""
     where = f"emailer.{name}"
     try:
-        return Renderer(settings, template_dir)
+        return Renderer(settings, template_dir, timezone)
     except jinja2.TemplateSyntaxError as error:
         place = error.filename or error.name or f"{where}.subject"
         raise ConfigError(

@@ -20,6 +20,7 @@ from typing import Any
 import jinja2
 
 from herald_shared import config, events
+from herald_shared.butler_fields import site_zone
 from herald_shared.cli import add_config_argument
 from herald_shared.events import Event, TaskFailed
 from herald_shared.outcomes import Outcome
@@ -101,8 +102,11 @@ def _email(document: config.ConfigDocument, outcome: str, event: Event) -> str:
     if outcome not in KINDS:
         raise RenderError(f"email-{outcome}: the e-mail destinations are email-{'/'.join(KINDS)}")
     settings = _section(document, "emailer", EmailerSettings)
+    timezone = site_zone(document.data, settings.timezone)
     try:
-        rendered = Renderer(settings.outcome(outcome), settings.template_dir).render(event)
+        rendered = Renderer(settings.outcome(outcome), settings.template_dir, timezone).render(
+            event
+        )
     except jinja2.TemplateError as error:
         raise RenderError(f"{_where(error)}: {error}") from None
     return f"Subject: {rendered.subject}\n\n--- text ---\n{rendered.text}\n--- html ---\n{rendered.html}\n"
@@ -132,7 +136,10 @@ def _chat(
             f"chat_notifier.{platform} has no target named {name!r} (there are: {', '.join(targets) or 'none'})"
         )
     kind_class = SlackDestination if platform == "slack" else TeamsDestination
-    destination = kind_class(targets[name], service="render")
+    target = targets[name].model_copy(
+        update={"timezone": site_zone(document.data, targets[name].timezone)}
+    )
+    destination = kind_class(target, service="render")
     context = contexts.build(event, kind, destination.target)
     try:
         payload = destination.formatted(destination._template(kind), context)

@@ -18,6 +18,7 @@ from herald_emailer.recipients import recipients
 from herald_emailer.rendering import Rendered, Renderer, check_renderer, fallback, load_renderer
 from herald_emailer.smtp import SmtpSettings, SmtpTransport
 from herald_shared import samples
+from herald_shared.butler_fields import TimeZoneName
 from herald_shared.config import ConfigError, Duration, Section
 from herald_shared.delivery.destination import Context, Destination, Target
 from herald_shared.events import Event
@@ -116,6 +117,9 @@ class EmailSettings(Section):
     succeeded: SucceededSettings = SucceededSettings()
     recovered: RecoveredSettings = RecoveredSettings()
     template_dir: Path | None = None  # templates here take precedence over the built-in ones
+    # Butler's local-time fields (startTimeLocal1, …) are in this zone; None: qlik.timezone,
+    # else this host's (herald_shared.butler_fields.site_zone).
+    timezone: TimeZoneName = None
 
     def outcome(self, name: Outcome) -> OutcomeSettings:
         settings: OutcomeSettings = getattr(self, name)
@@ -210,7 +214,7 @@ def check_templates(settings: EmailSettings) -> None:
         if not block.enabled:
             continue
         try:
-            renderer = load_renderer(outcome, block, settings.template_dir)
+            renderer = load_renderer(outcome, block, settings.template_dir, settings.timezone)
             check_renderer(outcome, renderer, samples.sample_events())
         except ConfigError as error:
             problems += error.problems
@@ -231,7 +235,7 @@ def destinations(settings: EmailSettings, context: Context) -> list[Destination]
             EmailDestination(
                 outcome,
                 block,
-                renderer=load_renderer(outcome, block, settings.template_dir),
+                renderer=load_renderer(outcome, block, settings.template_dir, settings.timezone),
                 transport=transport,
                 default_sender=settings.from_address,
                 takes_recoveries=outcome == "succeeded" and not settings.recovered.enabled,
