@@ -19,7 +19,7 @@ from typing import Any
 
 __all__ = ["Import", "Report", "convert"]
 
-_BUTLER_DOCS = "https://butler.ptarmiganlabs.com/docs/reference/config-file/"
+_BUTLER_DOCS = "https://butler.ptarmiganlabs.com"
 
 
 @dataclass
