@@ -38,7 +38,9 @@ class ConversionError(ValueError):
 @dataclass
 class _Scope:
     roots: frozenset[str]
-    loops: int = 0
+    # The enclosing loops, innermost last: "jinja" ({% for %}) or "payload" (a $for entry,
+    # which has no loop variable: @index cannot be had there).
+    loops: list[str] = field(default_factory=list)
     blocks: list[str] = field(default_factory=list)
     unknown: set[str] = field(default_factory=set)  # top-level names no template context has
 
@@ -52,6 +54,8 @@ def _path(word: str, scope: _Scope) -> str:
         return word
     specials = {"@index": "loop.index0", "@first": "loop.first", "@last": "loop.last"}
     if word in specials:
+        if not scope.loops or scope.loops[-1] != "jinja":
+            raise ConversionError(f"{word} outside a {{{{#each}}}} within one text")
         return specials[word]
     if word.startswith("@"):
         raise ConversionError(f"{word} has no Jinja2 counterpart")
@@ -80,11 +84,13 @@ def _terms(tokens: Iterator[str], scope: _Scope, *, until_close: bool) -> list[s
                 raise ConversionError("an unmatched ')'")
             return terms
         if word == "(":
-            terms.append(_call(_terms(tokens, scope, until_close=True)))
+            terms.append(_call(_terms(tokens, scope, until_close=True), scope))
         elif word[0] in "\"'":
             terms.append(json.dumps(word[1:-1]))
         elif not terms and (word in _INFIX or word in ("and", "or", "not")):
             terms.append(f"@{word}")
+        elif not terms and re.fullmatch(r"[A-Za-z_]\w*", word) and word not in scope.roots:
+            terms.append(f"?{word}")  # a helper's name, or an unknown name: _call decides
         else:
             terms.append(_path(word, scope))
     if until_close:
@@ -92,10 +98,16 @@ def _terms(tokens: Iterator[str], scope: _Scope, *, until_close: bool) -> list[s
     return terms
 
 
-def _call(terms: list[str]) -> str:
+def _call(terms: list[str], scope: _Scope) -> str:
     if not terms:
         raise ConversionError("an empty expression")
     head, *args = terms
+    if head.startswith("?"):
+        if args:
+            raise ConversionError(
+                f"the helper {head[1:]!r} is not one of Butler's (eq, ne, and, or, not, …)"
+            )
+        return _path(head[1:], scope)
     if not head.startswith("@"):
         if args:
             raise ConversionError(
@@ -115,7 +127,7 @@ def _call(terms: list[str]) -> str:
 def expression(text: str, scope: _Scope) -> str:
     """One Handlebars expression (a path, a literal or a helper call) as a Jinja2 expression."""
     tokens = iter(match.group(1) for match in _TOKEN.finditer(text) if match.group(1))
-    return _call(_terms(tokens, scope, until_close=False))
+    return _call(_terms(tokens, scope, until_close=False), scope)
 
 
 def _tag(inner: str, scope: _Scope, *, raw: bool, html: bool) -> str:
@@ -148,11 +160,11 @@ def _open(inner: str, scope: _Scope) -> str:
         return f"{{% if not {expression(argument, scope)} %}}"
     if helper == "each":
         items = expression(argument, scope)
-        scope.loops += 1
+        scope.loops.append("jinja")
         return f"{{% for this in {items} %}}"
     if helper == "with":
         value = expression(argument, scope)
-        scope.loops += 1
+        scope.loops.append("jinja")
         return f"{{% with this = {value} %}}"
     raise ConversionError(f"the block helper #{helper} is not supported")
 
@@ -162,7 +174,7 @@ def _close(helper: str, scope: _Scope) -> str:
         raise ConversionError(f"{{{{/{helper}}}}} closes nothing")
     scope.blocks.pop()
     if helper in ("each", "with"):
-        scope.loops -= 1
+        scope.loops.pop()
         return "{% endfor %}" if helper == "each" else "{% endwith %}"
     return "{% endif %}"
 
@@ -326,7 +338,7 @@ def _loop(node: dict[str, Any], kept: list[str], scope: _Scope) -> Any:
     source = kept[int(marker.group(2))]
     if marker.group(1) == "e":
         target = expression(source, scope)
-        inner = _Scope(scope.roots, scope.loops + 1, unknown=scope.unknown)
+        inner = _Scope(scope.roots, [*scope.loops, "payload"], unknown=scope.unknown)
         return {"$for": f"this in {target}", "$do": _leaves(items[0], kept, inner)}
     condition = expression(source, scope)
     return {
@@ -337,4 +349,6 @@ def _loop(node: dict[str, Any], kept: list[str], scope: _Scope) -> Any:
 
 def _leaf(text: str, kept: list[str], scope: _Scope) -> str:
     restored = re.sub(r"\x00(\d+)\x00", lambda match: kept[int(match.group(1))], text)
-    return _convert(restored, _Scope(scope.roots, scope.loops, unknown=scope.unknown), html=False)
+    return _convert(
+        restored, _Scope(scope.roots, list(scope.loops), unknown=scope.unknown), html=False
+    )
