@@ -267,3 +267,15 @@ def test_a_time_zone_that_does_not_exist_is_a_configuration_error(
     assert checked.returncode == 2
     assert "emailer.timezone" in checked.stderr
     assert "'Europe/Stockholmm' is not an IANA time zone name" in checked.stderr
+
+
+def test_the_local_time_filter_formats_any_time_field_in_the_site_zone(
+    imported: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    config = imported[0] / "herald.yaml"
+    subject = '{{ execution_start_time | local_time("%d.%m.%Y %H:%M") }} {{ executionId }}'
+    _with(config, {"qlik.timezone": "Europe/Stockholm", "emailer.failed.subject": subject})
+    mail = herald("render", "--config", config, "--destination", "email-failed", "--kind", "failed")
+    assert "Subject: 16.02.2021 09:24 14a81bf5-f81c-4047-b1a1-193b0920de28\n" in mail.stdout, (
+        mail.stderr
+    )

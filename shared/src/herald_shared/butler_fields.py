@@ -22,7 +22,7 @@ from pydantic import AfterValidator
 
 from herald_shared.events import Event, ExecutionDetail
 
-__all__ = ["TimeZoneName", "butler_fields", "local_times", "site_zone", "zone"]
+__all__ = ["TimeZoneName", "butler_fields", "local_time", "local_times", "site_zone", "zone"]
 
 
 def _known_zone(name: str | None) -> str | None:
@@ -80,6 +80,31 @@ def local_times(value: datetime | None, prefix: str, zone: tzinfo | None) -> dic
     }
 
 
+def _parse(value: object) -> datetime | None:
+    """A time as the contexts carry it: a datetime, Butler's ISO text or Herald's ``… UTC``."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    text = str(value or "").strip()
+    if not text or text == "-" or text == "Never":
+        return None
+    text = text.removesuffix(" UTC").replace("Z", "+00:00")
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def local_time(value: object, pattern: str, zone_name: str | None) -> str:
+    """What the ``local_time`` template filter shows: a time field in ``zone_name`` (None or "":
+    this host's), as ``pattern`` (strftime) says; a value it cannot read as a time stays as it is.
+    The template environments pass the context's ``site_timezone``."""
+    moment = _parse(value)
+    if moment is None:
+        return "" if value is None else str(value)
+    return moment.astimezone(zone(zone_name or None)).strftime(pattern)
+
+
 def _text(value: object) -> Any:
     return "" if value is None else value
 
@@ -122,6 +147,9 @@ def butler_fields(event: Event, zone: tzinfo | None = None) -> dict[str, Any]:
     tail = "\n".join(log.tail) if log else ""
     full = log.full_text if log is not None and log.full_text is not None else ""
     return {
+        # Not Butler's: the zone these local times are in ("" for this host's), which the
+        # local_time filter reads.
+        "site_timezone": getattr(zone, "key", "") if zone is not None else "",
         "hostName": event.sense_host,
         "user": event.user,
         "taskName": task.name,
@@ -155,6 +183,7 @@ def butler_fields(event: Event, zone: tzinfo | None = None) -> dict[str, Any]:
         "logTimeStamp": event.log_timestamp,
         "logLevel": event.log_level,
         "logMessage": event.log_message,
+        "executionId": execution.id,
         "executingNodeName": _text(execution.node),
         "executionDuration": _duration(execution.duration_ms),
         "executionStartTime": local_times(execution.started_at, "startTime", zone),

@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any, Final
 
 import yaml
-from jinja2 import StrictUndefined, Template
+from jinja2 import StrictUndefined, Template, pass_context
 from jinja2.environment import TemplateExpression
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from herald_shared.butler_fields import local_time
 
 _ENVIRONMENT: Final = ImmutableSandboxedEnvironment(
     undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
@@ -35,7 +37,14 @@ def mrkdwn(value: object) -> str:
     return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+@pass_context
+def _local_time(context: Any, value: object, pattern: str = "%Y-%m-%d %H:%M:%S") -> str:
+    """``{{ execution.started | local_time("%H:%M") }}``: in the target's zone."""
+    return local_time(value, pattern, context.get("site_timezone"))
+
+
 _ENVIRONMENT.filters["mrkdwn"] = mrkdwn
+_ENVIRONMENT.filters["local_time"] = _local_time
 _SINGLE_EXPRESSION: Final = re.compile(r"^\{\{(?P<expression>[^{}]*)\}\}$")
 _FOR: Final = re.compile(r"^\s*(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s+in\s+(?P<items>.+)$")
 

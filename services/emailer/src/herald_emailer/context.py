@@ -42,19 +42,20 @@ Links (qlikSenseQMC, qlikSenseHub, genericUrls)
 Butler's names (taskName, appOwnerEmail, scriptLogHead, executionStartTime.startTimeLocal1, …)
     every field of :func:`herald_shared.butler_fields.butler_fields`, so Butler's templates
     render unchanged once converted to Jinja2 (docs/templates.md gives each one's type and an
-    example). A missing value is ``""`` there, as Butler rendered it:
-    ``hostName``, ``user``, ``taskName``, ``taskId``, ``taskTags``, ``taskCustomProperties``,
-    ``taskIsManuallyTriggered``, ``taskIsPartialReload``, ``taskMaxRetries``,
-    ``taskModifiedByUsername``, ``taskModifiedDate``, ``taskSessionTimeout``,
-    ``taskNextExecution``, ``appName``, ``appId``, ``appUrl``, ``appDescription``,
-    ``appFileSize``, ``appLastSuccessfulReload``, ``appLastModifiedDate``,
+    example; ``site_timezone`` is the zone of the local times and of the ``local_time``
+    filter). A missing value is ``""`` there, as Butler rendered it:
+    ``site_timezone``, ``hostName``, ``user``, ``taskName``, ``taskId``, ``taskTags``,
+    ``taskCustomProperties``, ``taskIsManuallyTriggered``, ``taskIsPartialReload``,
+    ``taskMaxRetries``, ``taskModifiedByUsername``, ``taskModifiedDate``,
+    ``taskSessionTimeout``, ``taskNextExecution``, ``appName``, ``appId``, ``appUrl``,
+    ``appDescription``, ``appFileSize``, ``appLastSuccessfulReload``, ``appLastModifiedDate``,
     ``appLastModifiedByUserName``, ``appPublishTime``, ``appPublished``, ``appStreamName``,
     ``appTags``, ``appCustomProperties``, ``appOwnerName``, ``appOwnerUserId``,
     ``appOwnerUserDirectory``, ``appOwnerEmail``, ``logTimeStamp``, ``logLevel``,
-    ``logMessage``, ``executingNodeName``, ``executionDuration``, ``executionStartTime``,
-    ``executionStopTime``, ``executionStatusNum``, ``executionStatusText``,
-    ``executionDetails``, ``executionDetailsConcatenated``, ``scriptLogSize``,
-    ``scriptLogSizeRows``, ``scriptLogSizeCharacters``, ``scriptLogHead``,
+    ``logMessage``, ``executionId``, ``executingNodeName``, ``executionDuration``,
+    ``executionStartTime``, ``executionStopTime``, ``executionStatusNum``,
+    ``executionStatusText``, ``executionDetails``, ``executionDetailsConcatenated``,
+    ``scriptLogSize``, ``scriptLogSizeRows``, ``scriptLogSizeCharacters``, ``scriptLogHead``,
     ``scriptLogHeadCount``, ``scriptLogTail``, ``scriptLogTailCount``, ``qlikSenseQMC``,
     ``qlikSenseHub``, ``genericUrls``.
 """

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 
 from herald_emailer.context import build_context
-from herald_shared.butler_fields import zone
+from herald_shared.butler_fields import local_time, zone
 from herald_shared.config import ConfigError
 from herald_shared.events import Event
 from herald_shared.outcomes import outcome_of
@@ -44,6 +44,12 @@ def _format_label(value: str) -> str:
     return value.ljust(20)
 
 
+@jinja2.pass_context
+def _local_time(context: Any, value: object, pattern: str = "%Y-%m-%d %H:%M:%S") -> str:
+    """``{{ execution_start_time | local_time("%d.%m.%Y %H:%M") }}``: in the destination's zone."""
+    return local_time(value, pattern, context.get("site_timezone"))
+
+
 def _environment(template_dir: Path | None, *, autoescape: bool | Any) -> jinja2.Environment:
     loaders: list[jinja2.BaseLoader] = []
     if template_dir is not None:
@@ -58,6 +64,7 @@ def _environment(template_dir: Path | None, *, autoescape: bool | Any) -> jinja2
     )
     environment.filters["yesno"] = _yesno
     environment.filters["format_label"] = _format_label
+    environment.filters["local_time"] = _local_time
     return environment
 
 
