@@ -23,10 +23,6 @@ import pytest_asyncio
 import yaml
 
 from herald_qlik_sim.data import TASK_FAILED_NAME
-from herald_testkit.chat_standins import ChatStandins
-from herald_testkit.http import HttpReceiver
-from herald_testkit.incident_standins import NewRelicStandIn, Signl4StandIn
-from herald_testkit.influxdb import InfluxDB
 from herald_testkit.mqtt import Observer
 from herald_testkit.pipeline import (
     INFLUX_DATABASE,
@@ -37,10 +33,9 @@ from herald_testkit.pipeline import (
     SMTP_PASSWORD,
     SMTP_USER,
     TEAMS_TOKEN,
-    Destinations,
     Pipeline,
+    whole_system,
 )
-from herald_testkit.smtp_server import SmtpServer
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -134,44 +129,24 @@ class ImportedPipeline(Pipeline):
         assert imported.returncode == 0, imported.stderr
         self.report = imported.stdout
         document = yaml.safe_load((out / "herald.yaml").read_text())
-        state = self.workdir / "state"
+        for section, body in document.items():  # qlik and the services' sections
+            if section != "qlik":
+                body["state_dir"] = str(self.workdir / "state" / section)
         document["broker"] = {"host": self.broker.host, "port": self.broker.port,
                               "topic_prefix": PREFIX, "instance": "butler-import", "reconnect_max": "2s"}  # fmt: skip
         document["health"] = {"host": "127.0.0.1", "port": 0}
         document["logging"] = {"level": "WARNING"}
         document["qlik"]["timezone"] = "UTC"
         document["emailer"]["smtp"]["ca_file"] = str(self.destinations.smtp.ca_file)
-        for section in (
-            "ingest",
-            "emailer",
-            "chat_notifier",
-            "incident_forwarder",
-            "metrics_writer",
-            "log_archiver",
-        ):
-            document[section]["state_dir"] = str(state / section)
         return yaml.safe_dump(document)
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ImportedPipeline]:
     work = tmp_path_factory.mktemp("butler-site")
-    influx = InfluxDB(work / "influxdb")
-    influx.start()
-    try:
-        async with (
-            SmtpServer(work / "smtp", users={SMTP_USER: SMTP_PASSWORD}) as smtp,
-            ChatStandins() as chat,
-            NewRelicStandIn({NEW_RELIC_ACCOUNT: NEW_RELIC_KEY}) as new_relic,
-            Signl4StandIn("signl4-team-secret") as signl4,
-            HttpReceiver() as webhook,
-        ):
-            destinations = Destinations(smtp, chat, new_relic, signl4, webhook, influx)
-            pipeline = ImportedPipeline(work / "herald", destinations)
-            async with pipeline:
-                yield pipeline
-    finally:
-        influx.stop()
+    async with whole_system(work, pipeline=ImportedPipeline) as pipeline:
+        assert isinstance(pipeline, ImportedPipeline)
+        yield pipeline
 
 
 OWED = {

@@ -477,9 +477,12 @@ class Pipeline:
 
 
 @contextlib.asynccontextmanager
-async def whole_system(work: Path, *, one_process: bool = False) -> AsyncIterator[Pipeline]:
+async def whole_system(
+    work: Path, *, one_process: bool = False, pipeline: type[Pipeline] = Pipeline
+) -> AsyncIterator[Pipeline]:
     """Every destination's server (SMTP, Slack/Teams, New Relic, Signl4, a webhook, InfluxDB)
-    and the Herald pipeline that delivers to them, all started under ``work``."""
+    and the Herald pipeline that delivers to them, all started under ``work``; ``pipeline`` is
+    a :class:`Pipeline` subclass that writes another configuration (``render_config``)."""
     influx = InfluxDB(work / "influxdb")
     influx.start()
     try:
@@ -491,7 +494,7 @@ async def whole_system(work: Path, *, one_process: bool = False) -> AsyncIterato
             HttpReceiver() as webhook,
         ):
             destinations = Destinations(smtp, chat, new_relic, signl4, webhook, influx)
-            async with Pipeline(work / "herald", destinations, one_process=one_process) as system:
+            async with pipeline(work / "herald", destinations, one_process=one_process) as system:
                 yield system
     finally:
         influx.stop()
