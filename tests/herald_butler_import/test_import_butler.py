@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
+from herald_shared import events
 from herald_shared.butler_fields import butler_fields, local_times
 from herald_shared.samples import sample_failed
 
@@ -270,4 +271,55 @@ def test_the_local_time_filter_formats_any_time_field_in_the_site_zone(
     mail = herald("render", "--config", config, "--destination", "email-failed", "--kind", "failed")
     assert "Subject: 16.02.2021 09:24 14a81bf5-f81c-4047-b1a1-193b0920de28\n" in mail.stdout, (
         mail.stderr
+    )
+
+
+def test_an_existing_herald_yaml_is_replaced_only_with_force(
+    imported: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    out = imported[0]
+    (out / "herald.yaml").write_text("# edited by hand\n")
+    again = herald("import-butler", FIXTURES / "butler.yaml", "--out", out)
+    assert again.returncode == 2
+    assert f"{out / 'herald.yaml'} exists: give --force" in again.stderr
+    assert (out / "herald.yaml").read_text() == "# edited by hand\n"
+    forced = herald("import-butler", FIXTURES / "butler.yaml", "--out", out, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "emailer:" in (out / "herald.yaml").read_text()
+
+
+def test_a_butler_file_without_a_butler_section_is_refused(tmp_path: Path) -> None:
+    source = tmp_path / "other.yaml"
+    source.write_text("broker: {host: localhost}\n")
+    result = herald("import-butler", source, "--out", tmp_path / "h")
+    assert result.returncode == 2
+    assert "has no Butler: section" in result.stderr
+
+
+def test_herald_render_renders_a_given_event(
+    tmp_path: Path, imported: tuple[Path, subprocess.CompletedProcess[str]]
+) -> None:
+    event = sample_failed()
+    event.task.name = "Reload from a file"
+    path = tmp_path / "event.json"
+    path.write_bytes(events.encode(event))
+    result = herald(
+        "render", "--config", imported[0] / "herald.yaml", "--destination", "teams:butler-failed",
+        "--kind", "failed", "--event", path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Reload failed: Reload from a file" in result.stdout
+
+
+def test_herald_render_names_a_destination_that_does_not_exist(
+    imported: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    result = herald(
+        "render", "--config", imported[0] / "herald.yaml", "--destination", "slack:nope",
+        "--kind", "failed",
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert (
+        "chat_notifier.slack has no target named 'nope' (there are: butler-failed, butler-aborted)"
+        in result.stderr
     )

@@ -1,11 +1,13 @@
-"""``herald import-butler BUTLER_YAML [--templates DIR] --out DIR [--write-secrets]``.
+"""``herald import-butler BUTLER_YAML [--templates DIR] --out DIR [--write-secrets] [--force]``.
 
 Writes ``DIR/herald.yaml``, Butler's templates converted to Jinja2 under ``DIR/templates/``
 (e-mail bodies as ``email/<outcome>.html``, Slack and Teams payloads as
 ``<slack|teams>-<outcome>/<outcome>.yaml``) and, with ``--write-secrets`` only, each secret in
 its own file under ``DIR/secrets/`` (mode 0600). Without it the report lists the files to create;
 a secret's value is never printed and never written to herald.yaml. The report goes to standard
-output and to ``DIR/import-report.txt``. Exit 0 on success, 2 when the Butler file cannot be read.
+output and to ``DIR/import-report.txt``. An existing ``DIR/herald.yaml`` (perhaps edited since)
+is only replaced with ``--force``. Exit 0 on success, 2 when the Butler file cannot be read or
+the output would replace a file.
 """
 
 from __future__ import annotations
@@ -42,13 +44,21 @@ def register_import(commands: Any) -> None:
         action="store_true",
         help="write each secret to OUT/secrets/<name> (mode 0600); default: list the files to create",
     )
+    parser.add_argument(
+        "--force", action="store_true", help="replace an existing OUT/herald.yaml (and templates)"
+    )
     parser.set_defaults(handler=_handler)
 
 
 def _handler(arguments: argparse.Namespace) -> int:
-    return run_import(
-        arguments.butler_yaml, arguments.templates, arguments.out, arguments.write_secrets
-    )
+    out: Path = arguments.out
+    if (out / "herald.yaml").exists() and not arguments.force:
+        print(
+            f"herald: {out / 'herald.yaml'} exists: give --force to replace it, or another --out",
+            file=sys.stderr,
+        )
+        return EXIT_INPUT
+    return run_import(arguments.butler_yaml, arguments.templates, out, arguments.write_secrets)
 
 
 def run_import(source: Path, templates: Path | None, out: Path, write_secrets: bool) -> int:
