@@ -6,11 +6,14 @@ from pathlib import Path
 
 from herald_metrics_writer.destinations import influxdb, prometheus
 from herald_metrics_writer.settings import MetricsWriterSettings
+from herald_shared.butler_fields import site_zone
+from herald_shared.config import ConfigDocument
 from herald_shared.delivery import destination
 from herald_shared.runtime import Context, ServiceSpec
 from herald_shared.subscriber import SubscriberService
 
 NAME = "metrics-writer"
+SECTION = "metrics_writer"
 
 #: The destination modules, in the order their destinations are built.
 DESTINATIONS: tuple[destination.DestinationModule, ...] = (influxdb, prometheus)
@@ -28,6 +31,15 @@ def build(settings: MetricsWriterSettings, context: Context) -> SubscriberServic
     )
 
 
+def configure(document: ConfigDocument) -> MetricsWriterSettings:
+    """The section, influxdb.timezone defaulting to ``qlik.timezone``."""
+    settings = document.section(SECTION, MetricsWriterSettings)
+    influxdb = settings.influxdb.model_copy(
+        update={"timezone": site_zone(document.data, settings.influxdb.timezone)}
+    )
+    return settings.model_copy(update={"influxdb": influxdb})
+
+
 SERVICE = ServiceSpec(
-    name=NAME, section="metrics_writer", settings=MetricsWriterSettings, build=build
+    name=NAME, section=SECTION, settings=MetricsWriterSettings, build=build, configure=configure
 )
