@@ -323,3 +323,21 @@ def test_herald_render_names_a_destination_that_does_not_exist(
         "chat_notifier.slack has no target named 'nope' (there are: butler-failed, butler-aborted)"
         in result.stderr
     )
+
+
+def test_script_log_lines_are_butlers_per_outcome_and_every_event_carries_enough(
+    imported: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    config = imported[0] / "herald.yaml"
+    document = yaml.safe_load(config.read_text())
+    assert (
+        document["emailer"]["failed"]["head_lines"],
+        document["emailer"]["failed"]["tail_lines"],
+    ) == (10, 20)
+    # The largest count any Butler destination asks for (InfluxDB's failure tail: 30).
+    assert document["qlik"]["script_log"] == {"head_lines": 15, "tail_lines": 30}
+    _with(config, {"emailer.failed.tail_lines": 3})
+    mail = herald("render", "--config", config, "--destination", "email-failed", "--kind", "failed")
+    assert "<p>3 of 14 lines</p>" in mail.stdout, mail.stderr
+    last_three = "\n".join(sample_failed().script_log.tail[-3:])  # type: ignore[union-attr]
+    assert f"<pre>{last_three}</pre>" in mail.stdout

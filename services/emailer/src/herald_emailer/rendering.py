@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jinja2
+import msgspec
 
 from herald_emailer.context import build_context
 from herald_shared.butler_fields import local_time, zone
@@ -75,6 +76,7 @@ class Renderer:
         self, settings: OutcomeSettings, template_dir: Path | None, timezone: str | None = None
     ) -> None:
         self._zone = zone(timezone)
+        self._lines = (settings.head_lines, settings.tail_lines)
         html_env = _environment(template_dir, autoescape=jinja2.select_autoescape(["html", "htm"]))
         text_env = _environment(template_dir, autoescape=False)
         self._subject = text_env.from_string(settings.subject)
@@ -82,11 +84,24 @@ class Renderer:
         self._text = text_env.get_template(settings.text_template)
 
     def render(self, event: Event) -> Rendered:
-        context = build_context(event, self._zone)
+        context = build_context(_excerpt(event, *self._lines), self._zone)
         subject = " ".join(self._subject.render(context).split())  # one line, no header injection
         return Rendered(
             subject=subject, text=self._text.render(context), html=self._html.render(context)
         )
+
+
+def _excerpt(event: Event, head: int | None, tail: int | None) -> Event:
+    """The event with its script-log head and tail cut to this outcome's line counts."""
+    log = event.script_log
+    if log is None or (head is None and tail is None):
+        return event
+    lines = msgspec.structs.replace(
+        log,
+        head=log.head if head is None else log.head[:head],
+        tail=log.tail if tail is None else (log.tail[-tail:] if tail else []),
+    )
+    return msgspec.structs.replace(event, script_log=lines)
 
 
 def load_renderer(

@@ -140,31 +140,20 @@ class _Converter:
             self.map(
                 "genericUrls[].id/linkText/comment/url", "qlik.generic_links[].id/text/comment/url"
             )
-        heads = [
-            _get(self.b, f"emailNotification.{block}.headScriptLogLines")
-            for block in ("reloadTaskFailure", "reloadTaskAborted", "reloadTaskSuccess")
-            if self._email_on(block)
-        ]
-        tails = [
-            _get(self.b, f"emailNotification.{block}.tailScriptLogLines")
-            for block in ("reloadTaskFailure", "reloadTaskAborted", "reloadTaskSuccess")
-            if self._email_on(block)
-        ]
-        heads, tails = [h for h in heads if h is not None], [t for t in tails if t is not None]
+        # The event carries this many lines; each destination takes its own count from them.
+        heads, tails = (
+            _line_counts(self.b, "headScriptLogLines"),
+            _line_counts(self.b, "tailScriptLogLines"),
+        )
         if heads or tails:
             section["script_log"] = {
-                "head_lines": max(heads or [15]),
-                "tail_lines": max(tails or [25]),
+                "head_lines": max([15, *heads]),
+                "tail_lines": max([25, *tails]),
             }
             self.map(
-                "emailNotification.reloadTask*.headScriptLogLines/tailScriptLogLines",
-                "qlik.script_log.head_lines/tail_lines (the largest of the enabled blocks)",
+                "*.headScriptLogLines/tailScriptLogLines (the largest)",
+                "qlik.script_log.head_lines/tail_lines (what every event carries)",
             )
-            if len(set(heads)) > 1 or len(set(tails)) > 1:
-                self.report.differs.append(
-                    "emailNotification.*.head/tailScriptLogLines differ per outcome; Herald's "
-                    "e-mails all carry qlik.script_log.head_lines/tail_lines (the largest was taken)"
-                )
         return section
 
     def ingest(self) -> dict[str, Any] | None:
@@ -356,9 +345,13 @@ class _Converter:
                 f"{where}.htmlTemplateFile/bodyFileDirectory",
                 f"emailer.{outcome}.html_template ({outcome}.html, converted)",
             )
-        for key in ("headScriptLogLines", "tailScriptLogLines"):
-            if _get(b, key) is not None:
-                self.map(f"{where}.{key}", "qlik.script_log (see below)")
+        for butler_key, herald_key in (
+            ("headScriptLogLines", "head_lines"),
+            ("tailScriptLogLines", "tail_lines"),
+        ):
+            if _get(b, butler_key) is not None:
+                result[herald_key] = int(_get(b, butler_key))
+                self.map(f"{where}.{butler_key}", f"emailer.{outcome}.{herald_key}")
         return result
 
     def _app_owner(self, b: dict[str, Any], where: str, outcome: str) -> dict[str, Any]:
@@ -864,6 +857,16 @@ class _Converter:
             "Task types: the import limits every destination to reload tasks (when: task_types: "
             "[reload]) as Butler; Herald can alert on external-program, user-sync, distribute and preload tasks too"
         )
+
+
+def _line_counts(node: Any, key: str) -> list[int]:
+    """Every ``key`` (headScriptLogLines, tailScriptLogLines) anywhere in Butler's tree."""
+    if isinstance(node, dict):
+        own = [int(node[key])] if isinstance(node.get(key), int) else []
+        return own + [n for value in node.values() for n in _line_counts(value, key)]
+    if isinstance(node, list):
+        return [n for item in node for n in _line_counts(item, key)]
+    return []
 
 
 def _owners(owner: Any, path: str) -> list[dict[str, str]]:

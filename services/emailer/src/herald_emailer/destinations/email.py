@@ -64,6 +64,10 @@ class OutcomeSettings(Section):
     app_owner: AppOwnerSettings = AppOwnerSettings()
     when: When = MATCH_ALL  # gates the whole outcome, every recipient
     rate_limit: Duration | None = None  # seconds per task and recipient; null: no limit
+    # Script-log lines in this outcome's mails (Butler's headScriptLogLines/tailScriptLogLines);
+    # null: all the event carries (qlik.script_log.head_lines/tail_lines), which caps them.
+    head_lines: int | None = Field(default=None, ge=0)
+    tail_lines: int | None = Field(default=None, ge=0)
 
 
 class FailedSettings(OutcomeSettings):
