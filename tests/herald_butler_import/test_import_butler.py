@@ -109,6 +109,8 @@ def test_the_imported_alerts_keep_butlers_recipients_gates_rate_limits_and_urls(
     assert [hook["outcomes"] for hook in hooks] == [["failed", "aborted"], ["aborted"]]
     assert document["incident_forwarder"]["signl4"]["severity"] == {"failed": 2, "aborted": 9}
     assert document["metrics_writer"]["influxdb"]["success"]["mode"] == "by_custom_property"
+    # Butler wrote no other task type's points here, so neither does Herald.
+    assert document["metrics_writer"]["influxdb"]["when"] == {"task_types": ["reload"]}
     assert document["log_archiver"]["retention_days"] == 0
 
 

@@ -794,20 +794,28 @@ class _Converter:
             "influxDb.reloadTaskSuccess.enable/allReloadTasks/byCustomProperty",
             "metrics_writer.influxdb.success",
         )
-        for block in (
-            "userSyncTaskSuccess",
-            "userSyncTaskFailure",
-            "externalProgramTaskSuccess",
-            "externalProgramTaskFailure",
-            "distributeTaskSuccess",
-            "distributeTaskFailure",
-            "preloadTaskSuccess",
-            "preloadTaskFailure",
+        types = ["reload"]
+        for prefix, task_type in (
+            ("userSync", "user_sync"),
+            ("externalProgram", "external_program"),
+            ("distribute", "distribute"),
+            ("preload", "preload"),
         ):
-            if _on(influx_b, f"{block}.enable"):
-                self.report.differs.append(
-                    f"influxDb.{block}: Herald writes every task type's outcome with Butler's measurement names; this block's own tags are not read"
+            enabled = [
+                o for o in ("Success", "Failure") if _on(influx_b, f"{prefix}Task{o}.enable")
+            ]
+            if enabled:
+                types.append(task_type)
+                self.map(
+                    f"influxDb.{prefix}Task*.enable",
+                    f"metrics_writer.influxdb.when.task_types ({task_type})",
                 )
+                if len(enabled) == 1 or _get(influx_b, f"{prefix}Task{enabled[0]}.tag.static"):
+                    self.report.differs.append(
+                        f"influxDb.{prefix}Task*: Herald writes both outcomes of {task_type} tasks, "
+                        "with the global tags (this block's own tags and single-outcome switch are not read)"
+                    )
+        influx["when"] = {"task_types": types}
         return {"influxdb": influx}
 
     def archive(self) -> dict[str, Any] | None:
