@@ -268,11 +268,13 @@ class _Converter:
             smtp["tls"] = "none"
         else:
             smtp["tls"] = "starttls"
-            if _get(smtp_b, "tls.requireTLS") is not True:
-                self.report.differs.append(
-                    "emailNotification.smtp: Butler (nodemailer) upgrades to STARTTLS when offered; "
-                    "Herald's starttls requires it. Set emailer.smtp.tls: none for a server without TLS"
-                )
+            # nodemailer reads requireTLS/ignoreTLS at the top level, not inside tls: where Butler
+            # has them they may never have applied, so say what Herald does either way.
+            self.report.differs.append(
+                "emailNotification.smtp.secure: false: Herald's starttls requires STARTTLS (a "
+                "server that does not offer it is an error, where nodemailer may send in clear); "
+                "set emailer.smtp.tls: none for a server without TLS"
+            )
         self.map("emailNotification.smtp.host/port/secure/tls", "emailer.smtp.host/port/tls")
         if _get(smtp_b, "tls.rejectUnauthorized") is False:
             self.report.differs.append(
