@@ -13,6 +13,8 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
+from herald_chat_notifier import context as chat_context
+from herald_chat_notifier.destinations.teams import TeamsDestination, TeamsTarget
 from herald_shared import events
 from herald_shared.butler_fields import butler_fields, local_times
 from herald_shared.samples import sample_failed
@@ -343,3 +345,27 @@ def test_script_log_lines_are_butlers_per_outcome_and_every_event_carries_enough
     assert "<p>3 of 14 lines</p>" in mail.stdout, mail.stderr
     last_three = "\n".join(sample_failed().script_log.tail[-3:])  # type: ignore[union-attr]
     assert f"<pre>{last_three}</pre>" in mail.stdout
+
+
+def test_butlers_basic_message_template_becomes_the_basic_title(
+    imported: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    document = yaml.safe_load((imported[0] / "herald.yaml").read_text())
+    raw = next(t for t in document["chat_notifier"]["teams"] if t["name"] == "butler-failed")
+    assert raw["basic_title"] == 'Reload failed: "{{ taskName }}"'
+    target = TeamsTarget.model_validate(raw)  # the webhook URL from the secret file
+    teams = TeamsDestination(target, service="test")
+    card = teams.basic(chat_context.build(sample_failed(), "failed", target))
+    body = card["attachments"][0]["content"]["body"]
+    assert body[0]["text"] == 'Reload failed: "Manually triggered reload of Test failing reloads 2"'
+
+
+def test_a_basic_title_that_does_not_compile_is_a_configuration_error(
+    imported: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    config = imported[0] / "herald.yaml"
+    _with(config, {"chat_notifier.slack.0.basic_title": "{{ taskName "})
+    checked = herald("check-config", "--config", config)
+    assert checked.returncode == 2
+    assert "chat_notifier.slack[0].basic_title" in checked.stderr
+    assert "not a valid template" in checked.stderr

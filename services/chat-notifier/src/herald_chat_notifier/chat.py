@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from herald_chat_notifier import context as contexts
 from herald_chat_notifier import metrics, templating
@@ -48,6 +48,19 @@ class ChatTarget(Section):
     # Butler's local-time fields (startTimeLocal1, …) are in this zone; None: qlik.timezone,
     # else this host's (herald_shared.butler_fields.site_zone).
     timezone: TimeZoneName = None
+    # The basic message's title, a Jinja template over the same fields (Butler's basicMsgTemplate);
+    # null: "<title>: <task name>". One that fails for an event gives the default title.
+    basic_title: str | None = None
+
+    @field_validator("basic_title")
+    @classmethod
+    def _compiles(cls, text: str | None) -> str | None:
+        if text is not None:
+            try:
+                templating.compile_text(text)
+            except templating.TemplateError as error:
+                raise ValueError(f"not a valid template: {error}") from None
+        return text
 
 
 class ChatDestination(Destination):

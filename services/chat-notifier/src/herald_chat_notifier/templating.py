@@ -119,6 +119,24 @@ def _render_text(text: str, context: dict[str, Any]) -> Any:
     return _template(text).render(context)
 
 
+def compile_text(text: str) -> Template:
+    """One text template (a basic message's title); a syntax error is a :class:`TemplateError`."""
+    try:
+        return _template(text)
+    except Exception as error:
+        raise TemplateError(f"{type(error).__name__}: {error}") from None
+
+
+def render_text(text: str, context: Mapping[str, Any]) -> str:
+    """``text`` rendered as one Jinja template; any failure is a :class:`TemplateError`."""
+    try:
+        return str(compile_text(text).render(dict(context)))
+    except TemplateError:
+        raise
+    except Exception as error:
+        raise TemplateError(f"{type(error).__name__}: {error}") from None
+
+
 def _evaluate(expression: str, context: dict[str, Any]) -> Any:
     return _expression(expression)(**context)
 

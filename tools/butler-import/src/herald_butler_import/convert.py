@@ -436,10 +436,12 @@ class _Converter:
                     f"{where}.templateFile",
                     f"chat_notifier.{kind}[{name}].template_dir ({outcome}.yaml, converted)",
                 )
-            if _get(b, "basicMsgTemplate") and target.get("message_type") == "basic":
-                self.none(
+            if _get(b, "basicMsgTemplate"):
+                # Herald also sends the basic message when a formatted one fails: map it always.
+                target["basic_title"] = _subject(str(_get(b, "basicMsgTemplate")))
+                self.map(
                     f"{where}.basicMsgTemplate",
-                    "Herald's basic message is built in (title, task, QMC and hub buttons)",
+                    f"chat_notifier.{kind}[{name}].basic_title (Handlebars → Jinja2)",
                 )
             targets.append(target)
         for block in ("serviceStopped", "serviceStarted", "restMessage"):

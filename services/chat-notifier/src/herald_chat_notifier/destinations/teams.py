@@ -234,7 +234,7 @@ class TeamsDestination(ChatDestination):
         )
 
     def basic(self, context: dict[str, Any]) -> Any:
-        title = f"{context['title']}: {context['task']['name']}"[:TITLE_TEXT]
+        title = context["basic_title"][:TITLE_TEXT]
         links = context["links"]
         recovers = context["recovers"]
         if self.target.format == "message_card":
