@@ -30,6 +30,14 @@ PUBLIC: Final[dict[str, set[str]]] = {
         "Message",
         "PublishRefused",
     },
+    "herald_shared.butler_fields": {
+        "TimeZoneName",
+        "butler_fields",
+        "local_time",
+        "local_times",
+        "site_zone",
+        "zone",
+    },
     "herald_shared.cli": {"BUILT_IN", "EXIT_CONFIG", "add_config_argument", "main"},
     "herald_shared.config": {
         "ENV_CONFIG_PATH",

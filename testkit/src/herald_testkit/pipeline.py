@@ -583,9 +583,11 @@ async def whole_system(
     two_ingests: bool = False,
     ingest_extra: dict[str, Any] | None = None,
     broker_options: dict[str, Any] | None = None,
+    pipeline: type[Pipeline] = Pipeline,
 ) -> AsyncIterator[Pipeline]:
     """Every destination's server (SMTP, Slack/Teams, New Relic, Signl4, a webhook, InfluxDB)
-    and the Herald pipeline that delivers to them, all started under ``work``."""
+    and the Herald pipeline that delivers to them, all started under ``work``; ``pipeline`` is
+    a :class:`Pipeline` subclass that writes another configuration (``render_config``)."""
     influx = InfluxDB(work / "influxdb")
     influx.start()
     try:
@@ -597,7 +599,7 @@ async def whole_system(
             HttpReceiver() as webhook,
         ):
             destinations = Destinations(smtp, chat, new_relic, signl4, webhook, influx)
-            async with Pipeline(
+            async with pipeline(
                 work / "herald",
                 destinations,
                 ingest_extra=ingest_extra or {},

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from herald_chat_notifier import context as contexts
 from herald_chat_notifier import metrics, templating
 from herald_chat_notifier.webhook import Rejected, Webhook
 from herald_shared import samples
+from herald_shared.butler_fields import TimeZoneName
 from herald_shared.config import Duration
 from herald_shared.delivery.destination import Destination, PermanentError, Skipped, Target
 from herald_shared.events import Event
@@ -44,6 +45,22 @@ class ChatTarget(DestinationSettings):
     timeout: Duration = 10.0  # one HTTP request
     # Folder with <outcome>.yaml or <outcome>.json payload structures replacing the built-in ones.
     template_dir: Path | None = None
+    # Butler's local-time fields (startTimeLocal1, …) are in this zone; None: qlik.timezone,
+    # else this host's (herald_shared.butler_fields.site_zone).
+    timezone: TimeZoneName = None
+    # The basic message's title, a Jinja template over the same fields (Butler's basicMsgTemplate);
+    # null: "<title>: <task name>". One that fails for an event gives the default title.
+    basic_title: str | None = None
+
+    @field_validator("basic_title")
+    @classmethod
+    def _compiles(cls, text: str | None) -> str | None:
+        if text is not None:
+            try:
+                templating.compile_text(text)
+            except templating.TemplateError as error:
+                raise ValueError(f"not a valid template: {error}") from None
+        return text
 
 
 class ChatDestination(Destination):

@@ -1,21 +1,30 @@
 """What templates see: the event's facts as plain values, and the script-log excerpt.
 
+Butler's field names (:func:`herald_shared.butler_fields.butler_fields`) are there too, with
+``scriptLogHead``/``scriptLogTail`` cut to this target's ``head_lines``/``tail_lines`` as Butler
+did per destination, so a converted Butler template renders (docs/templates.md).
+
 The excerpt is kept as lines (real line breaks, never the two characters ``\\n``) and trimmed
 by :func:`fit_lines` to what a platform accepts, with a visible note saying what was left out.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from herald_chat_notifier import templating
+from herald_shared.butler_fields import butler_fields, zone
 from herald_shared.events import Event, TaskSucceeded, labelled
 from herald_shared.outcomes import Outcome
 
 if TYPE_CHECKING:
     from herald_chat_notifier.chat import ChatTarget
+
+log = logging.getLogger(__name__)
 
 TITLES: dict[Outcome, str] = {
     "failed": "Qlik Sense reload failed",
@@ -112,7 +121,12 @@ def build(event: Event, outcome: Outcome, target: ChatTarget) -> dict[str, Any]:
     )
     recovers = event.recovers if isinstance(event, TaskSucceeded) else None
     links = event.links
-    return {
+    context = {
+        **butler_fields(event, zone(target.timezone)),
+        "scriptLogHead": "\n".join(head),
+        "scriptLogHeadCount": len(head),
+        "scriptLogTail": "\n".join(tail),
+        "scriptLogTailCount": len(tail),
         "outcome": outcome,
         "title": labelled(event, TITLES[outcome]),
         "test": event.test,
@@ -166,3 +180,20 @@ def build(event: Event, outcome: Outcome, target: ChatTarget) -> dict[str, Any]:
         },
         "enrichment": {"status": event.enrichment.status, "reasons": event.enrichment.reasons},
     }
+    context["basic_title"] = _basic_title(target, context)
+    return context
+
+
+def _basic_title(target: ChatTarget, context: dict[str, Any]) -> str:
+    """The basic message's title: the target's ``basic_title`` template, else (or when it fails
+    for this event) "<title>: <task name>"."""
+    default = f"{context['title']}: {context['task']['name']}"
+    if target.basic_title is None:
+        return default
+    try:
+        return " ".join(templating.render_text(target.basic_title, context).split()) or default
+    except templating.TemplateError as error:
+        log.warning(
+            "%s: basic_title does not render (%s); the default title is used", target.name, error
+        )
+        return default

@@ -8,7 +8,8 @@ from pathlib import Path
 from herald_chat_notifier.chat import unreadable_templates
 from herald_chat_notifier.destinations import slack, teams
 from herald_chat_notifier.settings import ChatNotifierSettings
-from herald_shared.config import reveal
+from herald_shared.butler_fields import site_zone
+from herald_shared.config import ConfigDocument, reveal
 from herald_shared.delivery import destination
 from herald_shared.preflight import Preflight
 from herald_shared.runtime import Context, ServiceSpec
@@ -55,6 +56,25 @@ def preflight(settings: ChatNotifierSettings, check: Preflight) -> None:
             check.problems += kind(target, service=NAME).template_problems(f"{where}.template_dir")
 
 
+def configure(document: ConfigDocument) -> ChatNotifierSettings:
+    """The section, each target's time zone defaulting to ``qlik.timezone``."""
+    settings = document.section(SECTION, ChatNotifierSettings)
+    return settings.model_copy(
+        update={
+            platform: [
+                target.model_copy(update={"timezone": site_zone(document.data, target.timezone)})
+                for target in getattr(settings, platform)
+            ]
+            for platform in ("slack", "teams")
+        }
+    )
+
+
 SERVICE = ServiceSpec(
-    name=NAME, section=SECTION, settings=ChatNotifierSettings, build=build, preflight=preflight
+    name=NAME,
+    section=SECTION,
+    settings=ChatNotifierSettings,
+    build=build,
+    configure=configure,
+    preflight=preflight,
 )

@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any, Final
 
 import yaml
-from jinja2 import StrictUndefined, Template
+from jinja2 import StrictUndefined, Template, pass_context
 from jinja2.environment import TemplateExpression
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from herald_shared.butler_fields import local_time
 
 _ENVIRONMENT: Final = ImmutableSandboxedEnvironment(
     undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
@@ -54,7 +56,18 @@ def unfenced(value: object) -> str:
     return _BACKTICK_PAIR.sub("`\u200b", str(value))
 
 
+_ENVIRONMENT.filters["teams_text"] = teams_text
+_ENVIRONMENT.filters["unfenced"] = unfenced
+
+
+@pass_context
+def _local_time(context: Any, value: object, pattern: str = "%Y-%m-%d %H:%M:%S") -> str:
+    """``{{ execution.started | local_time("%H:%M") }}``: in the target's zone."""
+    return local_time(value, pattern, context.get("site_timezone"))
+
+
 _ENVIRONMENT.filters["mrkdwn"] = mrkdwn
+_ENVIRONMENT.filters["local_time"] = _local_time
 _ENVIRONMENT.filters["teams_text"] = teams_text
 _ENVIRONMENT.filters["unfenced"] = unfenced
 _SINGLE_EXPRESSION: Final = re.compile(r"^\{\{(?P<expression>[^{}]*)\}\}$")
@@ -129,6 +142,24 @@ def _render_text(text: str, context: dict[str, Any]) -> Any:
         value = _evaluate(single.group("expression"), context)
         return "" if value is None else value
     return _template(text).render(context)
+
+
+def compile_text(text: str) -> Template:
+    """One text template (a basic message's title); a syntax error is a :class:`TemplateError`."""
+    try:
+        return _template(text)
+    except Exception as error:
+        raise TemplateError(f"{type(error).__name__}: {error}") from None
+
+
+def render_text(text: str, context: Mapping[str, Any]) -> str:
+    """``text`` rendered as one Jinja template; any failure is a :class:`TemplateError`."""
+    try:
+        return str(compile_text(text).render(dict(context)))
+    except TemplateError:
+        raise
+    except Exception as error:
+        raise TemplateError(f"{type(error).__name__}: {error}") from None
 
 
 def _evaluate(expression: str, context: dict[str, Any]) -> Any:

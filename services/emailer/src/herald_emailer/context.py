@@ -39,13 +39,33 @@ Script log (scriptLogSize, scriptLogSizeRows, scriptLogHead, …)
 Links (qlikSenseQMC, qlikSenseHub, genericUrls)
     ``qlik_sense_qmc``, ``qlik_sense_hub``, ``generic_urls`` (list of ``{id, link_text, comment,
     url}``).
+Butler's names (taskName, appOwnerEmail, scriptLogHead, executionStartTime.startTimeLocal1, …)
+    every field of :func:`herald_shared.butler_fields.butler_fields`, so Butler's templates
+    render unchanged once converted to Jinja2 (docs/templates.md gives each one's type and an
+    example; ``site_timezone`` is the zone of the local times and of the ``local_time``
+    filter). A missing value is ``""`` there, as Butler rendered it:
+    ``site_timezone``, ``hostName``, ``user``, ``taskName``, ``taskId``, ``taskTags``,
+    ``taskCustomProperties``, ``taskIsManuallyTriggered``, ``taskIsPartialReload``,
+    ``taskMaxRetries``, ``taskModifiedByUsername``, ``taskModifiedDate``,
+    ``taskSessionTimeout``, ``taskNextExecution``, ``appName``, ``appId``, ``appUrl``,
+    ``appDescription``, ``appFileSize``, ``appLastSuccessfulReload``, ``appLastModifiedDate``,
+    ``appLastModifiedByUserName``, ``appPublishTime``, ``appPublished``, ``appStreamName``,
+    ``appTags``, ``appCustomProperties``, ``appOwnerName``, ``appOwnerUserId``,
+    ``appOwnerUserDirectory``, ``appOwnerEmail``, ``logTimeStamp``, ``logLevel``,
+    ``logMessage``, ``executionId``, ``executingNodeName``, ``executionDuration``,
+    ``executionStartTime``, ``executionStopTime``, ``executionStatusNum``,
+    ``executionStatusText``, ``executionDetails``, ``executionDetailsConcatenated``,
+    ``scriptLogSize``, ``scriptLogSizeRows``, ``scriptLogSizeCharacters``, ``scriptLogHead``,
+    ``scriptLogHeadCount``, ``scriptLogTail``, ``scriptLogTailCount``, ``qlikSenseQMC``,
+    ``qlikSenseHub``, ``genericUrls``.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
+from herald_shared.butler_fields import butler_fields
 from herald_shared.events import Event, TaskSucceeded
 from herald_shared.outcomes import outcome_of
 
@@ -87,7 +107,8 @@ def _duration(milliseconds: int | None) -> dict[str, Any] | None:
     }
 
 
-def build_context(event: Event) -> dict[str, Any]:
+def build_context(event: Event, zone: tzinfo | None = None) -> dict[str, Any]:
+    """The fields for ``event``; Butler's local times are in ``zone`` (None: this host's)."""
     task, app, execution = event.task, event.app, event.execution
     owner = app.owner if app is not None else None
     script_log = event.script_log
@@ -95,6 +116,7 @@ def build_context(event: Event) -> dict[str, Any]:
     recovers = event.recovers if isinstance(event, TaskSucceeded) else None
     full_text = script_log.full_text if script_log is not None else None
     return {
+        **butler_fields(event, zone),
         # alert
         "outcome": outcome_of(event),
         "kind": event.kind,

@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jinja2
+import msgspec
 
 from herald_emailer.context import build_context
+from herald_shared.butler_fields import local_time, zone
 from herald_shared.config import ConfigError
 from herald_shared.events import TEST_LABEL, Event
 from herald_shared.outcomes import outcome_of
@@ -44,6 +46,12 @@ def _format_label(value: str) -> str:
     return value.ljust(20)
 
 
+@jinja2.pass_context
+def _local_time(context: Any, value: object, pattern: str = "%Y-%m-%d %H:%M:%S") -> str:
+    """``{{ execution_start_time | local_time("%d.%m.%Y %H:%M") }}``: in the destination's zone."""
+    return local_time(value, pattern, context.get("site_timezone"))
+
+
 def _environment(template_dir: Path | None, *, autoescape: bool | Any) -> jinja2.Environment:
     loaders: list[jinja2.BaseLoader] = []
     if template_dir is not None:
@@ -58,13 +66,18 @@ def _environment(template_dir: Path | None, *, autoescape: bool | Any) -> jinja2
     )
     environment.filters["yesno"] = _yesno
     environment.filters["format_label"] = _format_label
+    environment.filters["local_time"] = _local_time
     return environment
 
 
 class Renderer:
     """One outcome's templates, compiled once."""
 
-    def __init__(self, settings: OutcomeSettings, template_dir: Path | None) -> None:
+    def __init__(
+        self, settings: OutcomeSettings, template_dir: Path | None, timezone: str | None = None
+    ) -> None:
+        self._zone = zone(timezone)
+        self._lines = (settings.head_lines, settings.tail_lines)
         html_env = _environment(template_dir, autoescape=jinja2.select_autoescape(["html", "htm"]))
         text_env = _environment(template_dir, autoescape=False)
         self._subject = text_env.from_string(settings.subject)
@@ -72,23 +85,41 @@ class Renderer:
         self._text = text_env.get_template(settings.text_template)
 
     def render(self, event: Event) -> Rendered:
-        context = build_context(event)
+        context = build_context(_excerpt(event, *self._lines), self._zone)
         subject = " ".join(self._subject.render(context).split())  # one line, no header injection
         return Rendered(
             subject=subject, text=self._text.render(context), html=self._html.render(context)
         )
 
 
+def _excerpt(event: Event, head: int | None, tail: int | None) -> Event:
+    """The event with its script-log head and tail cut to this outcome's line counts."""
+    log = event.script_log
+    if log is None or (head is None and tail is None):
+        return event
+    lines = msgspec.structs.replace(
+        log,
+        head=log.head if head is None else log.head[:head],
+        tail=log.tail if tail is None else (log.tail[-tail:] if tail else []),
+    )
+    return msgspec.structs.replace(event, script_log=lines)
+
+
 def load_renderer(
-    name: str, settings: OutcomeSettings, template_dir: Path | None, origin: str = "herald.yaml"
+    name: str,
+    settings: OutcomeSettings,
+    template_dir: Path | None,
+    origin: str = "herald.yaml",
+    timezone: str | None = None,
 ) -> Renderer:
     """Compile an outcome's templates; a missing or broken one is a :class:`ConfigError`.
 
-    ``origin`` is the configuration file, named by errors in the subject (which lives there).
+    ``origin`` is the configuration file, named by errors in the subject (which lives there);
+    ``timezone`` the site's, for Butler's local-time fields.
     """
     where = f"emailer.{name}"
     try:
-        return Renderer(settings, template_dir)
+        return Renderer(settings, template_dir, timezone)
     except jinja2.TemplateSyntaxError as error:
         if error.filename is None and error.name is None:
             place = f"{origin}: {where}.subject: line {error.lineno}"

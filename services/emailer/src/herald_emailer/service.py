@@ -10,6 +10,7 @@ from herald_emailer.rendering import Rendered, load_renderer
 from herald_emailer.settings import EmailerSettings
 from herald_emailer.smtp import SmtpTransport
 from herald_shared import samples
+from herald_shared.butler_fields import site_zone
 from herald_shared.config import ConfigDocument
 from herald_shared.delivery import destination
 from herald_shared.runtime import Context, ServiceSpec
@@ -24,6 +25,7 @@ DESTINATIONS: tuple[destination.DestinationModule, ...] = (email,)
 
 def configure(document: ConfigDocument) -> EmailerSettings:
     settings = document.section(SECTION, EmailerSettings)
+    settings = settings.model_copy(update={"timezone": site_zone(document.data, settings.timezone)})
     email.check_templates(settings, document.origin(SECTION))
     return settings
 

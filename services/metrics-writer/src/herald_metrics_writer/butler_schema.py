@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Final
 
 from herald_metrics_writer.line_protocol import FieldValue, Point, timestamp_ns
+from herald_shared.butler_fields import local_times
 from herald_shared.events import Event, TaskAborted, TaskFailed
 
 NO_SCRIPT_LOG: Final = "Script log not available"
@@ -32,6 +33,7 @@ class SchemaOptions:
     failed_tail_lines: int = 20
     success_head_lines: int = 15
     success_tail_lines: int = 25
+    zone: tzinfo = UTC  # of the Local1..5 times in the *_json fields
 
 
 def measurement(event: Event) -> str | None:
@@ -86,7 +88,7 @@ def point(event: Event, options: SchemaOptions) -> Point | None:
     if failed and not has_log:
         fields.update(task_scriptLogSize=0.0, task_scriptLogTailCount=0.0, scriptLog=NO_SCRIPT_LOG)
     else:
-        fields.update(_execution_fields(event))
+        fields.update(_execution_fields(event, options.zone))
         details = _details_concatenated(event)
         if failed:
             tail_count = options.failed_tail_lines
@@ -146,28 +148,13 @@ def _details_concatenated(event: Event) -> str:
     )
 
 
-def _time_json(prefix: str, at: datetime | None) -> str:
-    """Butler's executionStartTime/StopTime object as JSON; times are UTC (Herald has no
-    "Butler host" time zone to format them in)."""
-    if at is None:
-        formats = ["-"] * 6
-    else:
-        hour = at.strftime("%I").lstrip("0") or "12"
-        clock = f"{hour}:{at:%M:%S} {at:%p}"
-        long_form = f"{at:%B} {at.day}, {at.year} at {clock} UTC"
-        formats = [
-            _qrs_time(at),
-            at.strftime("%Y-%m-%d %H:%M:%S"),
-            f"{at.month}/{at.day}/{at.year}, {clock}",
-            f"{at:%b} {at.day}, {at.year}, {clock}",
-            long_form,
-            long_form,  # Butler's Local5 repeats Local4
-        ]
-    keys = [f"{prefix}UTC"] + [f"{prefix}Local{n}" for n in range(1, 6)]
-    return json.dumps(dict(zip(keys, formats, strict=True)))
+def _time_json(prefix: str, at: datetime | None, zone: tzinfo) -> str:
+    """Butler's executionStartTime/StopTime object as JSON, the Local formats in ``zone``
+    (Butler used its host's zone; Herald's is influxdb.timezone, else qlik.timezone, else UTC)."""
+    return json.dumps(local_times(at, prefix, zone))
 
 
-def _execution_fields(event: Event) -> dict[str, FieldValue]:
+def _execution_fields(event: Event, zone: tzinfo) -> dict[str, FieldValue]:
     execution = event.execution
     duration_ms = execution.duration_ms
     if duration_ms is None and execution.started_at and execution.stopped_at:
@@ -176,8 +163,8 @@ def _execution_fields(event: Event) -> dict[str, FieldValue]:
     hours, rest = divmod(total_seconds, 3600)
     minutes, seconds = divmod(rest, 60)
     return {
-        "task_executionStartTime_json": _time_json("startTime", execution.started_at),
-        "task_executionStopTime_json": _time_json("stopTime", execution.stopped_at),
+        "task_executionStartTime_json": _time_json("startTime", execution.started_at, zone),
+        "task_executionStopTime_json": _time_json("stopTime", execution.stopped_at, zone),
         "task_executionDuration_json": json.dumps(
             {"hours": hours, "minutes": minutes, "seconds": seconds}
         ),

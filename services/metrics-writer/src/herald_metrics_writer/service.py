@@ -6,12 +6,15 @@ from pathlib import Path
 
 from herald_metrics_writer.destinations import influxdb, prometheus
 from herald_metrics_writer.settings import MetricsWriterSettings
+from herald_shared.butler_fields import site_zone
+from herald_shared.config import ConfigDocument
 from herald_shared.delivery import destination
 from herald_shared.preflight import Preflight
 from herald_shared.runtime import Context, ServiceSpec
 from herald_shared.subscriber import SubscriberService
 
 NAME = "metrics-writer"
+SECTION = "metrics_writer"
 
 #: The destination modules, in the order their destinations are built.
 DESTINATIONS: tuple[destination.DestinationModule, ...] = (influxdb, prometheus)
@@ -37,10 +40,20 @@ def preflight(settings: MetricsWriterSettings, check: Preflight) -> None:
         check.certificate_authority("metrics_writer.influxdb.ca_file", influx.ca_file)
 
 
+def configure(document: ConfigDocument) -> MetricsWriterSettings:
+    """The section, influxdb.timezone defaulting to ``qlik.timezone``."""
+    settings = document.section(SECTION, MetricsWriterSettings)
+    influxdb = settings.influxdb.model_copy(
+        update={"timezone": site_zone(document.data, settings.influxdb.timezone)}
+    )
+    return settings.model_copy(update={"influxdb": influxdb})
+
+
 SERVICE = ServiceSpec(
     name=NAME,
-    section="metrics_writer",
+    section=SECTION,
     settings=MetricsWriterSettings,
     build=build,
+    configure=configure,
     preflight=preflight,
 )

@@ -224,7 +224,7 @@ class SlackDestination(ChatDestination):
                 "text": {
                     "type": "plain_text",
                     "emoji": True,
-                    "text": _cut(f"{context['title']}: {context['task']['name']}", HEADER_TEXT),
+                    "text": _cut(context["basic_title"], HEADER_TEXT),
                 },
             }
         ]
@@ -252,7 +252,7 @@ class SlackDestination(ChatDestination):
             blocks += [{"type": "divider"}, {"type": "actions", "elements": buttons}]
         return {
             **self._identity(),
-            "text": mrkdwn(f"{context['title']}: {context['task']['name']}"),
+            "text": mrkdwn(context["basic_title"]),
             "blocks": blocks,
         }
 

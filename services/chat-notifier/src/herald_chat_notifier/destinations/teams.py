@@ -240,7 +240,7 @@ class TeamsDestination(ChatDestination):
         )
 
     def basic(self, context: dict[str, Any]) -> Any:
-        title = templating.teams_text(f"{context['title']}: {context['task']['name']}"[:TITLE_TEXT])
+        title = templating.teams_text(context["basic_title"][:TITLE_TEXT])
         links = context["links"]
         recovers = context["recovers"]
         if self.target.format == "message_card":

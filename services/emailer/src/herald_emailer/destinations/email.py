@@ -26,6 +26,7 @@ from herald_emailer.rendering import (
 )
 from herald_emailer.smtp import SmtpSettings, SmtpTransport
 from herald_shared import samples
+from herald_shared.butler_fields import TimeZoneName
 from herald_shared.config import ConfigError, Duration, Section
 from herald_shared.delivery.destination import Context, Destination, Skipped, Target
 from herald_shared.events import Event
@@ -73,6 +74,10 @@ class OutcomeSettings(DestinationSettings):
     app_owner: AppOwnerSettings = AppOwnerSettings()
     when: When = MATCH_ALL  # gates the whole outcome, every recipient
     rate_limit: Duration | None = None  # seconds per task and recipient; null: no limit
+    # Script-log lines in this outcome's mails (Butler's headScriptLogLines/tailScriptLogLines);
+    # null: all the event carries (qlik.script_log.head_lines/tail_lines), which caps them.
+    head_lines: int | None = Field(default=None, ge=0)
+    tail_lines: int | None = Field(default=None, ge=0)
 
 
 class FailedSettings(OutcomeSettings):
@@ -126,6 +131,9 @@ class EmailSettings(Section):
     succeeded: SucceededSettings = SucceededSettings()
     recovered: RecoveredSettings = RecoveredSettings()
     template_dir: Path | None = None  # templates here take precedence over the built-in ones
+    # Butler's local-time fields (startTimeLocal1, …) are in this zone; None: qlik.timezone,
+    # else this host's (herald_shared.butler_fields.site_zone).
+    timezone: TimeZoneName = None
 
     def outcome(self, name: Outcome) -> OutcomeSettings:
         settings: OutcomeSettings = getattr(self, name)
@@ -240,7 +248,9 @@ def check_templates(settings: EmailSettings, origin: str = "herald.yaml") -> Non
         if not block.enabled:
             continue
         try:
-            renderer = load_renderer(outcome, block, settings.template_dir, origin)
+            renderer = load_renderer(
+                outcome, block, settings.template_dir, origin, timezone=settings.timezone
+            )
             check_renderer(outcome, renderer, samples.sample_events(), origin)
         except ConfigError as error:
             problems += error.problems
@@ -283,7 +293,9 @@ def destinations(settings: EmailSettings, context: Context) -> list[Destination]
             EmailDestination(
                 outcome,
                 block,
-                renderer=load_renderer(outcome, block, settings.template_dir),
+                renderer=load_renderer(
+                    outcome, block, settings.template_dir, timezone=settings.timezone
+                ),
                 transport=transport,
                 default_sender=settings.from_address,
                 takes_recoveries=outcome == "succeeded" and not settings.recovered.enabled,

@@ -7,6 +7,7 @@ point is stored. Aborts are never written, as in Butler.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC
 from pathlib import Path
 from typing import Literal
 
@@ -14,6 +15,7 @@ from pydantic import AnyHttpUrl, Field, SecretStr, model_validator
 
 from herald_metrics_writer import butler_schema
 from herald_metrics_writer.batch_writer import BatchWriter
+from herald_shared.butler_fields import TimeZoneName, zone
 from herald_shared.config import Duration, Section
 from herald_shared.delivery.destination import SINGLE_TARGET, Context, Destination, Target
 from herald_shared.events import Event, TaskAborted, TaskSucceeded
@@ -82,6 +84,9 @@ class InfluxDbSettings(DestinationSettings):
     success_tail_lines: int = Field(default=25, ge=0)
     success: SuccessMetricsSettings = SuccessMetricsSettings()
     when: When = MATCH_ALL  # metrics_writer.when unless set here
+    # The zone of task_execution{Start,Stop}Time_json's Local1..5 (Butler: its host's); null:
+    # qlik.timezone, else UTC (herald_shared.butler_fields.site_zone).
+    timezone: TimeZoneName = None
 
     @model_validator(mode="after")
     def _check_version_keys(self) -> InfluxDbSettings:
@@ -111,6 +116,7 @@ class InfluxDestination(Destination):
             failed_tail_lines=settings.failed_tail_lines,
             success_head_lines=settings.success_head_lines,
             success_tail_lines=settings.success_tail_lines,
+            zone=zone(settings.timezone) or UTC,
         )
         self.writer = BatchWriter(settings, service)
 
