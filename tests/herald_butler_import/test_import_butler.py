@@ -63,7 +63,9 @@ def test_a_butler_site_with_every_reload_alert_imports_and_passes_check_config(
     imported: tuple[Path, subprocess.CompletedProcess[str]],
 ) -> None:
     out, _ = imported
-    checked = herald("check-config", "--config", out / "herald.yaml")
+    # The QRS certificates are where Butler's host keeps them (/etc/butler/certs), not on this
+    # machine: checked as a file meant for another host is.
+    checked = herald("check-config", "--config", out / "herald.yaml", "--secrets-not-mounted")
     assert checked.returncode == 0, checked.stderr
     assert "valid for" in checked.stdout
     document = yaml.safe_load((out / "herald.yaml").read_text())

@@ -31,6 +31,7 @@ from herald_shared.settings import (
     HealthSettings,
     LoggingSettings,
 )
+from herald_testkit.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "deploy" / "config" / "herald.example.yaml"
@@ -194,6 +195,7 @@ def test_herald_check_config_accepts_the_shipped_files(path: Path, tmp_path: Pat
         ensure_certs(tmp_path / "var" / "demo" / "qlik-certs")
         cwd = tmp_path
         ports["HERALD_INGEST__UDP__PORT"] = "0"
+        ports["HERALD_BROKER__PORT"] = str(free_port())  # the embedded broker's, 1884 in the file
     result = _check_config(path.relative_to(ROOT), ports, arguments, cwd=cwd)
     assert result.returncode == 0, result.stderr
     assert "valid for" in result.stdout

@@ -46,7 +46,12 @@ def site_zone(document: Mapping[str, Any], own: str | None) -> str | None:
         return own
     qlik = document.get("qlik")
     name = qlik.get("timezone") if isinstance(qlik, dict) else None
-    return _known_zone(str(name)) if name else None
+    try:
+        return _known_zone(str(name)) if name else None
+    except ValueError:
+        # A misspelt qlik.timezone is reported once, by the preflight (herald_shared.preflight),
+        # with its file and key; reported here too, every service would say it again.
+        return None
 
 
 def zone(name: str | None) -> tzinfo | None:

@@ -432,7 +432,6 @@ def preflight(config: IngestConfig, check: Preflight) -> None:
             qrs.client_key,
             reveal(qrs.client_key_password),
         )
-    check.timezone("qlik.timezone", config.qlik.timezone)
     for key in ("qmc_url", "hub_url", "app_base_url"):
         check.absolute_url(f"qlik.{key}", getattr(config.qlik, key))
     for index, link in enumerate(config.qlik.generic_links):
