@@ -20,6 +20,7 @@ import pytest
 
 from herald_testkit.mosquitto import Mosquitto
 from herald_testkit.ports import free_port
+from herald_testkit.tls import make_certificates
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "s3cret-Passw0rd-for-tests"
@@ -386,3 +387,31 @@ def test_secrets_not_mounted_wants_absolute_paths_without_reading_them(tmp_path:
     assert err == []
     assert code == 0
     assert out.startswith(f"{path}: valid for chat-notifier, ingest (not configured: ")
+
+
+def test_what_works_but_should_not_stay_so_is_a_warning_and_never_shows_a_token(
+    tmp_path: Path,
+) -> None:
+    certs = make_certificates(tmp_path / "certs")
+    token = "tok-3c1d9e2f7a"
+    path = tmp_path / "herald.yaml"
+    path.write_text(
+        base(tmp_path)
+        + ingest(
+            tmp_path,
+            qrs=f"url: 'https://127.0.0.1:4242', client_cert: {certs.cert},"
+            f" client_key: {certs.key}, ca_cert: {certs.ca}, verify: false",
+        )
+        + f"incident_forwarder:\n  state_dir: {tmp_path / 'state'}\n  webhooks:\n"
+        f"    - {{name: ops, url: 'http://automation.example.com/qlik?code={token}'}}\n"
+    )
+    status, out, err = herald(tmp_path, "check-config", "--config", str(path))
+    assert (status, err) == (0, [])
+    warnings = [line for line in out.splitlines() if line.startswith("warning: ")]
+    assert sorted(warnings) == [
+        f"warning: {path}: incident_forwarder.webhooks[0].url: http:// sends alerts unencrypted;"
+        " use https:// if the server has it",
+        f"warning: {path}: qlik.qrs.verify: false: the QRS's certificate is not checked, so anyone"
+        " on the way can pose as it; give its CA certificate instead and set it to true",
+    ]
+    assert token not in out

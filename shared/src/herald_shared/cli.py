@@ -206,12 +206,15 @@ def _check_config(arguments: argparse.Namespace) -> int:
     process.services = [
         (spec, settings) for spec, settings in process.services if spec.name in chosen
     ]
-    preflight.run(document, process, mounted=mounted)
+    warnings = preflight.run(document, process, mounted=mounted)
     if mounted:
         asyncio.run(preflight.broker_account(document, process))
     # Old spellings still work: they are reported, but the file is valid (exit 0).
     for sentence in document.deprecations:
         print(sentence)
+    # What works but should not stay so: said, the file is still valid (exit 0).
+    for warning in warnings:
+        print(f"warning: {warning}")
     others = [name for name in services if name not in chosen]
     unused = f" (not configured: {', '.join(others)})" if others else ""
     print(f"{arguments.config}: valid for {', '.join(sorted(chosen))}{unused}")

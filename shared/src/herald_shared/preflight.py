@@ -48,9 +48,30 @@ class Preflight:
     document: ConfigDocument
     mounted: bool = True
     problems: list[str] = field(default_factory=list)
+    #: What works but should not be left so (certificate checks off, alerts sent unencrypted):
+    #: printed by check-config and logged at start, never a reason to refuse.
+    warnings: list[str] = field(default_factory=list)
 
     def fail(self, key: str, message: str) -> None:
         self.problems.append(f"{self.document.origin(key)}: {key}: {message}")
+
+    def warn(self, key: str, message: str) -> None:
+        self.warnings.append(f"{self.document.origin(key)}: {key}: {message}")
+
+    def encrypted(self, key: str, url: str | None, what: str) -> None:
+        """A warning for an ``http://`` URL: ``what`` travels unencrypted (tokens and alert
+        contents readable on the way). The URL itself is never shown: it may hold a token."""
+        if url is not None and urlsplit(url).scheme == "http":
+            self.warn(key, f"http:// sends {what} unencrypted; use https:// if the server has it")
+
+    def verifies(self, key: str, verify: bool, peer: str) -> None:
+        """A warning when certificate checks are off for ``peer``."""
+        if not verify:
+            self.warn(
+                key,
+                f"false: {peer}'s certificate is not checked, so anyone on the way can pose as "
+                "it; give its CA certificate instead and set it to true",
+            )
 
     def file(self, key: str, path: Path | None) -> bool:
         """True if ``path`` can be read now (with ``mounted=False``: only that it is absolute)."""
@@ -194,6 +215,8 @@ def tls_files(check: Preflight, key: str, tls: TlsSettings) -> None:
 
 def shared_sections(check: Preflight, broker: BrokerSettings, health: HealthSettings) -> None:
     tls_files(check, "broker.tls", broker.tls)
+    if broker.tls.enabled:
+        check.verifies("broker.tls.verify", broker.tls.verify, "the broker")
     if broker.embedded:
         check.port_free("broker.port", broker.host, broker.port)
     check.port_free("health.port", health.host, health.port)
@@ -204,13 +227,16 @@ def run(
     process: ProcessSettings,
     *,
     mounted: bool = True,
-) -> None:
-    """Every check for the process's shared sections and services; raises :class:`ConfigError`."""
+) -> list[str]:
+    """Every check for the process's shared sections and services; raises :class:`ConfigError`.
+
+    Returns the warnings: what works but should not be left so."""
     check = Preflight(document, mounted=mounted)
     shared_sections(check, process.broker, process.health)
     for spec, settings in process.services:
         _service(check, spec, settings)
     check.raise_problems()
+    return check.warnings
 
 
 async def broker_account(document: ConfigDocument, process: ProcessSettings) -> None:

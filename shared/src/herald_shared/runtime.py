@@ -187,10 +187,12 @@ async def serve(
     A configuration that cannot work (a missing certificate, a busy port, a refused broker
     account) raises :class:`ConfigError` before anything is served.
     """
-    preflight.run(document, process)
+    warnings = preflight.run(document, process)
     await preflight.broker_account(document, process)
     logs.setup(process.logging)
     logs.REDACTOR.add(process.secrets())
+    for warning in warnings:
+        log.warning("%s", warning)
     for sentence in document.deprecations:
         log.warning("%s", sentence)
     stop = asyncio.Event()

@@ -261,7 +261,12 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         "send-test", help="send a test alert and wait for every destination's report"
     )
     add_config_argument(parser)
-    parser.add_argument("--kind", choices=sorted(_SAMPLES), default="failed")
+    parser.add_argument(
+        "--kind",
+        choices=sorted(_SAMPLES),
+        default="failed",
+        help="which sample alert to send (default: failed)",
+    )
     parser.add_argument(
         "--timeout",
         "--wait",  # its name before it waited for every destination

@@ -179,8 +179,10 @@ async def tail(
     """Print until cancelled."""
 
     async def show(message: Message) -> None:
-        if message.topic.split("/")[2:3] == ["acks"]:
-            return  # bookkeeping between the services and ingest, one per batch and service
+        if message.topic.split("/")[2:3] in (["acks"], ["lease"]):
+            # Bookkeeping: acknowledgements (one per batch and service) and the sweep's lease
+            # (renewed every interval) would drown what an operator watches for.
+            return
         if not only.admits(message.topic, message.payload):
             return
         now = datetime.now().astimezone()

@@ -45,6 +45,7 @@ def preflight(settings: ChatNotifierSettings, check: Preflight) -> None:
         for index, target in enumerate(targets):
             where = f"{SECTION}.{key}[{index}]"
             check.absolute_url(f"{where}.webhook_url", reveal(target.webhook_url), secret=True)
+            check.encrypted(f"{where}.webhook_url", reveal(target.webhook_url), "alerts")
             if target.template_dir is None:
                 continue
             if not check.directory(f"{where}.template_dir", target.template_dir):

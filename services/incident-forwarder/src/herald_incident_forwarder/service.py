@@ -43,9 +43,11 @@ def preflight(settings: IncidentForwarderSettings, check: Preflight) -> None:
     check.absolute_url(f"{SECTION}.new_relic.log_url", new_relic.log_url)
     if settings.signl4.enabled:
         check.absolute_url(f"{SECTION}.signl4.url", reveal(settings.signl4.url), secret=True)
+        check.encrypted(f"{SECTION}.signl4.url", reveal(settings.signl4.url), "alerts")
     for index, webhook in enumerate(settings.webhooks):
         where = f"{SECTION}.webhooks[{index}]"
         check.absolute_url(f"{where}.url", reveal(webhook.url), secret=True)
+        check.encrypted(f"{where}.url", reveal(webhook.url), "alerts")
         check.certificate_authority(f"{where}.ca_file", webhook.ca_file)
     broker = settings.butler_mqtt.broker
     if settings.butler_mqtt.enabled and not isinstance(broker, str):

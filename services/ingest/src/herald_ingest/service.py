@@ -423,7 +423,9 @@ def preflight(config: IngestConfig, check: Preflight) -> None:
             "qlik.qrs.url",
             "not set: ingest asks the QRS about every task (usually https://<central node>:4242)",
         )
+    check.encrypted("qlik.qrs.url", qrs.url, "the QRS requests and answers")
     if qrs.url.startswith("https"):
+        check.verifies("qlik.qrs.verify", qrs.verify, "the QRS")
         check.certificate_authority("qlik.qrs.ca_cert", qrs.ca_cert)
         check.client_certificate(
             "qlik.qrs.client_cert",
