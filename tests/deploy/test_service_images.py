@@ -63,6 +63,12 @@ def service_venvs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                 "--no-editable",
                 "--package",
                 f"herald-{service}",
+                # uv reuses a built wheel of a workspace member until its pyproject.toml
+                # changes; a module added since would be missing from the install.
+                "--reinstall-package",
+                "herald-shared",
+                "--reinstall-package",
+                f"herald-{service}",
             ],
             cwd=ROOT,
             env=env,

@@ -215,6 +215,10 @@ def tls_files(check: Preflight, key: str, tls: TlsSettings) -> None:
 
 def shared_sections(check: Preflight, broker: BrokerSettings, health: HealthSettings) -> None:
     tls_files(check, "broker.tls", broker.tls)
+    qlik = check.document.data.get("qlik")
+    site_zone = qlik.get("timezone") if isinstance(qlik, dict) else None
+    if site_zone:  # ingest's, and every destination's without one of its own
+        check.timezone("qlik.timezone", str(site_zone))
     if broker.tls.enabled:
         check.verifies("broker.tls.verify", broker.tls.verify, "the broker")
     if broker.embedded:
