@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ def _names(context: dict[str, Any]) -> set[str]:
     names = set()
     for name, value in context.items():
         flat = name in ("executionDuration", "execution_duration", "recovers")
-        if isinstance(value, dict) and not flat:
+        if isinstance(value, Mapping) and not flat:
             names |= {f"{name}.{key}" for key in value}
         else:
             names.add(name)
