@@ -21,7 +21,6 @@ from typing import Any, Final
 
 import yaml
 from jinja2 import StrictUndefined, Template, pass_context
-from jinja2.environment import TemplateExpression
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from herald_shared.butler_fields import local_time
@@ -88,7 +87,10 @@ def load(path: Path) -> Any:
 
 def render(structure: Any, context: Mapping[str, Any]) -> Any:
     try:
-        return _render(structure, dict(context))
+        # Jinja's globals (range, dict, …) once per message: every leaf below renders with this
+        # dict as its context, shared, instead of a copy of it (a copy per leaf, of some 140
+        # fields since Butler's names are there too, was a third of a message's CPU).
+        return _render(structure, {**_ENVIRONMENT.globals, **context})
     except TemplateError:
         raise
     except Exception as error:  # Jinja's errors, a $for over something that is not a list, …
@@ -141,7 +143,10 @@ def _render_text(text: str, context: dict[str, Any]) -> Any:
     if single is not None and "|" not in single.group("expression"):
         value = _evaluate(single.group("expression"), context)
         return "" if value is None else value
-    return _template(text).render(context)
+    template = _template(text)
+    return _ENVIRONMENT.concat(
+        template.root_render_func(template.new_context(context, shared=True))
+    )
 
 
 def compile_text(text: str) -> Template:
@@ -163,7 +168,12 @@ def render_text(text: str, context: Mapping[str, Any]) -> str:
 
 
 def _evaluate(expression: str, context: dict[str, Any]) -> Any:
-    return _expression(expression)(**context)
+    """What ``compile_expression`` gives, without its copy of the context."""
+    template = _assignment(expression)
+    shared = template.new_context(context, shared=True)
+    for _ in template.root_render_func(shared):
+        pass
+    return shared.vars["result"]
 
 
 # Compiling is what costs (about 10 ms of CPU per message when done each time); the texts are the
@@ -174,8 +184,8 @@ def _template(text: str) -> Template:
 
 
 @functools.lru_cache(maxsize=1024)
-def _expression(expression: str) -> TemplateExpression:
-    return _ENVIRONMENT.compile_expression(expression, undefined_to_none=False)
+def _assignment(expression: str) -> Template:
+    return _ENVIRONMENT.from_string(f"{{% set result = ({expression}) %}}")
 
 
 class _Dropped:
