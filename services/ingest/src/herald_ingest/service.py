@@ -166,6 +166,14 @@ class IngestService:
         )
         self._supervisor.spawn(redeliver, "resending unacknowledged events")
         self._supervisor.watch(self.bus.start(), "the broker connection loop")
+        if self._sources.names:
+            # Resolved before the socket opens, so the first datagrams find the names' addresses.
+            await self._sources.refresh()
+            refresh = self._settings.allowed_sources_refresh
+            resolving = every(
+                refresh, self._sources.refresh, what="resolving ingest.allowed_sources"
+            )
+            self._supervisor.spawn(resolving, "resolving ingest.allowed_sources")
         udp = self._settings.udp
         self._listener = listen(udp.host, udp.port, udp.receive_buffer_bytes, self._on_datagrams)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -10,6 +11,9 @@ from pydantic import Field, SecretStr, field_validator
 
 from herald_shared.config import Duration, Section
 from herald_shared.settings import ServiceSection
+
+# RFC 1123 host names (letters, digits, hyphens; dot-separated labels).
+HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
 
 
 class UdpSettings(Section):
@@ -69,8 +73,10 @@ class IngestSettings(ServiceSection):
     udp: UdpSettings = UdpSettings()
     reconcile: ReconcileSettings = ReconcileSettings()
     redelivery: RedeliverySettings = RedeliverySettings()
-    # IP addresses and CIDR ranges (IPv4 and IPv6) of the Sense nodes; empty accepts any source.
+    # IP addresses, CIDR ranges (IPv4 and IPv6) and host names of the Sense nodes; empty accepts
+    # any source. Host names are resolved at start and again every allowed_sources_refresh.
     allowed_sources: list[str] = Field(default_factory=list)
+    allowed_sources_refresh: Duration = Field(default=300.0, gt=0)
     # A datagram of the same kind and execution within this window is a duplicate (several
     # nodes, resends); the memory of it survives restarts.
     duplicate_window: Duration = 3600.0
@@ -93,12 +99,15 @@ class IngestSettings(ServiceSection):
 
     @field_validator("allowed_sources")
     @classmethod
-    def _networks(cls, sources: list[str]) -> list[str]:
+    def _sources(cls, sources: list[str]) -> list[str]:
         for source in sources:
             try:
                 ipaddress.ip_network(source, strict=False)
             except ValueError:
-                raise ValueError(f"{source!r} is not an IP address or CIDR range") from None
+                if not HOST_NAME.fullmatch(source) or source.replace(".", "").isdigit():
+                    raise ValueError(
+                        f"{source!r} is not an IP address, CIDR range or host name"
+                    ) from None
         return sources
 
 

@@ -12,7 +12,6 @@ and docs/migrating-from-butler.md.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,15 +174,9 @@ class _Converter:
         )
         section: dict[str, Any] = {"udp": udp}
         if _on(udp_b, "enableSourceValidation"):
-            sources = [str(s) for s in _get(udp_b, "allowedSources", []) or []]
-            addresses = [s for s in sources if re.fullmatch(r"[0-9a-fA-F:.]+(/\d+)?", s)]
-            section["allowed_sources"] = addresses
+            # Addresses, CIDR ranges and host names alike: ingest resolves the names.
+            section["allowed_sources"] = [str(s) for s in _get(udp_b, "allowedSources", []) or []]
             self.map("udpServerConfig.allowedSources", "ingest.allowed_sources")
-            for name in sorted(set(sources) - set(addresses)):
-                self.none(
-                    f"udpServerConfig.allowedSources[{name}]",
-                    "Herald takes addresses and CIDR ranges, not host names: add the node's address",
-                )
         for key, why in (
             (
                 "messageQueue",
