@@ -103,6 +103,7 @@ def test_the_imported_alerts_keep_butlers_recipients_gates_rate_limits_and_urls(
     assert teams["butler-aborted"]["format"] == "message_card"
     qlik = document["qlik"]
     assert qlik["qrs"]["url"] == "https://sense.site.test:4242"
+    assert qlik["qrs"]["headers"] == {"X-Site-Trace": "butler"}
     assert qlik["app_base_url"] == "https://sense.site.test/sense/app"
     assert qlik["generic_links"][0]["text"] == "Runbook"
     assert document["ingest"]["udp"]["port"] == 9997
@@ -122,7 +123,7 @@ def test_the_report_names_what_has_no_counterpart_and_each_changed_default(
 ) -> None:
     report = imported[1].stdout
     assert "Butler.udpServerConfig.allowedSources[sense-node-2]" not in report
-    assert "Butler.configQRS.headers.static[X-Site-Trace]" in report
+    assert "Butler.configQRS.headers.static[X-Site-Trace] → qlik.qrs.headers" in report
     for difference in (
         "qlik.qrs.verify: true",
         "QoS 1",

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from herald_ingest.poison import retry_delay
+from herald_ingest.qrs import QrsClient
 from herald_ingest.service import IngestConfig, IngestService
 from herald_ingest.settings import IngestSettings, QlikSettings
 from herald_qlik_sim import QlikSim, emitter
@@ -474,3 +475,20 @@ async def test_a_distribute_task_that_never_finishes_is_dead_lettered(
     assert letter["payload"] == text
     assert "reached no final state" in letter["reason"]
     assert "ingest.distribute_recheck_for" in letter["reason"]
+
+
+async def test_the_extra_qrs_headers_go_with_every_call(sim: QlikSim) -> None:
+    """``qlik.qrs.headers`` (Butler's configQRS.headers.static) reach the QRS on each call, next
+    to Herald's own X-Qlik-User; setting X-Qlik-User there is a configuration error."""
+    qrs = QrsClient(qlik_for(sim, headers={"X-Site-Trace": "butler"}).qrs)
+    try:
+        assert await qrs.task(sim_data.TASK_FAILED_ID) is not None
+        assert await qrs.app(sim_data.APP_SALES_ID) is not None
+    finally:
+        await qrs.close()
+    assert len(sim.calls.records) >= 2
+    for call in sim.calls.records:
+        assert call.headers["X-Site-Trace"] == "butler"
+        assert call.headers["X-Qlik-User"] == "UserDirectory=INTERNAL; UserId=sa_repository"
+    with pytest.raises(ValueError, match="X-Qlik-User is set by Herald"):
+        qlik_for(sim, headers={"X-Qlik-User": "UserDirectory=X; UserId=y"})

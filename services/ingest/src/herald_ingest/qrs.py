@@ -41,7 +41,11 @@ class QrsClient:
         self._client = HttpClient(
             timeout=settings.timeout,
             tls=self._tls_context(),
-            headers={"X-Qlik-User": settings.user_header, "Content-Type": "application/json"},
+            headers={
+                **settings.headers,
+                "X-Qlik-User": settings.user_header,
+                "Content-Type": "application/json",
+            },
             connections=settings.concurrency,
         )
         self._slots = asyncio.Semaphore(settings.concurrency)

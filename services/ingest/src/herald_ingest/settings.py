@@ -119,6 +119,9 @@ class QrsSettings(Section):
     ca_cert: Path | None = None
     verify: bool = True
     user_header: str = "UserDirectory=INTERNAL; UserId=sa_repository"
+    # More headers sent with every QRS call (a virtual proxy's or a gateway's, as Butler's
+    # configQRS.headers.static); X-Qlik-User and X-Qlik-Xrfkey are Herald's own.
+    headers: dict[str, str] = Field(default_factory=dict)
     client_key_password: SecretStr | None = None
     timeout: Duration = 10.0  # one call
     attempts: int = Field(default=3, ge=1, le=10)  # per call, within the enrichment deadline
@@ -131,6 +134,17 @@ class QrsSettings(Section):
     # scheduler sends it as the state changes): ask again this often (Butler: 5 x 1 s).
     execution_attempts: int = Field(default=5, ge=1, le=30)
     execution_retry_delay: Duration = 1.0
+
+    @field_validator("headers")
+    @classmethod
+    def _own_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name in headers:
+            if name.lower() in ("x-qlik-user", "x-qlik-xrfkey"):
+                raise ValueError(
+                    f"{name} is set by Herald (X-Qlik-User comes from qlik.qrs.user_header); "
+                    "remove it from qlik.qrs.headers"
+                )
+        return headers
 
 
 class ScriptLogSettings(Section):

@@ -110,10 +110,8 @@ class _Converter:
                 qrs["user_header"] = header.get("value")
                 self.map("configQRS.headers.static[X-Qlik-User]", "qlik.qrs.user_header")
             else:
-                self.none(
-                    f"configQRS.headers.static[{header.get('name')}]",
-                    "Herald sends only X-Qlik-User to the QRS",
-                )
+                qrs.setdefault("headers", {})[str(header.get("name"))] = str(header.get("value"))
+                self.map(f"configQRS.headers.static[{header.get('name')}]", "qlik.qrs.headers")
         section: dict[str, Any] = {"qrs": {k: v for k, v in qrs.items() if v is not None}}
         for butler_key, herald_key in (
             ("qmc", "qmc_url"),

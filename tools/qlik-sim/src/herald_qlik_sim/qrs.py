@@ -121,7 +121,7 @@ class Qrs:
         if not request.path.startswith("/qrs/"):
             return await handler(request)
         endpoint = request.match_info.route.name or UNMATCHED
-        call = Call(endpoint, request.method, request.path_qs)
+        call = Call(endpoint, request.method, request.path_qs, headers=dict(request.headers))
         self.calls.add(call)
         try:
             response = await self._answer(request, handler, endpoint)
