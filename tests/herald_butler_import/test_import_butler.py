@@ -94,6 +94,7 @@ def test_the_imported_alerts_keep_butlers_recipients_gates_rate_limits_and_urls(
     assert mail["recovered"] == {"enabled": False}
     assert mail["smtp"]["tls"] == "starttls"
     assert mail["smtp"]["username"] == "sense-mailer"
+    assert mail["smtp"]["tls_server_name"] == "mail.site.test"
     slack = {target["name"]: target for target in document["chat_notifier"]["slack"]}
     assert slack["butler-failed"]["channel"] == "qlik-failed"
     assert slack["butler-failed"]["rate_limit"] == 240

@@ -274,10 +274,8 @@ class _Converter:
                 "private CA"
             )
         if _get(smtp_b, "tls.serverName"):
-            self.none(
-                "emailNotification.smtp.tls.serverName",
-                "Herald verifies the certificate against smtp.host",
-            )
+            smtp["tls_server_name"] = str(_get(smtp_b, "tls.serverName"))
+            self.map("emailNotification.smtp.tls.serverName", "emailer.smtp.tls_server_name")
         if _on(smtp_b, "auth.enable"):
             smtp["username"] = _get(smtp_b, "auth.user")
             self.map("emailNotification.smtp.auth.user", "emailer.smtp.username")
