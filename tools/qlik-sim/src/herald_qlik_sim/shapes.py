@@ -14,6 +14,7 @@ from herald_qlik_sim.model import (
     NEVER,
     ZERO_GUID,
     App,
+    CustomPropertyDefinition,
     CustomPropertyValue,
     Execution,
     Site,
@@ -46,6 +47,18 @@ def qrs_time(moment: datetime) -> str:
 
 def tag(item: Tag) -> Json:
     return {"id": item.id, "name": item.name, "privileges": None}
+
+
+def custom_property_definition(definition: CustomPropertyDefinition) -> Json:
+    """One item of ``/qrs/custompropertydefinition`` (the condensed list the QMC shows)."""
+    return {
+        "id": definition.id,
+        "name": definition.name,
+        "valueType": "Text",
+        "choiceValues": list(definition.choice_values),
+        "objectTypes": list(definition.object_types),
+        "privileges": None,
+    }
 
 
 def custom_property(item: CustomPropertyValue, modified: datetime, by: str) -> Json:
