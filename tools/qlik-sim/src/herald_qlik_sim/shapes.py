@@ -50,13 +50,17 @@ def tag(item: Tag) -> Json:
 
 
 def custom_property_definition(definition: CustomPropertyDefinition) -> Json:
-    """One item of ``/qrs/custompropertydefinition`` (the condensed list the QMC shows)."""
+    """One item of ``/qrs/custompropertydefinition``: the condensed definition a value embeds,
+    plus the object types it applies to."""
+    return _condensed_definition(definition) | {"objectTypes": list(definition.object_types)}
+
+
+def _condensed_definition(definition: CustomPropertyDefinition) -> Json:
     return {
         "id": definition.id,
         "name": definition.name,
         "valueType": "Text",
         "choiceValues": list(definition.choice_values),
-        "objectTypes": list(definition.object_types),
         "privileges": None,
     }
 
@@ -69,13 +73,7 @@ def custom_property(item: CustomPropertyValue, modified: datetime, by: str) -> J
         "modifiedDate": qrs_time(modified),
         "modifiedByUserName": by,
         "value": item.value,
-        "definition": {
-            "id": definition.id,
-            "name": definition.name,
-            "valueType": "Text",
-            "choiceValues": list(definition.choice_values),
-            "privileges": None,
-        },
+        "definition": _condensed_definition(definition),
         "schemaPath": "CustomPropertyValue",
     }
 
