@@ -96,6 +96,7 @@ def test_the_imported_alerts_keep_butlers_recipients_gates_rate_limits_and_urls(
     assert mail["recovered"] == {"enabled": False}
     assert mail["smtp"]["tls"] == "starttls"
     assert mail["smtp"]["username"] == "sense-mailer"
+    assert mail["smtp"]["tls_server_name"] == "mail.site.test"
     slack = {target["name"]: target for target in document["chat_notifier"]["slack"]}
     assert slack["butler-failed"]["channel"] == "qlik-failed"
     assert slack["butler-failed"]["rate_limit"] == 240
@@ -105,10 +106,12 @@ def test_the_imported_alerts_keep_butlers_recipients_gates_rate_limits_and_urls(
     assert teams["butler-aborted"]["format"] == "message_card"
     qlik = document["qlik"]
     assert qlik["qrs"]["url"] == "https://sense.site.test:4242"
+    assert qlik["qrs"]["headers"] == {"X-Site-Trace": "butler"}
     assert qlik["app_base_url"] == "https://sense.site.test/sense/app"
     assert qlik["generic_links"][0]["text"] == "Runbook"
     assert document["ingest"]["udp"]["port"] == 9997
-    assert document["ingest"]["allowed_sources"] == ["10.1.2.3", "10.1.2.0/24"]
+    # Host names carry over: ingest resolves them at start and every allowed_sources_refresh.
+    assert document["ingest"]["allowed_sources"] == ["10.1.2.3", "10.1.2.0/24", "sense-node-2"]
     hooks = document["incident_forwarder"]["webhooks"]
     assert [hook["outcomes"] for hook in hooks] == [["failed", "aborted"], ["aborted"]]
     assert document["incident_forwarder"]["signl4"]["severity"] == {"failed": 2, "aborted": 9}
@@ -122,8 +125,8 @@ def test_the_report_names_what_has_no_counterpart_and_each_changed_default(
     imported: tuple[Path, subprocess.CompletedProcess[str]],
 ) -> None:
     report = imported[1].stdout
-    assert "Butler.udpServerConfig.allowedSources[sense-node-2]" in report
-    assert "Butler.configQRS.headers.static[X-Site-Trace]" in report
+    assert "Butler.udpServerConfig.allowedSources[sense-node-2]" not in report
+    assert "Butler.configQRS.headers.static[X-Site-Trace] → qlik.qrs.headers" in report
     for difference in (
         "qlik.qrs.verify: true",
         "QoS 1",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,12 +14,14 @@ from typing import Any
 import pytest
 
 from herald_ingest.poison import retry_delay
-from herald_ingest.service import IngestConfig, IngestService
+from herald_ingest.qrs import QrsClient
+from herald_ingest.service import IngestConfig, IngestService, configure
 from herald_ingest.settings import IngestSettings, QlikSettings
 from herald_qlik_sim import QlikSim, emitter
 from herald_qlik_sim import data as sim_data
 from herald_qlik_sim.model import Status
 from herald_shared import events, topics
+from herald_shared.config import ConfigDocument
 from herald_shared.settings import BrokerSettings
 from herald_testkit.mosquitto import Mosquitto
 from herald_testkit.mqtt import Observer, Seen
@@ -474,3 +477,61 @@ async def test_a_distribute_task_that_never_finishes_is_dead_lettered(
     assert letter["payload"] == text
     assert "reached no final state" in letter["reason"]
     assert "ingest.distribute_recheck_for" in letter["reason"]
+
+
+async def test_the_extra_qrs_headers_go_with_every_call(sim: QlikSim) -> None:
+    """``qlik.qrs.headers`` (Butler's configQRS.headers.static) reach the QRS on each call, next
+    to Herald's own X-Qlik-User; setting X-Qlik-User there is a configuration error."""
+    qrs = QrsClient(qlik_for(sim, headers={"X-Site-Trace": "butler"}).qrs)
+    try:
+        assert await qrs.task(sim_data.TASK_FAILED_ID) is not None
+        assert await qrs.app(sim_data.APP_SALES_ID) is not None
+    finally:
+        await qrs.close()
+    assert len(sim.calls.records) >= 2
+    for call in sim.calls.records:
+        assert call.headers["X-Site-Trace"] == "butler"
+        assert call.headers["X-Qlik-User"] == "UserDirectory=INTERNAL; UserId=sa_repository"
+    with pytest.raises(ValueError, match="X-Qlik-User is set by Herald"):
+        qlik_for(sim, headers={"X-Qlik-User": "UserDirectory=X; UserId=y"})
+
+
+async def test_a_gating_custom_property_the_qrs_does_not_define_is_a_start_up_warning(
+    sim: QlikSim,
+    broker_settings: BrokerSettings,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A misspelt custom property in a ``when:`` gate (or as a recipients property) would match
+    nothing, silently; ingest asks the QRS once it has started and names it, with its key."""
+    caplog.set_level(logging.INFO, logger="herald_ingest.gates")
+    sim_qrs = qlik_for(sim).qrs.model_dump(mode="json", exclude_none=True)
+    document = ConfigDocument(
+        path=tmp_path / "herald.yaml",
+        data={
+            "ingest": {
+                "state_dir": str(tmp_path / "state"),
+                "udp": {"host": "127.0.0.1", "port": 0},
+            },
+            "qlik": {"qrs": sim_qrs},
+            "emailer": {
+                "failed": {
+                    "when": {"task_custom_properties": {"Butler_FailedAlertEnabelEmail": ["Yes"]}},
+                    "recipients_custom_property": sim_data.CP_FAILED_SEND_TO_EMAIL,
+                },
+            },
+            "metrics_writer": {
+                "influxdb": {"success": {"custom_property": {"name": sim_data.CP_SUCCESS_INFLUXDB}}}
+            },
+        },
+    )
+    config = configure(document)
+    async with started(IngestService(config, broker_settings)):
+        await wait_until(
+            lambda: sim.calls["custompropertydefinition"] == 1 and bool(caplog.records)
+        )
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "'Butler_FailedAlertEnabelEmail'" in warnings[0]
+    assert "emailer.failed.when.task_custom_properties.Butler_FailedAlertEnabelEmail" in warnings[0]
+    assert sim.origin in warnings[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import socket
 import time
 import uuid
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
+from herald_ingest.listener import Address, SourceFilter
 from herald_ingest.service import IngestConfig, IngestService
 from herald_ingest.settings import IngestSettings, QlikSettings
 from herald_shared import events
@@ -203,6 +205,50 @@ async def test_datagrams_from_outside_the_allowed_sources_are_dropped_and_counte
         send(ingest, b"\xff\xfe not a datagram", b"/scheduler-task-exploded/;x", datagram("failed"))
         await seen.wait_for(lambda s: len(s) == 1)
     assert rejected("unknown_type") == before_format + 1
+
+
+async def test_allowed_sources_take_host_names_as_butler_does(
+    mosquitto: Mosquitto, topic_prefix: str, broker_settings: BrokerSettings, tmp_path: Path
+) -> None:
+    """A Butler list of node names carries over: ``localhost`` lets 127.0.0.1 in; a name that
+    resolves to nothing lets nothing in; a malformed entry is a configuration error."""
+    async with (
+        Observer(mosquitto.host, mosquitto.port, f"{topic_prefix}/v1/events/#") as seen,
+        running_ingest(broker_settings, tmp_path, allowed_sources=["localhost"]) as ingest,
+    ):
+        send(ingest, datagram("failed"))
+        await seen.wait_for(lambda s: len(s) == 1)
+    before = rejected("source")
+    async with running_ingest(
+        broker_settings, tmp_path / "2", allowed_sources=["no-such-sense-node.invalid"]
+    ) as ingest:
+        send(ingest, datagram("failed"))
+        async with asyncio.timeout(10):
+            while rejected("source") == before:
+                await asyncio.sleep(0.02)
+    with pytest.raises(
+        ValueError, match="'sense 01' is not an IP address, CIDR range or host name"
+    ):
+        IngestSettings.model_validate({"allowed_sources": ["sense 01"]})
+
+
+async def test_a_host_name_in_allowed_sources_is_resolved_again() -> None:
+    """A node that moves to a new address is let in once the name is resolved again."""
+    answers = {"sense-01": {ipaddress.ip_address("10.0.0.1")}}
+
+    async def resolver(name: str) -> set[Address]:
+        return answers[name]
+
+    sources = SourceFilter(["sense-01", "192.168.0.0/16"], resolver)
+    await sources.refresh()
+    assert sources.allows(ipaddress.ip_address("10.0.0.1"))
+    assert sources.allows(ipaddress.ip_address("::ffff:10.0.0.1"))
+    assert sources.allows(ipaddress.ip_address("192.168.3.4"))
+    assert not sources.allows(ipaddress.ip_address("10.0.0.2"))
+    answers["sense-01"] = {ipaddress.ip_address("10.0.0.2")}
+    await sources.refresh()
+    assert sources.allows(ipaddress.ip_address("10.0.0.2"))
+    assert not sources.allows(ipaddress.ip_address("10.0.0.1"))
 
 
 @pytest.mark.slow

@@ -53,6 +53,10 @@ class SmtpServer:
     users: dict[str, str] = field(default_factory=dict)
     host: str = "127.0.0.1"
     port: int = 0
+    #: the names the server's certificate is issued for
+    certificate_names: tuple[str, ...] = ("localhost", "127.0.0.1")
+    #: TLS from the first byte (port 465 style) instead of STARTTLS
+    implicit_tls: bool = False
     #: address (lower case) -> the reply the server gives to RCPT TO, e.g. "550 5.1.1 …"
     refuse: dict[str, str] = field(default_factory=dict)
     received: list[ReceivedMail] = field(default_factory=list)
@@ -77,7 +81,7 @@ class SmtpServer:
         return self.certificates.ca
 
     async def __aenter__(self) -> SmtpServer:
-        self.certificates = make_certificates(self.folder)
+        self.certificates = make_certificates(self.folder, self.certificate_names)
         if not self.port:
             self.port = free_port(self.host)
         await self.start()
@@ -92,7 +96,11 @@ class SmtpServer:
         context.load_cert_chain(self.certificates.cert, self.certificates.key)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: self._session(context), self.host, self.port, reuse_address=True
+            lambda: self._session(context),
+            self.host,
+            self.port,
+            reuse_address=True,
+            ssl=context if self.implicit_tls else None,
         )
 
     def _session(self, context: ssl.SSLContext) -> SMTP:
@@ -100,11 +108,12 @@ class SmtpServer:
         session = SMTP(
             _Handler(self),
             hostname="localhost",
-            tls_context=context,
-            require_starttls=True,
+            tls_context=None if self.implicit_tls else context,
+            require_starttls=not self.implicit_tls,
             authenticator=self._authenticate,
             auth_required=True,
-            auth_require_tls=True,
+            # aiosmtpd counts only STARTTLS as TLS; with implicit TLS every byte is encrypted.
+            auth_require_tls=not self.implicit_tls,
         )
         self._sessions.append(session)
         return session
@@ -199,7 +208,8 @@ class _Handler:
                 sender=envelope.mail_from or "",
                 recipients=list(envelope.rcpt_tos),
                 raw=raw,
-                tls=session.ssl is not None,
+                # aiosmtpd notes only STARTTLS in the session; implicit TLS is TLS from the start.
+                tls=session.ssl is not None or self._server.implicit_tls,
                 login=login,
             )
         )

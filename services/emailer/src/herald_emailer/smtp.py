@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 from pathlib import Path
 from typing import Literal
@@ -40,6 +41,9 @@ class SmtpSettings(Section):
     password: SecretStr | None = None
     ca_file: Path | None = None  # None: the system's trust store
     verify: bool = True  # certificate and host name verification
+    # The name the server's certificate is checked against (and sent as SNI) when `host` is an
+    # IP address or an alias the certificate does not name (Butler: smtp.tls.serverName).
+    tls_server_name: str | None = None
     timeout: Duration = 30.0  # per SMTP command, connecting included
     # Messages sent in parallel, each over a connection of its own (kept open and reused).
     connections: int = Field(default=4, ge=1, le=32)
@@ -65,12 +69,15 @@ class SmtpTransport:
     def server(self) -> str:
         return f"{self._settings.host}:{self._settings.effective_port}"
 
-    def _new_client(self) -> aiosmtplib.SMTP:
+    def _new_client(self, sock: socket.socket | None) -> aiosmtplib.SMTP:
         settings = self._settings
         uses_tls = settings.tls != "none"
         return aiosmtplib.SMTP(
-            hostname=settings.host,
-            port=settings.effective_port,
+            # With a connected socket, aiosmtplib uses the host name only to check the
+            # certificate (for TLS and STARTTLS alike): that is where tls_server_name goes.
+            hostname=settings.tls_server_name if sock is not None else settings.host,
+            port=None if sock is not None else settings.effective_port,
+            sock=sock,
             use_tls=settings.tls == "tls",
             # False, not None: plain means plain, never an opportunistic upgrade.
             start_tls=settings.tls == "starttls",
@@ -83,8 +90,33 @@ class SmtpTransport:
             timeout=settings.timeout,
         )
 
+    async def _open_socket(self) -> socket.socket | None:
+        """A TCP connection to ``host`` when the certificate is checked against another name."""
+        settings = self._settings
+        if settings.tls_server_name is None or settings.tls == "none":
+            return None
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(
+            settings.host, settings.effective_port, type=socket.SOCK_STREAM
+        )
+        failure: OSError = OSError(f"{settings.host} has no address")
+        for family, kind, proto, _, address in infos:
+            sock = socket.socket(family, kind, proto)
+            sock.setblocking(False)
+            try:
+                await asyncio.wait_for(loop.sock_connect(sock, address), settings.timeout)
+            except TimeoutError:
+                sock.close()
+                raise
+            except OSError as error:
+                sock.close()
+                failure = error
+                continue
+            return sock
+        raise failure
+
     async def _connect(self) -> aiosmtplib.SMTP:
-        client = self._new_client()
+        client = self._new_client(await self._open_socket())
         try:
             await client.connect()
             if self._settings.username:

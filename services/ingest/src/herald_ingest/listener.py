@@ -13,7 +13,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -26,18 +26,76 @@ BATCH = 512
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 
-class SourceFilter:
-    """``ingest.allowed_sources``: addresses and CIDR ranges; empty allows every source."""
+def _network(source: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    try:
+        return ipaddress.ip_network(source, strict=False)
+    except ValueError:
+        return None  # a host name
 
-    def __init__(self, sources: Sequence[str]) -> None:
-        self._networks = [ipaddress.ip_network(source, strict=False) for source in sources]
+
+async def resolve(name: str) -> set[Address]:
+    """Every address (A and AAAA) the system resolver gives for ``name``; empty if none."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(name, None, type=socket.SOCK_DGRAM)
+    except OSError:
+        return set()
+    return {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos}
+
+
+Resolver = Callable[[str], Awaitable[set[Address]]]
+
+
+class SourceFilter:
+    """``ingest.allowed_sources``: addresses, CIDR ranges and host names; empty allows every source.
+
+    Host names (as Butler's ``allowedSources`` takes them) are resolved when ingest starts and
+    again every ``ingest.allowed_sources_refresh`` (``refresh()``, run by the service), so a node
+    whose address changes is let in again after at most that long. A datagram is never held up by
+    a lookup: ``allows`` only reads the addresses of the last resolution. A name that resolves to
+    nothing is logged as a warning each time, and lets nothing in until it resolves.
+    """
+
+    def __init__(self, sources: Sequence[str], resolver: Resolver = resolve) -> None:
+        parsed = [(source, _network(source)) for source in sources]
+        self._networks = [network for _, network in parsed if network is not None]
+        self.names = [source for source, network in parsed if network is None]
+        self._resolver = resolver
+        self._resolved: dict[str, set[Address]] = {name: set() for name in self.names}
+        self._open = not sources
+
+    async def refresh(self) -> None:
+        for name in self.names:
+            addresses = await self._resolver(name)
+            if not addresses:
+                log.warning(
+                    "ingest.allowed_sources: %r does not resolve to any address; datagrams "
+                    "from that node are rejected until it does (check the name and DNS)",
+                    name,
+                )
+            elif addresses != self._resolved[name]:
+                log.info(
+                    "ingest.allowed_sources: %s is %s", name, ", ".join(sorted(map(str, addresses)))
+                )
+            self._resolved[name] = addresses
 
     def allows(self, address: Address) -> bool:
-        if not self._networks:
+        if self._open:
             return True
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped  # an IPv4 sender seen through a dual-stack socket
-        return any(address in network for network in self._networks)
+        if any(address in network for network in self._networks):
+            return True
+        return any(
+            address in resolved or _mapped(address) in resolved
+            for resolved in self._resolved.values()
+        )
+
+
+def _mapped(address: Address) -> Address:
+    """An IPv4 address as the IPv4-mapped IPv6 address a resolver may return for it."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return ipaddress.IPv6Address(f"::ffff:{address}")
+    return address
 
 
 class Listener:

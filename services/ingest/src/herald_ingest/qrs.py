@@ -41,7 +41,11 @@ class QrsClient:
         self._client = HttpClient(
             timeout=settings.timeout,
             tls=self._tls_context(),
-            headers={"X-Qlik-User": settings.user_header, "Content-Type": "application/json"},
+            headers={
+                **settings.headers,
+                "X-Qlik-User": settings.user_header,
+                "Content-Type": "application/json",
+            },
             connections=settings.concurrency,
         )
         self._slots = asyncio.Semaphore(settings.concurrency)
@@ -80,6 +84,13 @@ class QrsClient:
             return cached
         found = await self._get(f"user/{user_id}")
         return self._store(key, found if isinstance(found, dict) else None)
+
+    async def custom_property_definitions(self) -> list[dict[str, Any]]:
+        """``custompropertydefinition``: every custom property the QMC defines."""
+        found = await self._get("custompropertydefinition")
+        if not isinstance(found, list):
+            raise QrsError("custompropertydefinition: the answer is not a list")
+        return [item for item in found if isinstance(item, dict)]
 
     async def execution(self, execution_id: str) -> dict[str, Any] | None:
         """``executionresult/full`` for the scheduler's execution id: the run the datagram names

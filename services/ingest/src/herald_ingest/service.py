@@ -27,13 +27,16 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pydantic import Field
+
 from herald_ingest import datagram as datagrams
+from herald_ingest import gates
 from herald_ingest.datagram import Datagram, Rejection
 from herald_ingest.enrich import Enricher, Gathered, kind_of_distribute
 from herald_ingest.lease import Lease
 from herald_ingest.listener import Address, Listener, SourceFilter, listen
 from herald_ingest.poison import Retries
-from herald_ingest.qrs import QrsClient
+from herald_ingest.qrs import QrsClient, QrsError
 from herald_ingest.reconcile import Sweep
 from herald_ingest.redelivery import Redelivery
 from herald_ingest.settings import IngestSettings, QlikSettings
@@ -63,6 +66,9 @@ class IngestConfig(Section):
 
     ingest: IngestSettings = IngestSettings()
     qlik: QlikSettings = QlikSettings()
+    # The custom properties the whole file gates on -> the keys naming them (gates.py), checked
+    # against the QRS once ingest has started.
+    custom_property_gates: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class IngestService:
@@ -91,6 +97,7 @@ class IngestService:
             self._db, self.outbox, config.ingest.redelivery, own_service=NAME
         )
         self._qrs = QrsClient(config.qlik.qrs)
+        self._qrs_settings = config.qlik.qrs
         self._enricher = Enricher(
             self._qrs,
             config.qlik,
@@ -119,6 +126,8 @@ class IngestService:
         )
         self._task_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._listener: Listener | None = None
+        self._gates = config.custom_property_gates
+        self._gate_check: asyncio.Task[None] | None = None
         self._rejections: dict[str, tuple[float, int]] = {}
         self._datagrams = {
             outcome: metrics.DATAGRAMS.labels(service=NAME, outcome=outcome)
@@ -166,8 +175,28 @@ class IngestService:
         )
         self._supervisor.spawn(redeliver, "resending unacknowledged events")
         self._supervisor.watch(self.bus.start(), "the broker connection loop")
+        if self._sources.names:
+            # Resolved before the socket opens, so the first datagrams find the names' addresses.
+            await self._sources.refresh()
+            refresh = self._settings.allowed_sources_refresh
+            resolving = every(
+                refresh, self._sources.refresh, what="resolving ingest.allowed_sources"
+            )
+            self._supervisor.spawn(resolving, "resolving ingest.allowed_sources")
         udp = self._settings.udp
         self._listener = listen(udp.host, udp.port, udp.receive_buffer_bytes, self._on_datagrams)
+        if self._gates:
+            self._gate_check = asyncio.create_task(self._check_gates(), name="ingest: CP check")
+
+    async def _check_gates(self) -> None:
+        """Warn about each gating custom property the QRS does not define (gates.py)."""
+        url = self._qrs_settings.url
+        try:
+            definitions = await self._qrs.custom_property_definitions()
+        except QrsError as error:
+            log.info("the custom properties herald.yaml names were not checked: %s", error)
+            return
+        gates.warn(gates.missing(self._gates, definitions), url)
 
     @property
     def db(self) -> Database:
@@ -182,6 +211,10 @@ class IngestService:
     async def stop(self) -> None:
         if self._listener is not None:
             self._listener.close()
+        if self._gate_check is not None:
+            self._gate_check.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._gate_check
         # What is cancelled is still in the inbox: enriched again at the next start.
         await self._enrichers.stop(STOP_GRACE, what="datagrams")
         await self.sweep.release()
@@ -411,7 +444,11 @@ def configure(document: ConfigDocument) -> IngestConfig:
         problems += error.problems
     if problems:
         raise ConfigError(problems)
-    return IngestConfig(ingest=ingest, qlik=qlik)
+    return IngestConfig(
+        ingest=ingest,
+        qlik=qlik,
+        custom_property_gates=gates.gating_custom_properties(document.data),
+    )
 
 
 def preflight(config: IngestConfig, check: Preflight) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -10,6 +11,9 @@ from pydantic import Field, SecretStr, field_validator
 
 from herald_shared.config import Duration, Section
 from herald_shared.settings import ServiceSection
+
+# RFC 1123 host names (letters, digits, hyphens; dot-separated labels).
+HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
 
 
 class UdpSettings(Section):
@@ -69,8 +73,10 @@ class IngestSettings(ServiceSection):
     udp: UdpSettings = UdpSettings()
     reconcile: ReconcileSettings = ReconcileSettings()
     redelivery: RedeliverySettings = RedeliverySettings()
-    # IP addresses and CIDR ranges (IPv4 and IPv6) of the Sense nodes; empty accepts any source.
+    # IP addresses, CIDR ranges (IPv4 and IPv6) and host names of the Sense nodes; empty accepts
+    # any source. Host names are resolved at start and again every allowed_sources_refresh.
     allowed_sources: list[str] = Field(default_factory=list)
+    allowed_sources_refresh: Duration = Field(default=300.0, gt=0)
     # A datagram of the same kind and execution within this window is a duplicate (several
     # nodes, resends); the memory of it survives restarts.
     duplicate_window: Duration = 3600.0
@@ -93,12 +99,15 @@ class IngestSettings(ServiceSection):
 
     @field_validator("allowed_sources")
     @classmethod
-    def _networks(cls, sources: list[str]) -> list[str]:
+    def _sources(cls, sources: list[str]) -> list[str]:
         for source in sources:
             try:
                 ipaddress.ip_network(source, strict=False)
             except ValueError:
-                raise ValueError(f"{source!r} is not an IP address or CIDR range") from None
+                if not HOST_NAME.fullmatch(source) or source.replace(".", "").isdigit():
+                    raise ValueError(
+                        f"{source!r} is not an IP address, CIDR range or host name"
+                    ) from None
         return sources
 
 
@@ -110,6 +119,9 @@ class QrsSettings(Section):
     ca_cert: Path | None = None
     verify: bool = True
     user_header: str = "UserDirectory=INTERNAL; UserId=sa_repository"
+    # More headers sent with every QRS call (a virtual proxy's or a gateway's, as Butler's
+    # configQRS.headers.static); X-Qlik-User and X-Qlik-Xrfkey are Herald's own.
+    headers: dict[str, str] = Field(default_factory=dict)
     client_key_password: SecretStr | None = None
     timeout: Duration = 10.0  # one call
     attempts: int = Field(default=3, ge=1, le=10)  # per call, within the enrichment deadline
@@ -122,6 +134,17 @@ class QrsSettings(Section):
     # scheduler sends it as the state changes): ask again this often (Butler: 5 x 1 s).
     execution_attempts: int = Field(default=5, ge=1, le=30)
     execution_retry_delay: Duration = 1.0
+
+    @field_validator("headers")
+    @classmethod
+    def _own_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name in headers:
+            if name.lower() in ("x-qlik-user", "x-qlik-xrfkey"):
+                raise ValueError(
+                    f"{name} is set by Herald (X-Qlik-User comes from qlik.qrs.user_header); "
+                    "remove it from qlik.qrs.headers"
+                )
+        return headers
 
 
 class ScriptLogSettings(Section):

@@ -12,7 +12,6 @@ and docs/migrating-from-butler.md.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,10 +110,8 @@ class _Converter:
                 qrs["user_header"] = header.get("value")
                 self.map("configQRS.headers.static[X-Qlik-User]", "qlik.qrs.user_header")
             else:
-                self.none(
-                    f"configQRS.headers.static[{header.get('name')}]",
-                    "Herald sends only X-Qlik-User to the QRS",
-                )
+                qrs.setdefault("headers", {})[str(header.get("name"))] = str(header.get("value"))
+                self.map(f"configQRS.headers.static[{header.get('name')}]", "qlik.qrs.headers")
         section: dict[str, Any] = {"qrs": {k: v for k, v in qrs.items() if v is not None}}
         for butler_key, herald_key in (
             ("qmc", "qmc_url"),
@@ -175,15 +172,9 @@ class _Converter:
         )
         section: dict[str, Any] = {"udp": udp}
         if _on(udp_b, "enableSourceValidation"):
-            sources = [str(s) for s in _get(udp_b, "allowedSources", []) or []]
-            addresses = [s for s in sources if re.fullmatch(r"[0-9a-fA-F:.]+(/\d+)?", s)]
-            section["allowed_sources"] = addresses
+            # Addresses, CIDR ranges and host names alike: ingest resolves the names.
+            section["allowed_sources"] = [str(s) for s in _get(udp_b, "allowedSources", []) or []]
             self.map("udpServerConfig.allowedSources", "ingest.allowed_sources")
-            for name in sorted(set(sources) - set(addresses)):
-                self.none(
-                    f"udpServerConfig.allowedSources[{name}]",
-                    "Herald takes addresses and CIDR ranges, not host names: add the node's address",
-                )
         for key, why in (
             (
                 "messageQueue",
@@ -283,10 +274,8 @@ class _Converter:
                 "private CA"
             )
         if _get(smtp_b, "tls.serverName"):
-            self.none(
-                "emailNotification.smtp.tls.serverName",
-                "Herald verifies the certificate against smtp.host",
-            )
+            smtp["tls_server_name"] = str(_get(smtp_b, "tls.serverName"))
+            self.map("emailNotification.smtp.tls.serverName", "emailer.smtp.tls_server_name")
         if _on(smtp_b, "auth.enable"):
             smtp["username"] = _get(smtp_b, "auth.user")
             self.map("emailNotification.smtp.auth.user", "emailer.smtp.username")

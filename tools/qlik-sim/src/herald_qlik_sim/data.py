@@ -182,8 +182,8 @@ def _tags() -> dict[str, Tag]:
 
 def default_site(node: str = NODE) -> Site:
     """A fresh copy of the demo site (mutable: executions get recorded into it)."""
-    site = Site(node=node)
     definitions = _definitions()
+    site = Site(node=node, custom_property_definitions=definitions)
     tags = _tags()
 
     def values(owner: str, **by_name: list[str]) -> list[CustomPropertyValue]:

@@ -183,6 +183,7 @@ class Call:
     method: str
     path: str  # with the query string, as received
     status: int = 0  # what it was answered with; 0 while unanswered
+    headers: dict[str, str] = field(default_factory=dict)  # the request's, as received
 
 
 @dataclass

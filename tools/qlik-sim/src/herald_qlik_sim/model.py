@@ -204,6 +204,8 @@ class Site:
     streams: dict[str, Stream] = field(default_factory=dict)
     apps: dict[str, App] = field(default_factory=dict)
     tasks: dict[str, Task] = field(default_factory=dict)
+    # Every custom property the QMC defines, by name (``/qrs/custompropertydefinition``).
+    custom_property_definitions: dict[str, CustomPropertyDefinition] = field(default_factory=dict)
     node: str = "sense-node-1"
     # Every run by result id, by the scheduler's execution id and by file reference, so that a
     # sim holding a benchmark's tens of thousands of runs answers one in constant time.

@@ -1,4 +1,4 @@
-"""The QRS API (docs/butler-compatibility.md §2.2, Q1–Q13) as an aiohttp application, plus ``/control``.
+"""The QRS API (docs/butler-compatibility.md §2.2, Q1–Q14) as an aiohttp application, plus ``/control``.
 
 Every ``/qrs/…`` call is counted, then meets the faults (latency, hang, forced failure), then
 the QRS's own checks: an ``X-Qlik-Xrfkey`` header of 16 letters and digits equal to the
@@ -90,6 +90,11 @@ class Qrs:
         app = web.Application(middlewares=[self._middleware])
         routes = [
             ("/qrs/about", self._about, "about"),
+            (
+                "/qrs/custompropertydefinition",
+                self._custompropertydefinition,
+                "custompropertydefinition",
+            ),
             ("/qrs/task", self._task, "task"),
             ("/qrs/executionresult", self._executionresult, "executionresult"),
             ("/qrs/executionresult/full", self._executionresult_full, "executionresult_full"),
@@ -121,7 +126,7 @@ class Qrs:
         if not request.path.startswith("/qrs/"):
             return await handler(request)
         endpoint = request.match_info.route.name or UNMATCHED
-        call = Call(endpoint, request.method, request.path_qs)
+        call = Call(endpoint, request.method, request.path_qs, headers=dict(request.headers))
         self.calls.add(call)
         try:
             response = await self._answer(request, handler, endpoint)
@@ -150,10 +155,14 @@ class Qrs:
             return web.Response(status=403, text=refusal)
         return await handler(request)
 
-    # --- Q1–Q13 ------------------------------------------------------------------------------
+    # --- Q1–Q14 -----------------------------------------------------------------------------
 
     async def _about(self, _request: web.Request) -> web.Response:
         return _json(shapes.about())
+
+    async def _custompropertydefinition(self, _request: web.Request) -> web.Response:
+        definitions = self.site.custom_property_definitions.values()
+        return _json([shapes.custom_property_definition(d) for d in definitions])
 
     def _tasks(self) -> list[Task]:
         return [task for task in self.site.tasks.values() if not self.faults.is_deleted(task.id)]

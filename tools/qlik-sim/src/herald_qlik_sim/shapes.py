@@ -14,6 +14,7 @@ from herald_qlik_sim.model import (
     NEVER,
     ZERO_GUID,
     App,
+    CustomPropertyDefinition,
     CustomPropertyValue,
     Execution,
     Site,
@@ -48,6 +49,22 @@ def tag(item: Tag) -> Json:
     return {"id": item.id, "name": item.name, "privileges": None}
 
 
+def custom_property_definition(definition: CustomPropertyDefinition) -> Json:
+    """One item of ``/qrs/custompropertydefinition``: the condensed definition a value embeds,
+    plus the object types it applies to."""
+    return _condensed_definition(definition) | {"objectTypes": list(definition.object_types)}
+
+
+def _condensed_definition(definition: CustomPropertyDefinition) -> Json:
+    return {
+        "id": definition.id,
+        "name": definition.name,
+        "valueType": "Text",
+        "choiceValues": list(definition.choice_values),
+        "privileges": None,
+    }
+
+
 def custom_property(item: CustomPropertyValue, modified: datetime, by: str) -> Json:
     definition = item.definition
     return {
@@ -56,13 +73,7 @@ def custom_property(item: CustomPropertyValue, modified: datetime, by: str) -> J
         "modifiedDate": qrs_time(modified),
         "modifiedByUserName": by,
         "value": item.value,
-        "definition": {
-            "id": definition.id,
-            "name": definition.name,
-            "valueType": "Text",
-            "choiceValues": list(definition.choice_values),
-            "privileges": None,
-        },
+        "definition": _condensed_definition(definition),
         "schemaPath": "CustomPropertyValue",
     }
 
