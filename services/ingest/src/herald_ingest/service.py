@@ -27,7 +27,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import PrivateAttr
 
 from herald_ingest import datagram as datagrams
 from herald_ingest import gates
@@ -67,8 +67,12 @@ class IngestConfig(Section):
     ingest: IngestSettings = IngestSettings()
     qlik: QlikSettings = QlikSettings()
     # The custom properties the whole file gates on -> the keys naming them (gates.py), checked
-    # against the QRS once ingest has started.
-    custom_property_gates: dict[str, list[str]] = Field(default_factory=dict)
+    # against the QRS once ingest has started. Read from the file, not a key of its own.
+    _custom_property_gates: dict[str, list[str]] = PrivateAttr(default_factory=dict)
+
+    @property
+    def custom_property_gates(self) -> dict[str, list[str]]:
+        return self._custom_property_gates
 
 
 class IngestService:
@@ -444,11 +448,9 @@ def configure(document: ConfigDocument) -> IngestConfig:
         problems += error.problems
     if problems:
         raise ConfigError(problems)
-    return IngestConfig(
-        ingest=ingest,
-        qlik=qlik,
-        custom_property_gates=gates.gating_custom_properties(document.data),
-    )
+    config = IngestConfig(ingest=ingest, qlik=qlik)
+    config._custom_property_gates = gates.gating_custom_properties(document.data)
+    return config
 
 
 def preflight(config: IngestConfig, check: Preflight) -> None:
