@@ -137,3 +137,15 @@ async def test_the_tail_command_prints_only_what_its_filters_ask_for_as_json(
         await watching.close()
     assert printed, "the tail printed nothing"
     assert {line["payload"]["event_id"] for line in printed} == {aborted.event_id}
+
+
+def test_a_test_alerts_pending_delivery_counts_its_attempts_in_words() -> None:
+    pending = msgspec.json.encode(
+        {"service": "emailer", "destination": "email-failed", "target": "ops@example.com",
+         "attempts": 1, "reason": "cannot reach the SMTP server"}
+    )  # fmt: skip
+    line = tail.describe(topics.pending_topic(PREFIX, "emailer"), pending)
+    assert line == (
+        "PENDING    emailer/email-failed to ops@example.com (test alert) after 1 attempt:"
+        " cannot reach the SMTP server"
+    )

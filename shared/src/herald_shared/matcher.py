@@ -50,13 +50,14 @@ class When(Section):
         checks = (
             self.kinds is None or event.kind in self.kinds,
             self.task_types is None or event.task.type in self.task_types,
-            self.task_names is None or _any_pattern(self.task_names, event.task.name),
-            self.app_names is None or (app is not None and _any_pattern(self.app_names, app.name)),
+            self.task_names is None or matches_pattern(self.task_names, event.task.name),
+            self.app_names is None
+            or (app is not None and matches_pattern(self.app_names, app.name)),
             self.streams is None
             or (
                 app is not None
                 and app.stream is not None
-                and _any_pattern(self.streams, app.stream.name)
+                and matches_pattern(self.streams, app.stream.name)
             ),
             self.task_tags is None or _shares(self.task_tags, event.task.tags),
             self.app_tags is None or (app is not None and _shares(self.app_tags, app.tags)),
@@ -70,7 +71,9 @@ class When(Section):
         return self.unless is None or not self.unless.matches(event)
 
 
-def _any_pattern(patterns: Iterable[str], value: str) -> bool:
+def matches_pattern(patterns: Iterable[str], value: str) -> bool:
+    """``value`` fits one of the shell patterns (``*``, ``?``), case-insensitively, as every
+    ``when:`` name criterion compares."""
     folded = value.casefold()
     return any(fnmatchcase(folded, pattern.casefold()) for pattern in patterns)
 

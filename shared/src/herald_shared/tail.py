@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import fnmatch
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +24,8 @@ import msgspec
 
 from herald_shared import config, events, silences, topics
 from herald_shared.bus import Bus, Message
+from herald_shared.delivery.receipts import attempts_done
+from herald_shared.matcher import matches_pattern
 from herald_shared.settings import BrokerSettings
 
 __all__ = ["describe", "register", "tail"]
@@ -57,7 +58,7 @@ def describe(topic: str, payload: bytes) -> str:
     if section == "pending":
         where = f"{report['service']}/{report['destination']}"
         target = f" to {report['target']}" if report.get("target") else ""
-        return f"PENDING    {where}{target} (test alert) after {report['attempts']} attempts: {report['reason']}"
+        return f"PENDING    {where}{target} (test alert) after {attempts_done(report['attempts'])}: {report['reason']}"
     if section == "dead-letter":
         return f"DEAD       {report['service']}/{report.get('destination')}: {report['reason']}"
     return f"?          {topic}"
@@ -124,16 +125,12 @@ class Only:
         return (
             _same(self.service, facts.get("service"))
             and _same(self.kind, facts.get("kind"))
-            and (self.task is None or (task is not None and _matches(task, self.task)))
+            and (self.task is None or (task is not None and matches_pattern([self.task], task)))
         )
 
 
 def _same(wanted: str | None, found: str | None) -> bool:
     return wanted is None or wanted == found
-
-
-def _matches(name: str, pattern: str) -> bool:
-    return fnmatch.fnmatchcase(name.casefold(), pattern.casefold())
 
 
 def _facts(topic: str, payload: bytes) -> dict[str, str]:

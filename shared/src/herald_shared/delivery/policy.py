@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from herald_shared.delivery.receipts import attempts_done
 from herald_shared.settings import DeliverySettings
 
 if TYPE_CHECKING:
@@ -58,8 +59,7 @@ def after_failure(
     """
     delay = retry_after if retry_after is not None else backoff(job.attempts, settings, uniform)
     if age + delay > settings.deadline:
-        tries = "1 attempt" if job.attempts == 1 else f"{job.attempts} attempts"
-        return GiveUp(f"gave up after {tries} in {age:.0f} s: {reason}")
+        return GiveUp(f"gave up after {attempts_done(job.attempts)} in {age:.0f} s: {reason}")
     return Retry(delay)
 
 

@@ -69,6 +69,11 @@ class DeadLetter(msgspec.Struct, kw_only=True):
     payload: str | None = None
 
 
+def attempts_done(count: int) -> str:
+    """``1 attempt``, ``3 attempts``: how receipts, dead letters and pending lines say it."""
+    return "1 attempt" if count == 1 else f"{count} attempts"
+
+
 def timestamp(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
