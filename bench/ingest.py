@@ -249,16 +249,23 @@ def _p99(latencies: list[float]) -> float:
     return round(latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000, 1)
 
 
-async def main(arguments: argparse.Namespace) -> dict[str, float]:
-    worst_case, worst_seconds, hostile = worst_parse()
-    work = Path(tempfile.mkdtemp(prefix="herald-bench-ingest-"))
-    qrs_port, udp_port = free_port(), free_port(kind=socket.SOCK_DGRAM)
+async def start_sim(work: Path) -> tuple[asyncio.subprocess.Process, int]:
+    """``herald qlik-sim serve`` in its own process, its certificates under ``work``, and its port."""
+    qrs_port = free_port()
     sim = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "herald_shared.cli", "qlik-sim", "serve",
         "--port", str(qrs_port), "--certs", str(work / "certs"),
         stdout=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     wait_for_port("127.0.0.1", qrs_port, timeout=30)
+    return sim, qrs_port
+
+
+async def main(arguments: argparse.Namespace) -> dict[str, float]:
+    worst_case, worst_seconds, hostile = worst_parse()
+    work = Path(tempfile.mkdtemp(prefix="herald-bench-ingest-"))
+    udp_port = free_port(kind=socket.SOCK_DGRAM)
+    sim, qrs_port = await start_sim(work)
     control = SimControl(f"https://127.0.0.1:{qrs_port}", CertPaths(work / "certs"))
     with Mosquitto(work / "mosquitto") as broker:
         config = work / "herald.yaml"
@@ -352,13 +359,7 @@ async def sweep_figures(work: Path, broker: Mosquitto) -> dict[str, float]:
 
     A sim of its own, so that the runs of the datagram benchmark are not in the sweep's window.
     """
-    qrs_port = free_port()
-    sim = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "herald_shared.cli", "qlik-sim", "serve",
-        "--port", str(qrs_port), "--certs", str(work / "certs"),
-        stdout=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    wait_for_port("127.0.0.1", qrs_port, timeout=30)
+    sim, qrs_port = await start_sim(work)
     certs = CertPaths(work / "certs")
     control = SimControl(f"https://127.0.0.1:{qrs_port}", certs)
     try:
