@@ -13,6 +13,9 @@ __all__ = [
     "events_filter",
     "events_subscription",
     "lease_topic",
+    "replay_topic",
+    "replayed_filter",
+    "replayed_topic",
     "service_and_instance",
     "silence_topic",
     "status_filter",
@@ -110,3 +113,22 @@ def dead_letter_topic(prefix: str, service: str) -> str:
 def silence_topic(prefix: str, silence_id: str) -> str:
     """``herald/v1/silences/<id>``: one silence, retained; an empty payload clears it."""
     return f"{prefix}/{VERSION}/silences/{silence_id}"
+
+
+def replay_topic(prefix: str, service: str) -> str:
+    """``herald/v1/replay/<service>``: a request to re-deliver dead letters, QoS 1, not retained.
+
+    Every instance of the service subscribes without ``$share``: each one owns its own ledger, so
+    each answers for the dead letters it holds.
+    """
+    return f"{prefix}/{VERSION}/replay/{service}"
+
+
+def replayed_topic(prefix: str, service: str, instance: str) -> str:
+    """``herald/v1/replayed/<service>/<instance>``: one instance's answer to a replay request."""
+    return f"{prefix}/{VERSION}/replayed/{service}/{instance}"
+
+
+def replayed_filter(prefix: str) -> str:
+    """Every instance's answers to replay requests."""
+    return f"{prefix}/{VERSION}/replayed/+/+"
