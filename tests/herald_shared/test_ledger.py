@@ -98,9 +98,63 @@ def test_an_event_payload_is_kept_while_any_of_its_deliveries_is_pending(files: 
     take(files, mail, chat)
     assert files.ledger.finish(mail, "delivered", 1001.0, None) is False
     assert files.reopen().event_payload("e1") == b"payload of e1"
-    assert files.ledger.finish(chat, "dead_lettered", 1002.0, "HTTP 404") is True
+    assert files.ledger.finish(chat, "delivered", 1002.0, None) is True
     assert files.ledger.event_payload("e1") is None
     assert files.ledger.knows("e1")  # the payload goes, the dedup record stays
+
+
+def test_a_dead_letters_payload_is_kept_for_a_replay_until_the_purge_forgets_it(
+    files: Files,
+) -> None:
+    mail, chat = job("e1", "mail"), job("e1", "chat")
+    take(files, mail, chat)
+    files.ledger.finish(mail, "delivered", 1001.0, None)
+    assert files.ledger.finish(chat, "dead_lettered", 1002.0, "HTTP 404") is True
+    ledger = files.reopen()
+    assert ledger.event_payload("e1") == b"payload of e1"
+    assert [(j.event_id, j.destination) for j in ledger.dead_letters([], None, None)] == [
+        ("e1", "chat")
+    ]
+    later = 1002.0 + RETENTION + 1
+    assert ledger.purge(later - RETENTION, later) == 2
+    assert ledger.event_payload("e1") is None
+    assert ledger.dead_letters(["e1"], None, None) == []
+
+
+def test_dead_letters_are_chosen_by_event_destination_and_time(files: Files) -> None:
+    early, late, other = job("e1", "mail"), job("e2", "mail"), job("e2", "chat")
+    take(files, early, late, other)
+    files.ledger.finish(early, "dead_lettered", 1000.0, "HTTP 500")
+    files.ledger.finish(late, "dead_lettered", 2000.0, "HTTP 500")
+    files.ledger.finish(other, "delivered", 2000.0, None)
+
+    def chosen(ids: list[str], destination: str | None, since: float | None) -> list[str]:
+        found = files.ledger.dead_letters(ids, destination, since)
+        return [f"{j.event_id}/{j.destination}" for j in found]
+
+    assert chosen([], None, None) == ["e1/mail", "e2/mail"]
+    assert chosen(["e2"], None, None) == ["e2/mail"]  # its delivered one is no dead letter
+    assert chosen([], "chat", None) == []
+    assert chosen([], None, 2000.0) == ["e2/mail"]  # at or after
+    assert chosen(["e1"], "mail", 1500.0) == []  # every criterion must hold
+
+
+def test_a_replayed_dead_letter_is_pending_afresh_and_survives_a_restart(files: Files) -> None:
+    letter = job("e1", target="ops@example.com")
+    take(files, letter)
+    letter.attempts, letter.first_attempt_at = 4, 1000.5
+    files.ledger.finish(letter, "dead_lettered", 1100.0, "gave up after 4 attempts")
+    [chosen] = files.ledger.dead_letters(["e1"], None, None)
+    assert files.ledger.replay(chosen, now=5000.0) is True
+    assert files.ledger.replay(chosen, now=5001.0) is False  # no longer dead-lettered
+    [resumed] = files.reopen().pending()
+    assert (resumed.event_id, resumed.target, resumed.attempts) == ("e1", "ops@example.com", 0)
+    assert (resumed.received_at, resumed.next_attempt_at, resumed.first_attempt_at) == (
+        5000.0,
+        5000.0,
+        None,
+    )
+    assert files.ledger.event_payload("e1") == b"payload of e1"
 
 
 def test_the_purge_removes_only_finished_deliveries_past_the_retention(files: Files) -> None:

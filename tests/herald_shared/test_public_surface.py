@@ -142,6 +142,8 @@ PUBLIC: Final[dict[str, set[str]]] = {
         "RECONCILE_EXECUTIONS",
         "RECONCILE_LAG",
         "RECONCILE_SWEEPS",
+        "REPLAYED",
+        "REPLAY_REQUESTS",
     },
     "herald_shared.outbox": {"REFUSED_LOG_EVERY", "Outbox", "Publisher"},
     "herald_shared.preflight": {

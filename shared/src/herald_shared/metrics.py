@@ -33,6 +33,8 @@ __all__ = [
     "RECONCILE_EXECUTIONS",
     "RECONCILE_LAG",
     "RECONCILE_SWEEPS",
+    "REPLAYED",
+    "REPLAY_REQUESTS",
     "SILENCES_ACTIVE",
 ]
 
@@ -75,6 +77,16 @@ OUTBOX = Gauge(
     "herald_outbox_messages",
     "Messages stored locally and waiting for the broker's acknowledgement",
     ["service"],
+)
+REPLAYED = Counter(
+    "herald_replayed_total",
+    "Dead letters put back to pending by a replay request (herald replay, the console)",
+    ["service", "destination"],
+)
+REPLAY_REQUESTS = Counter(
+    "herald_replay_requests_total",
+    "Replay requests taken, by outcome: answered, or rejected (not a replay request)",
+    ["service", "outcome"],
 )
 PUBLISHES_REFUSED = Counter(
     "herald_publishes_refused_total",

@@ -56,6 +56,9 @@ class ReplayAnswer(msgspec.Struct, kw_only=True, frozen=True):
     instance: str
     replayed: list[ReplayedDelivery]
     not_found: list[str]  # asked-for event ids with no dead letter here (never held, or purged)
+    # Destinations this instance no longer delivers to: the one asked for, or those of the dead
+    # letters chosen (which stay dead-lettered). Added later: older answers have none.
+    unknown_destinations: list[str] = []
 
 
 encode = msgspec.json.Encoder().encode

@@ -3,7 +3,8 @@
 Every destination service (emailer, chat-notifier, …, log-archiver) is one of these; the service
 package only builds its destinations from its settings. Besides the events it follows the
 silences (retained, so one added while the service was down is known when it is back; they are
-subscribed first, so they arrive before the events a new session brings). The runner
+subscribed first, so they arrive before the events a new session brings) and the replay requests
+for this service (never shared: each instance answers for its own ledger). The runner
 acknowledges the events it stores to ingest (``herald/v1/acks/<service>/<instance>``,
 ``delivery/acks.py``), which resends what a broker lost (``herald_ingest.redelivery``). The bus
 connection, the outbox loop and
@@ -57,6 +58,7 @@ class SubscriberService:
             broker.topic_prefix, name, shared=broker.effective_shared_subscriptions
         )
         self.silences = SilenceBook(broker.topic_prefix, name)
+        self._replay_topic = topics.replay_topic(broker.topic_prefix, name)
         # What `herald send-test` waits for: the names of the destinations this instance runs.
         announcement = (
             topics.destinations_topic(broker.topic_prefix, name, broker.instance),
@@ -65,7 +67,7 @@ class SubscriberService:
         self.bus = Bus(
             broker,
             name,
-            subscriptions=[self.silences.subscription, subscription],
+            subscriptions=[self.silences.subscription, self._replay_topic, subscription],
             handler=self._handle,
             retained=[announcement],
         )
@@ -88,6 +90,9 @@ class SubscriberService:
     async def _handle(self, message: Message) -> None:
         if self.silences.takes(message.topic):
             self.silences.update(message.topic, message.payload)
+            return
+        if message.topic == self._replay_topic:
+            self.runner.replay(message.topic, message.payload)
             return
         await self.runner.handle(message.topic, message.payload)
 

@@ -3,13 +3,16 @@
 It is the durable retry queue (``pending`` rows survive a restart and are resumed), the
 idempotency ledger (a redelivered event finds its rows and is not delivered again), and the
 rate-limit memory, all in the service's SQLite database so that one commit covers them.
+
+An event's payload is kept while one of its deliveries is pending or dead-lettered: a dead
+letter can be replayed (put back to pending, ``replaying.py``) until the purge forgets it.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -160,9 +163,56 @@ class Ledger:
             "SELECT 1 FROM deliveries WHERE event_id = ? AND state = 'pending' LIMIT 1",
             (job.event_id,),
         ).fetchone()
-        if still_pending is None:
+        if still_pending is None and not self._has_dead_letter(job.event_id):
             self._sql.execute("DELETE FROM events WHERE event_id = ?", (job.event_id,))
         return still_pending is None
+
+    def _has_dead_letter(self, event_id: str) -> bool:
+        row = self._sql.execute(
+            "SELECT 1 FROM deliveries WHERE event_id = ? AND state = 'dead_lettered' LIMIT 1",
+            (event_id,),
+        ).fetchone()
+        return row is not None
+
+    def dead_letters(
+        self, event_ids: Collection[str], destination: str | None, since: float | None
+    ) -> list[Job]:
+        """The replayable dead letters (their event is still held) that match every criterion
+        given: one of ``event_ids`` (empty: any), ``destination``, dead-lettered at or after
+        ``since``; oldest first."""
+        query = (
+            "SELECT d.event_id, d.destination, d.target, d.received_at FROM deliveries d"
+            " JOIN events e ON e.event_id = d.event_id WHERE d.state = 'dead_lettered'"
+        )
+        parameters: list[object] = []
+        if event_ids:
+            query += f" AND d.event_id IN ({', '.join('?' * len(event_ids))})"
+            parameters += event_ids
+        if destination is not None:
+            query += " AND d.destination = ?"
+            parameters.append(destination)
+        if since is not None:
+            query += " AND d.finished_at >= ?"
+            parameters.append(since)
+        rows = self._sql.execute(query + " ORDER BY d.finished_at, d.rowid", parameters)
+        return [
+            Job(event_id, name, target, received_at=received_at)
+            for event_id, name, target, received_at in rows.fetchall()
+        ]
+
+    def replay(self, job: Job, now: float) -> bool:
+        """Put a dead letter back to pending as if taken on ``now``: no attempts yet, so the
+        retry policy and its deadline apply afresh. False if it was no longer dead-lettered."""
+        changed = self._sql.execute(
+            "UPDATE deliveries SET state = 'pending', attempts = 0, first_attempt_at = NULL,"
+            " received_at = ?, next_attempt_at = ?, finished_at = NULL, last_error = NULL"
+            " WHERE event_id = ? AND destination = ? AND target = ? AND state = 'dead_lettered'",
+            (now, now, job.event_id, job.destination, job.target),
+        ).rowcount
+        if changed:
+            job.received_at = job.next_attempt_at = now
+            job.attempts, job.first_attempt_at = 0, None
+        return bool(changed)
 
     def event_payload(self, event_id: str) -> bytes | None:
         row = self._sql.execute(
@@ -205,4 +255,9 @@ class Ledger:
                 (finished_before,),
             ).rowcount
             sql.execute("DELETE FROM rate_limits WHERE expires_at < ?", (now,))
+            # The payloads kept for dead letters go with the last of their event's deliveries.
+            sql.execute(
+                "DELETE FROM events WHERE NOT EXISTS"
+                " (SELECT 1 FROM deliveries d WHERE d.event_id = events.event_id)"
+            )
         return int(removed)

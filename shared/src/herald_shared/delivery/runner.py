@@ -11,6 +11,7 @@ A delivery ends exactly once, as delivered, dead-lettered (a permanent error, re
 deadline, or an event the ledger lost), suppressed (rate limit), skipped, silenced (a silence)
 or muted (a time interval; ``quiet.py``); its receipt goes out on the deliveries topic and a dead
 letter on the dead-letter topic, through the durable outbox (``reporting.py``). When to retry and when to give up is ``policy.py``'s decision.
+A dead letter can be put back to pending by a replay request (``replaying.py``).
 
 The runner takes ``(topic, payload)``, not a bus message, so anything that can hand it bytes can
 drive it (the subscriber service's bus; an in-memory bus in the tests).
@@ -33,10 +34,12 @@ from herald_shared.delivery.intake import Intake
 from herald_shared.delivery.lanes import Failed, Lane
 from herald_shared.delivery.ledger import Job, Ledger, State
 from herald_shared.delivery.quiet import Quiet
+from herald_shared.delivery.replaying import Replays
 from herald_shared.delivery.reporting import Reporter
 from herald_shared.events import Event
 from herald_shared.metrics import SILENCES_ACTIVE
 from herald_shared.outbox import Outbox
+from herald_shared.replay import ReplayAnswer
 from herald_shared.settings import DeliverySettings
 from herald_shared.silences import SilenceBook
 from herald_shared.supervision import Supervisor, every, stop_pools
@@ -107,6 +110,18 @@ class Runner:
             clock=clock,
             quiet=self._quiet,
             acks=self._acks,
+        )
+        self._replays = Replays(
+            service=service,
+            instance=instance,
+            lanes=self._lanes,
+            db=db,
+            ledger=self._intake.ledger,
+            outbox=outbox,
+            answer_topic=None
+            if instance is None
+            else topics.replayed_topic(topic_prefix, service, instance),
+            clock=clock,
         )
         self._purging: asyncio.Task[None] | None = None
         self._stopping = False
@@ -181,6 +196,10 @@ class Runner:
     async def handle(self, topic: str, payload: bytes) -> None:
         """Store the event's deliveries; the caller acknowledges the message on return."""
         await self._intake.take(topic, payload)
+
+    def replay(self, topic: str, payload: bytes) -> ReplayAnswer | None:
+        """Put the dead letters a replay request selects back to pending, and answer it."""
+        return self._replays.take(topic, payload)
 
     # --- delivering ----------------------------------------------------------------------
 
