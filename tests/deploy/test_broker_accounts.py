@@ -364,3 +364,41 @@ async def test_ingest_hears_a_subscribers_status_and_acknowledgements_under_the_
         await emailer.bus.close()
         await ingest.close()
     assert (topics.status_topic(PREFIX, "emailer", instance), b"online") in heard
+
+
+async def test_the_operator_asks_for_a_replay_and_the_service_answers_under_the_shipped_acl(
+    shipped: ShippedMosquitto, ingest: Bus
+) -> None:
+    instance = uuid.uuid4().hex[:8]
+    asked = topics.replay_topic(PREFIX, "emailer")
+    answer = topics.replayed_topic(PREFIX, "emailer", instance)
+    heard: list[tuple[str, bytes]] = []
+
+    async def hear(message: Message) -> None:
+        heard.append((message.topic, message.payload))
+
+    async def heard_on(topic: str) -> None:
+        async with asyncio.timeout(20):
+            while (topic, b"{}") not in heard:
+                await asyncio.sleep(0.05)
+
+    operator = Bus(
+        settings(shipped, "herald-operator", uuid.uuid4().hex[:8]),
+        "replay",
+        subscriptions=[topics.replayed_filter(PREFIX)],
+        handler=hear,
+        ephemeral=True,
+    )
+    emailer = Bus(
+        settings(shipped, "herald-emailer", instance),
+        "emailer",
+        subscriptions=[asked],
+        handler=hear,
+    )
+    async with connected(operator), connected(emailer):
+        await operator.publish(asked, b"{}")
+        await heard_on(asked)
+        await emailer.publish(answer, b"{}")  # refused (MQTT 5) if the ACL denies
+        await heard_on(answer)
+        with pytest.raises(PublishRefused, match="Not authorized"):
+            await ingest.publish(asked, b"{}")

@@ -21,6 +21,7 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 IMPORTERS = ("services", "tools", "testkit")
 
 PUBLIC: Final[dict[str, set[str]]] = {
+    "herald_shared.arguments": {"duration", "moment", "moment_or_ago"},
     "herald_shared.bus": {
         "OFFLINE",
         "ONLINE",
@@ -114,6 +115,19 @@ PUBLIC: Final[dict[str, set[str]]] = {
         "labelled",
         "recovery_of",
         "to_builtins",
+    },
+    "herald_shared.following": {
+        "SETTLE_SECONDS",
+        "Follower",
+        "Instance",
+        "Roster",
+        "connect",
+        "connection",
+        "receipt_line",
+        "section_of",
+        "settled",
+        "wait_until",
+        "where",
     },
     "herald_shared.http_client": {"Answer", "HttpClient", "Unreachable"},
     "herald_shared.logs": {"REDACTED", "REDACTOR", "JsonFormatter", "Redactor", "redact", "setup"},

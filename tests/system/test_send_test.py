@@ -16,6 +16,7 @@ import httpx
 
 from herald_shared import samples
 from herald_testkit.chat_standins import Answer, ChatStandins
+from herald_testkit.fixtures import broker_section
 from herald_testkit.http import HttpReceiver
 from herald_testkit.incident_standins import NewRelicStandIn, Signl4StandIn
 from herald_testkit.mosquitto import Mosquitto
@@ -67,14 +68,7 @@ def _config(
 ) -> Path:
     state = tmp_path / "state"
     document = {
-        "broker": {
-            "host": mosquitto.host,
-            "port": mosquitto.port,
-            "topic_prefix": prefix,
-            "instance": prefix,
-            "reconnect_min": 0.1,
-            "reconnect_max": 1.0,
-        },
+        "broker": broker_section(mosquitto, prefix),
         "health": {"host": "127.0.0.1", "port": health_port},
         "emailer": {
             "state_dir": str(state),

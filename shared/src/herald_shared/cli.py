@@ -7,6 +7,7 @@
 - ``herald send-test --config herald.yaml``: a synthetic event through the pipeline, with its receipts.
 - ``herald tail --config herald.yaml``: every event, receipt, dead letter and status, readably.
 - ``herald silence add | list | expire``: silences on the broker (``silence_command.py``).
+- ``herald replay [ID…]``: deliver dead letters again and follow them (``replay_command.py``).
 
 Other packages add commands (``herald qlik-sim``, …) through the ``herald.commands`` entry-point
 group: each entry point is a function that receives the subcommand parsers and registers its own.
@@ -24,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from importlib.metadata import PackageNotFoundError, entry_points, version
 from typing import Any
 
-from herald_shared import config, preflight, sendtest, silence_command, tail
+from herald_shared import config, preflight, replay_command, sendtest, silence_command, tail
 from herald_shared.config import ConfigError
 from herald_shared.runtime import (
     ProcessSettings,
@@ -41,7 +42,7 @@ __all__ = ["BUILT_IN", "EXIT_CONFIG", "add_config_argument", "main"]
 EXIT_CONFIG = 2
 
 
-BUILT_IN = ("run", "up", "check-config", "send-test", "tail", "silence")
+BUILT_IN = ("run", "up", "check-config", "send-test", "tail", "silence", "replay")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -100,6 +101,7 @@ def _parser(*, with_plugins: bool) -> argparse.ArgumentParser:
     sendtest.register(commands)
     tail.register(commands)
     silence_command.register(commands)
+    replay_command.register(commands)
     if with_plugins:
         for entry_point in entry_points(group="herald.commands"):
             entry_point.load()(commands)

@@ -3,24 +3,21 @@
 Like a contact point's Test button, it tells the truth: it publishes a sample event marked
 ``test: true`` (a fresh id, so no ledger has seen it) and waits, up to ``--timeout``, until every
 destination of every running service has reported on it. What to wait for comes from the
-retained messages of the broker: each service instance whose status is ``online`` lists its
-destinations on ``herald/v1/destinations/<service>/<instance>``. Receipts say how a delivery
-ended; the pending topic says which deliveries are still being retried, and why.
+retained messages of the broker (``following.py``): each service instance whose status is
+``online`` lists its destinations. Receipts say how a delivery ended; the pending topic says
+which deliveries are still being retried, and why.
 
 The exit status is 0 only if every destination reported and none failed: each delivered it, or
 skipped it on purpose (the metrics writer and the log archiver do not count a test). A delivery
 that was dead-lettered, or is still pending at the timeout, and a destination that never
 answered make it 1, with a summary naming each.
 
-The connection is ephemeral (a fresh client id, a clean session, no status of its own), so
-runs never take each other's connection and the operator's account needs no status topic.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import sys
 import uuid
@@ -31,10 +28,11 @@ from typing import TextIO
 
 import msgspec
 
-from herald_shared import config, events, samples, topics
+from herald_shared import config, events, following, samples, topics
 from herald_shared.bus import Bus, Handler, Message
 from herald_shared.delivery.destination import DeliveryError
 from herald_shared.delivery.receipts import Pending, Receipt
+from herald_shared.following import Follower, receipt_line, where
 from herald_shared.settings import BrokerSettings
 
 _SAMPLES: dict[str, Callable[[], events.Event]] = {
@@ -68,62 +66,38 @@ def test_event(kind: str) -> events.Event:
     )
 
 
-def _where(destination: str, target: str) -> str:
-    return destination + (f" ({target})" if target else "")
-
-
-@dataclass
-class Watch:
+@dataclass(kw_only=True)
+class Watch(Follower):
     """What the broker has said so far about the services and about one test alert."""
 
     event_id: str
-    prefix: str
-    out: TextIO
-    online: dict[tuple[str, str], bool] = field(default_factory=dict)
-    announced: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     receipts: dict[_Delivery, Receipt] = field(default_factory=dict)
     pending: dict[_Delivery, Pending] = field(default_factory=dict)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def take(self, topic: str, payload: bytes) -> None:
-        section, *rest = topic.removeprefix(f"{self.prefix}/{topics.VERSION}/").split("/")
-        if section == "status" and len(rest) == 2:
-            self.online[(rest[0], rest[1])] = payload == b"online"
-        elif section == "destinations" and len(rest) == 2:
-            self._announced((rest[0], rest[1]), payload)
-        elif section == "deliveries":
+    def heard(self, section: str, rest: list[str], payload: bytes) -> None:
+        if section == "deliveries":
             self._receipt(msgspec.json.decode(payload, type=Receipt))
         elif section == "pending":
             self._pending(msgspec.json.decode(payload, type=Pending))
-        self.changed.set()
-
-    def _announced(self, instance: tuple[str, str], payload: bytes) -> None:
-        if payload:
-            self.announced[instance] = msgspec.json.decode(payload, type=list[str])
-        else:
-            self.announced.pop(instance, None)  # cleared on a clean stop
 
     def _receipt(self, receipt: Receipt) -> None:
         if receipt.event_id != self.event_id:
             return
         self.receipts[(receipt.service, receipt.destination, receipt.target)] = receipt
-        detail = f": {receipt.detail}" if receipt.detail else ""
-        where = _where(receipt.destination, receipt.target)
-        print(f"{receipt.service}: {where}: {receipt.outcome}{detail}", file=self.out, flush=True)
+        self.say(receipt_line(receipt))
 
     def _pending(self, pending: Pending) -> None:
         if pending.event_id != self.event_id:
             return
         self.pending[(pending.service, pending.destination, pending.target)] = pending
         if pending.attempts:  # "taken on" is not news; a failed attempt is
-            print(f"{pending.service}: {_retrying(pending)}", file=self.out, flush=True)
+            self.say(f"{pending.service}: {_retrying(pending)}")
 
     def expected(self) -> set[tuple[str, str]]:
         """(service, destination) of every destination of every instance that is online."""
         return {
             (service, name)
-            for (service, instance), names in self.announced.items()
-            if self.online.get((service, instance))
+            for (service, _), names in self.roster.running().items()
             for name in names
         }
 
@@ -147,7 +121,7 @@ class Watch:
 
     def failures(self) -> list[str]:
         return [
-            f"{key[0]}: {_where(key[1], key[2])}: {receipt.outcome}"
+            f"{key[0]}: {where(key[1], key[2])}: {receipt.outcome}"
             + (f": {receipt.detail}" if receipt.detail else "")
             for key, receipt in sorted(self.receipts.items())
             if receipt.outcome in ("dead_lettered", "suppressed")
@@ -168,29 +142,19 @@ class Watch:
 
 
 def _retrying(pending: Pending) -> str:
-    where = _where(pending.destination, pending.target)
+    place = where(pending.destination, pending.target)
     if not pending.attempts:
-        return f"{where}: pending, not attempted yet"
-    line = f"{where}: pending, attempt {pending.attempts} failed: {pending.reason}"
+        return f"{place}: pending, not attempted yet"
+    line = f"{place}: pending, attempt {pending.attempts} failed: {pending.reason}"
     if pending.next_attempt_at is not None:
         line += f"; retrying at {pending.next_attempt_at.astimezone():%H:%M:%S}"
     return line
 
 
 def connection(broker: BrokerSettings, handler: Handler) -> Bus:
-    """send-test's own connection: what it reads, under a client id of its own, publishing no
-    status (so the operator's account is enough)."""
-    prefix = broker.topic_prefix
-    return Bus(
-        broker,
-        "send-test",
-        subscriptions=[
-            topics.family_filter(prefix, family)
-            for family in ("status", "destinations", "deliveries", "pending")
-        ],
-        handler=handler,
-        ephemeral=True,
-    )
+    """send-test's own connection (``following.connection``)."""
+    families = ("status", "destinations", "deliveries", "pending")
+    return following.connection(broker, "send-test", families, handler)
 
 
 async def send_test(
@@ -198,7 +162,7 @@ async def send_test(
 ) -> int:
     event = test_event(kind)
     prefix = broker.topic_prefix
-    watch = Watch(event.event_id, prefix, out)
+    watch = Watch(event_id=event.event_id, prefix=prefix, out=out)
 
     async def on_message(message: Message) -> None:
         try:
@@ -207,12 +171,7 @@ async def send_test(
             log.warning("ignoring a message on %s that is not Herald's: %s", message.topic, error)
 
     bus = connection(broker, on_message)
-    bus.start()
-    try:
-        await asyncio.wait_for(bus.wait_connected(), broker.connect_timeout)
-    except TimeoutError:
-        print(f"herald: cannot reach the broker at {broker.host}:{broker.port}", file=sys.stderr)
-        await bus.close()
+    if not await following.connect(bus):
         return 1
     try:
         await bus.publish(topics.topic_of(prefix, event), events.encode(event))
@@ -222,18 +181,10 @@ async def send_test(
             file=out,
             flush=True,
         )
-        await _wait(watch, within)
+        await following.wait_until(watch.changed, watch.done, within)  # the verdict says why
     finally:
         await bus.close()
     return _verdict(watch, within, out)
-
-
-async def _wait(watch: Watch, within: float) -> None:
-    with contextlib.suppress(TimeoutError):  # the verdict says what is missing
-        async with asyncio.timeout(within):
-            while not watch.done():
-                watch.changed.clear()
-                await watch.changed.wait()
 
 
 def _verdict(watch: Watch, timeout: float, out: TextIO) -> int:

@@ -14,22 +14,15 @@ import asyncio
 import getpass
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-from pydantic import TypeAdapter, ValidationError
-
-from herald_shared import config, silences, topics
+from herald_shared import config, following, silences, topics
+from herald_shared.arguments import duration, moment
 from herald_shared.bus import Bus, BusError, Message
-from herald_shared.config import Duration
 from herald_shared.settings import BrokerSettings
 from herald_shared.silences import Matcher, Silence
 
 __all__ = ["new_silence", "register"]
-
-#: After the subscription, retained messages come at once; this long without one means all came.
-SETTLE_SECONDS = 0.5
-
-_DURATION: TypeAdapter[float] = TypeAdapter(Duration)
 
 
 def _matcher(text: str) -> Matcher:
@@ -44,26 +37,6 @@ def _matcher(text: str) -> Matcher:
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
     return matcher
-
-
-def _duration(text: str) -> timedelta:
-    try:
-        seconds = _DURATION.validate_python(text)
-    except ValidationError:
-        seconds = 0.0
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a duration such as 30m, 2h or 1d")
-    return timedelta(seconds=seconds)
-
-
-def _moment(text: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: expected a time such as 2026-12-03T06:00 or 2026-12-03T06:00+01:00"
-        ) from None
-    return moment if moment.tzinfo is not None else moment.astimezone()  # local time
 
 
 def new_silence(
@@ -144,12 +117,7 @@ async def fetch(broker: BrokerSettings) -> list[Silence]:
 
     bus = await _connected(broker, take)
     try:
-        while True:
-            arrived.clear()
-            try:
-                await asyncio.wait_for(arrived.wait(), SETTLE_SECONDS)
-            except TimeoutError:
-                break
+        await following.settled(arrived)
     finally:
         await bus.close()
     return sorted(found.values(), key=lambda silence: silence.starts)
@@ -251,8 +219,8 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         " task_custom_properties.<name>, app_custom_properties.<name>)",
     )
     until = add.add_mutually_exclusive_group(required=True)
-    until.add_argument("--for", dest="duration", type=_duration, help="how long, e.g. 2h")
-    until.add_argument("--until", type=_moment, help="until when, e.g. 2026-12-03T06:00")
+    until.add_argument("--for", dest="duration", type=duration, help="how long, e.g. 2h")
+    until.add_argument("--until", type=moment, help="until when, e.g. 2026-12-03T06:00")
     add.add_argument("--comment", required=True, help="why: shown in every silenced receipt")
     add.add_argument("--author", default=getpass.getuser(), help="who (default: your user name)")
     add.add_argument("--service", action="append", help="only in this service (repeatable)")

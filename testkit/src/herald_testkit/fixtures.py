@@ -32,6 +32,11 @@ def topic_prefix() -> str:
 
 
 def broker_settings_for(broker: Mosquitto, prefix: str, **overrides: object) -> BrokerSettings:
+    return BrokerSettings.model_validate(broker_section(broker, prefix, **overrides))
+
+
+def broker_section(broker: Mosquitto, prefix: str, **overrides: object) -> dict[str, object]:
+    """The ``broker:`` section of a test's configuration file (as a dict: JSON is YAML)."""
     values: dict[str, object] = {
         "host": broker.host,
         "port": broker.port,
@@ -43,7 +48,7 @@ def broker_settings_for(broker: Mosquitto, prefix: str, **overrides: object) -> 
         "reconnect_max": 1.0,
     }
     values.update(overrides)
-    return BrokerSettings.model_validate(values)
+    return values
 
 
 @pytest.fixture
