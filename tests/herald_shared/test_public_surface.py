@@ -203,6 +203,7 @@ PUBLIC: Final[dict[str, set[str]]] = {
         "ReplayedDelivery",
         "decode_answer",
         "decode_request",
+        "described",
         "encode",
         "new_request_id",
     },

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import msgspec
 
-from herald_shared import events, samples, tail, topics
+from herald_shared import events, replay, samples, tail, topics
 from herald_shared.delivery import receipts
 from herald_testkit.mosquitto import Mosquitto
 from herald_testkit.mqtt import publisher
@@ -149,3 +149,26 @@ def test_a_test_alerts_pending_delivery_counts_its_attempts_in_words() -> None:
         "PENDING    emailer/email-failed to ops@example.com (test alert) after 1 attempt:"
         " cannot reach the SMTP server"
     )
+
+
+def test_a_replay_request_and_its_answer_say_what_was_asked_and_done() -> None:
+    asked = replay.ReplayRequest(
+        id="r1",
+        event_ids=["e1", "e2"],
+        destination="email-failed",
+        requested_by="ops",
+        requested_at=datetime(2026, 12, 3, tzinfo=UTC),
+    )
+    line = tail.describe(topics.replay_topic(PREFIX, "emailer"), replay.encode(asked))
+    assert line == "REPLAY     emailer: the dead letters of e1, e2 to email-failed, asked by ops"
+    answer = replay.ReplayAnswer(
+        id="r1",
+        service="emailer",
+        instance="host-1",
+        replayed=[replay.ReplayedDelivery("e1", "email-failed", "ops@example.com")],
+        not_found=["e2"],
+    )
+    line = tail.describe(topics.replayed_topic(PREFIX, "emailer", "host-1"), replay.encode(answer))
+    assert line == "REPLAYED   emailer/host-1: 1 back to pending; no dead letter of e2"
+    hostile = tail.describe(topics.replay_topic(PREFIX, "emailer"), b'{"id": 1}')
+    assert hostile.startswith("?          ")

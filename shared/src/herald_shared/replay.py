@@ -24,6 +24,7 @@ __all__ = [
     "ReplayedDelivery",
     "decode_answer",
     "decode_request",
+    "described",
     "encode",
     "new_request_id",
 ]
@@ -87,3 +88,15 @@ def decode_answer(payload: bytes) -> ReplayAnswer:
         return _answer_decoder.decode(payload)
     except (msgspec.DecodeError, msgspec.ValidationError) as error:
         raise ValueError(f"not a Herald replay answer: {error}") from None
+
+
+def described(request: ReplayRequest) -> str:
+    """``the dead letters of e1, e2 to email-failed since 2026-12-03 06:00:00 CET``."""
+    words = ["the dead letters"]
+    if request.event_ids:
+        words.append(f"of {', '.join(request.event_ids)}")
+    if request.destination is not None:
+        words.append(f"to {request.destination}")
+    if request.since is not None:
+        words.append(f"since {request.since.astimezone():%Y-%m-%d %H:%M:%S %Z}")
+    return " ".join(words)

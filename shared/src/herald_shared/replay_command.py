@@ -139,7 +139,9 @@ async def run(
         for service in chosen:
             await bus.publish(topics.replay_topic(prefix, service), replay.encode(request))
         print(
-            f"asked {_asked(follow, chosen)} to replay {_criteria(request)}", file=out, flush=True
+            f"asked {_asked(follow, chosen)} to replay {replay.described(request)}",
+            file=out,
+            flush=True,
         )
         await following.wait_until(follow.changed, follow.answered, deadline - loop.time())
         await following.wait_until(follow.changed, follow.ended, deadline - loop.time())
@@ -189,17 +191,6 @@ def _asked(follow: Follow, chosen: list[str]) -> str:
     )
 
 
-def _criteria(request: ReplayRequest) -> str:
-    words = ["the dead letters"]
-    if request.event_ids:
-        words.append(f"of {', '.join(request.event_ids)}")
-    if request.destination is not None:
-        words.append(f"to {request.destination}")
-    if request.since is not None:
-        words.append(f"since {request.since.astimezone():%Y-%m-%d %H:%M:%S %Z}")
-    return " ".join(words)
-
-
 def _verdict(follow: Follow, within: float) -> int:
     problems = [
         f"no answer from {'/'.join(instance)} within {within:g} s (is it running?)"
@@ -211,7 +202,7 @@ def _verdict(follow: Follow, within: float) -> int:
     ]
     replayed = follow.replayed()
     if not replayed:
-        follow.say(f"nothing to replay: no instance holds {_criteria(follow.request)}")
+        follow.say(f"nothing to replay: no instance holds {replay.described(follow.request)}")
     else:
         problems += [
             receipt_line(receipt)

@@ -1,7 +1,7 @@
 """``herald tail``: everything that goes over Herald's topics, one readable line each.
 
-Events, delivery receipts, dead letters, silences, service status and destination lists, and a
-test alert's pending deliveries (not the acknowledgements the services send ingest), as an
+Events, delivery receipts, dead letters, silences, replay requests and their answers, service
+status and destination lists, and a test alert's pending deliveries (not the acknowledgements the services send ingest), as an
 operator wants to watch them
 (``herald tail --config herald.yaml``); ``herald demo`` uses it to show what happens. ``--json``
 prints one JSON object per message instead (for ``jq``), and ``--service``, ``--kind`` and
@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 import msgspec
 
-from herald_shared import config, events, silences, topics
+from herald_shared import config, events, replay, silences, topics
 from herald_shared.bus import Bus, Message
 from herald_shared.delivery.receipts import attempts_done
 from herald_shared.matcher import matches_pattern
@@ -47,8 +47,14 @@ def describe(topic: str, payload: bytes) -> str:
         if section == "destinations":
             names = msgspec.json.decode(payload, type=list[str]) if payload else []
             return f"SERVES     {'/'.join(parts[3:])}: {', '.join(names) or '(stopped)'}"
+        if section == "replay":
+            request = replay.decode_request(payload)
+            asked = f"{replay.described(request)}, asked by {request.requested_by}"
+            return f"REPLAY     {'/'.join(parts[3:])}: {asked}"
+        if section == "replayed":
+            return _replayed_line(replay.decode_answer(payload))
         report: dict[str, Any] = msgspec.json.decode(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, ValueError):
         return f"?          {topic}: {payload[:120]!r}"
     if section == "deliveries":
         where = f"{report['service']}/{report['destination']}"
@@ -62,6 +68,16 @@ def describe(topic: str, payload: bytes) -> str:
     if section == "dead-letter":
         return f"DEAD       {report['service']}/{report.get('destination')}: {report['reason']}"
     return f"?          {topic}"
+
+
+def _replayed_line(answer: replay.ReplayAnswer) -> str:
+    """One instance's answer to a replay request (``replay.py``)."""
+    said = [f"{len(answer.replayed)} back to pending"]
+    if answer.not_found:
+        said.append(f"no dead letter of {', '.join(answer.not_found)}")
+    if answer.unknown_destinations:
+        said.append(f"not configured: {', '.join(answer.unknown_destinations)}")
+    return f"REPLAYED   {answer.service}/{answer.instance}: {'; '.join(said)}"
 
 
 def _lease_line(job: str, payload: bytes) -> str:
