@@ -196,3 +196,16 @@ def test_a_clock_stepped_back_across_a_restart_does_not_extend_a_rate_window(
     assert not ledger.take_rate_slot("mail|task-1", 600, now=stepped_back)
     # One window after the step, by the clock as it now reads, the next message goes.
     assert files.reopen().take_rate_slot("mail|task-1", 600, now=stepped_back + 600)
+
+
+def test_dead_letters_are_found_among_more_ids_than_sqlite_takes_in_one_statement(
+    files: Files,
+) -> None:
+    letters = [job(f"e{n:05d}", at=1000.0 + n) for n in range(1200)]
+    take(files, *letters)
+    with files.db.transaction():
+        for n, letter in enumerate(letters):
+            files.ledger.finish(letter, "dead_lettered", 2000.0 - n, "HTTP 500")
+    asked = [f"e{n:05d}" for n in range(0, 1200, 3)] + [f"other-{n}" for n in range(40_000)]
+    found = files.ledger.dead_letters(asked, None, None)
+    assert [j.event_id for j in found] == sorted(asked[:400], reverse=True)  # oldest first

@@ -116,10 +116,15 @@ class Follower:
     out: TextIO
     roster: Roster = field(default_factory=Roster)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Set by status and destinations messages only: what :func:`settled` waits on (receipts
+    #: of a busy system never settle).
+    roster_changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def take(self, topic: str, payload: bytes) -> None:
         section, rest = section_of(self.prefix, topic)
-        if not self.roster.take(section, rest, payload):
+        if self.roster.take(section, rest, payload):
+            self.roster_changed.set()
+        else:
             self.heard(section, rest, payload)
         self.changed.set()
 

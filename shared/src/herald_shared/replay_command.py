@@ -51,6 +51,8 @@ class Follow(Follower):
     request: ReplayRequest
     awaited: set[Instance] = field(default_factory=set)  # whose answers are waited for
     answers: dict[Instance, ReplayAnswer] = field(default_factory=dict)
+    # What the answers put back to pending, in their order (a dict: an ordered set).
+    replayed: dict[_Delivery, None] = field(default_factory=dict)
     receipts: dict[_Delivery, Receipt] = field(default_factory=dict)
 
     def heard(self, section: str, rest: list[str], payload: bytes) -> None:
@@ -63,37 +65,30 @@ class Follow(Follower):
         if answer.id != self.request.id or instance in self.answers:
             return
         self.answers[instance] = answer
-        name = "/".join(instance)
+        service, name = instance[0], "/".join(instance)
+        self.replayed.update(
+            dict.fromkeys((service, r.event_id, r.destination, r.target) for r in answer.replayed)
+        )
         count = len(answer.replayed)
         what = f"replaying {count} dead letter{'s' if count != 1 else ''}" if count else None
         self.say(f"{name}: {what or 'nothing to replay'}")
         for destination in answer.unknown_destinations:
             self.say(f"{name}: {destination} is not configured there; its dead letters stay")
-        for key in self._replayed_by(instance):  # receipts that came before the answer
-            if key in self.receipts:
-                self.say(receipt_line(self.receipts[key]))
 
     def _receipt(self, receipt: Receipt) -> None:
+        # A service publishes in the order it commits: the answer, then the receipts of what it
+        # replayed. A receipt before the answer is of an end before the replay.
         key = (receipt.service, receipt.event_id, receipt.destination, receipt.target)
-        if key in self.receipts:
-            return  # a delivery ends once; a second receipt is an older replay's
+        if key in self.receipts or key not in self.replayed:
+            return
         self.receipts[key] = receipt
-        if key in self.replayed():
-            self.say(receipt_line(receipt))
-
-    def _replayed_by(self, instance: Instance) -> list[_Delivery]:
-        answer = self.answers[instance]
-        service = instance[0]
-        return [(service, r.event_id, r.destination, r.target) for r in answer.replayed]
-
-    def replayed(self) -> list[_Delivery]:
-        return [key for instance in sorted(self.answers) for key in self._replayed_by(instance)]
+        self.say(receipt_line(receipt))
 
     def answered(self) -> bool:
         return self.awaited <= set(self.answers)
 
     def unfinished(self) -> list[_Delivery]:
-        return [key for key in self.replayed() if key not in self.receipts]
+        return [key for key in self.replayed if key not in self.receipts]
 
     def ended(self) -> bool:
         return self.answered() and not self.unfinished()
@@ -129,7 +124,7 @@ async def run(
     if not await following.connect(bus):
         return EXIT_FAILED
     try:
-        await following.settled(follow.changed)
+        await following.settled(follow.roster_changed)
         chosen = _chosen(follow.roster, services, request.destination)
         if isinstance(chosen, int):
             return chosen
@@ -193,14 +188,15 @@ def _asked(follow: Follow, chosen: list[str]) -> str:
 
 def _verdict(follow: Follow, within: float) -> int:
     problems = [
-        f"no answer from {'/'.join(instance)} within {within:g} s (is it running?)"
+        f"no answer from {'/'.join(instance)} within {within:g} s: is it running? (the request"
+        " waits in its session on the broker)"
         for instance in sorted(follow.awaited - set(follow.answers))
     ]
     problems += [
         f"{event_id}: no dead letter for it (never held here, delivered, or purged)"
         for event_id in follow.not_found()
     ]
-    replayed = follow.replayed()
+    replayed = follow.replayed
     if not replayed:
         follow.say(f"nothing to replay: no instance holds {replay.described(follow.request)}")
     else:
@@ -224,7 +220,7 @@ def _verdict(follow: Follow, within: float) -> int:
 
 def _summary(follow: Follow) -> str:
     counts: dict[str, int] = {}
-    for key in follow.replayed():
+    for key in follow.replayed:
         receipt = follow.receipts.get(key)
         outcome = "still pending" if receipt is None else receipt.outcome
         counts[outcome] = counts.get(outcome, 0) + 1

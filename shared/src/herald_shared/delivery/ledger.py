@@ -57,6 +57,9 @@ CREATE TABLE IF NOT EXISTS rate_limits (
 """
 
 
+_IDS_PER_QUERY: Final = 500
+
+
 @dataclass
 class Job:
     """One pending delivery as the runner works on it."""
@@ -181,23 +184,30 @@ class Ledger:
         given: one of ``event_ids`` (empty: any), ``destination``, dead-lettered at or after
         ``since``; oldest first."""
         query = (
-            "SELECT d.event_id, d.destination, d.target, d.received_at FROM deliveries d"
-            " JOIN events e ON e.event_id = d.event_id WHERE d.state = 'dead_lettered'"
+            "SELECT d.finished_at, d.rowid, d.event_id, d.destination, d.target, d.received_at"
+            " FROM deliveries d JOIN events e ON e.event_id = d.event_id"
+            " WHERE d.state = 'dead_lettered'"
         )
         parameters: list[object] = []
-        if event_ids:
-            query += f" AND d.event_id IN ({', '.join('?' * len(event_ids))})"
-            parameters += event_ids
         if destination is not None:
             query += " AND d.destination = ?"
             parameters.append(destination)
         if since is not None:
             query += " AND d.finished_at >= ?"
             parameters.append(since)
-        rows = self._sql.execute(query + " ORDER BY d.finished_at, d.rowid", parameters)
+        if not event_ids:
+            rows = self._sql.execute(query, parameters).fetchall()
+        else:
+            # A few hundred ids a statement: SQLite caps the number of parameters.
+            ids = sorted(set(event_ids))
+            rows = []
+            for start in range(0, len(ids), _IDS_PER_QUERY):
+                chunk = ids[start : start + _IDS_PER_QUERY]
+                chosen = f"{query} AND d.event_id IN ({', '.join('?' * len(chunk))})"
+                rows += self._sql.execute(chosen, [*parameters, *chunk]).fetchall()
         return [
             Job(event_id, name, target, received_at=received_at)
-            for event_id, name, target, received_at in rows.fetchall()
+            for _, _, event_id, name, target, received_at in sorted(rows)
         ]
 
     def replay(self, job: Job, now: float) -> bool:
