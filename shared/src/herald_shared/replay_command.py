@@ -28,7 +28,7 @@ import msgspec
 
 from herald_shared import config, following, replay, topics
 from herald_shared.arguments import moment_or_ago
-from herald_shared.bus import Message
+from herald_shared.bus import BusError, Message
 from herald_shared.delivery.receipts import Receipt
 from herald_shared.following import Follower, Instance, Roster, receipt_line, where
 from herald_shared.replay import ReplayAnswer, ReplayRequest
@@ -132,12 +132,12 @@ async def run(
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         for service in chosen:
-            await bus.publish(topics.replay_topic(prefix, service), replay.encode(request))
-        print(
-            f"asked {_asked(follow, chosen)} to replay {replay.described(request)}",
-            file=out,
-            flush=True,
-        )
+            try:
+                await bus.publish(topics.replay_topic(prefix, service), replay.encode(request))
+            except BusError as error:  # e.g. an account the ACL does not let ask
+                print(f"herald: cannot ask {service} to replay: {error}", file=sys.stderr)
+                return EXIT_FAILED
+        follow.say(f"asked {_asked(follow, chosen)} to replay {replay.described(request)}")
         await following.wait_until(follow.changed, follow.answered, deadline - loop.time())
         await following.wait_until(follow.changed, follow.ended, deadline - loop.time())
     finally:

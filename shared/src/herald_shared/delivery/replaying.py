@@ -99,7 +99,7 @@ class Replays:
 
     def _log(self, request: ReplayRequest, answer: ReplayAnswer) -> None:
         log.info(
-            "replay request %s by %s: %d dead letters back to pending, %d asked-for events without one",
+            "replay request %s by %r: %d dead letters back to pending, %d asked-for events without one",
             request.id,
             request.requested_by,
             len(answer.replayed),
