@@ -7,6 +7,7 @@ lines what is checked.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -14,7 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from herald_shared import replay, topics
+import aiomqtt
+
+from herald_shared import events, replay, topics
 from herald_shared.events import Event
 from herald_shared.replay import ReplayRequest
 from herald_testkit.fixtures import broker_section
@@ -255,3 +258,65 @@ async def test_deliveries_a_replay_reset_are_delivered_after_the_service_was_kil
         await running.start()
         await running.observer.wait_for(lambda _: running.ended("delivered", event) == 1)
     assert accepted_ids(a) == [event.event_id]
+
+
+async def test_replay_works_in_the_one_machine_mode_with_the_embedded_broker(
+    tmp_path: Path,
+) -> None:
+    event = failure(105)
+    port = free_port()
+    async with HttpReceiver() as relay:
+        relay.default = FAILING
+        config = tmp_path / "herald.yaml"
+        config.write_text(
+            json.dumps(
+                {
+                    "broker": {"host": "127.0.0.1", "port": port, "embedded": True},
+                    "health": {"host": "127.0.0.1", "port": 0},
+                    "incident_forwarder": {
+                        "state_dir": str(tmp_path / "state"),
+                        "webhooks": [{"name": "relay", "url": relay.url}],
+                        "delivery": {"initial_backoff": "5s", "deadline": "1s"},
+                    },
+                }
+            )
+        )
+        up = await Child.python("-m", "herald_shared.cli", "up", "--config", str(config))
+        try:
+            await publish_when_online(port, event)
+            await relay.wait_for(lambda receiver: len(receiver.requests) == 1, within=60)
+            relay.default = RECOVERED
+            async with asyncio.timeout(60):
+                while True:  # until the dead letter is committed
+                    code, out, err = await herald(
+                        "replay", "--config", str(config), "--timeout", "20"
+                    )
+                    if "replaying 1 dead letter" in out:
+                        break
+                    await asyncio.sleep(0.2)
+        finally:
+            up.terminate()
+            assert await up.wait() == 0
+    assert code == 0, out + err
+    assert f"{SERVICE}: webhook:relay: delivered" in out
+    assert accepted_ids(relay) == [event.event_id]
+
+
+async def publish_when_online(port: int, event: Event) -> None:
+    """Publish ``event`` into the embedded broker (MQTT 3.1.1 only) once the service is online."""
+    async with asyncio.timeout(60):
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    "127.0.0.1", port, protocol=aiomqtt.ProtocolVersion.V311
+                ) as client:
+                    await client.subscribe(topics.status_topic("herald", SERVICE, "+"), qos=1)
+                    async for message in client.messages:
+                        if message.payload == b"online":
+                            break
+                    await client.publish(
+                        topics.topic_of("herald", event), events.encode(event), qos=1
+                    )
+                    return
+            except aiomqtt.MqttError:  # the broker is not up yet
+                await asyncio.sleep(0.2)
