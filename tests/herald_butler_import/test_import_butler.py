@@ -110,6 +110,8 @@ def test_the_imported_alerts_keep_butlers_recipients_gates_rate_limits_and_urls(
     assert qlik["app_base_url"] == "https://sense.site.test/sense/app"
     assert qlik["generic_links"][0]["text"] == "Runbook"
     assert document["ingest"]["udp"]["port"] == 9997
+    assert document["ingest"]["max_datagrams_per_minute"] == 450  # udpServerConfig.rateLimit
+    assert document["ingest"]["udp_status_topic"] == "site/butler/task_failure_server"
     # Host names carry over: ingest resolves them at start and every allowed_sources_refresh.
     assert document["ingest"]["allowed_sources"] == ["10.1.2.3", "10.1.2.0/24", "sense-node-2"]
     hooks = document["incident_forwarder"]["webhooks"]
@@ -134,6 +136,8 @@ def test_the_report_names_what_has_no_counterpart_and_each_changed_default(
         "retention_days",
         "task_types: [reload]",
         "tag.dynamic",
+        "dead-lettered (herald/v1/dead-letter/ingest)",
+        "ingest publishes start/error on Herald's broker",
     ):
         assert difference in report
     assert "{{tasId}} is no template field" in report

@@ -180,14 +180,32 @@ class _Converter:
                 "messageQueue",
                 "Herald keeps an on-disk inbox and enriches ingest.enrichment_concurrency datagrams at once",
             ),
-            (
-                "rateLimit",
-                "Herald has no global datagram rate limit; per-destination rate limits apply",
-            ),
             ("queueMetrics", "Herald's queue figures are Prometheus metrics on /metrics"),
         ):
             if _get(udp_b, key) is not None:
                 self.none(f"udpServerConfig.{key}", why)
+        if _on(udp_b, "rateLimit.enable"):
+            section["max_datagrams_per_minute"] = int(
+                _get(udp_b, "rateLimit.maxMessagesPerMinute", 600)
+            )
+            self.map(
+                "udpServerConfig.rateLimit.maxMessagesPerMinute", "ingest.max_datagrams_per_minute"
+            )
+            self.report.differs.append(
+                "udpServerConfig.rateLimit: datagrams over ingest.max_datagrams_per_minute are "
+                "dead-lettered (herald/v1/dead-letter/ingest) and counted, not dropped; "
+                "duplicates do not use the budget"
+            )
+        status_topic = _get(self.b, "mqttConfig.taskFailureServerStatusTopic")
+        if _on(self.b, "mqttConfig.enable") and status_topic:
+            section["udp_status_topic"] = str(status_topic)
+            self.map("mqttConfig.taskFailureServerStatusTopic", "ingest.udp_status_topic")
+            self.report.differs.append(
+                "mqttConfig.taskFailureServerStatusTopic: ingest publishes start/error on "
+                "Herald's broker (the broker: section), not on incident_forwarder.butler_mqtt."
+                "broker; if the consumers listen on the other broker, bridge that topic or point "
+                "both at one broker, and let the herald-ingest account write it"
+            )
         ttl = _get(udp_b, "deduplication.ttlMinutes")
         if ttl is not None:
             section["duplicate_window"] = f"{int(ttl)}m"
@@ -674,7 +692,6 @@ class _Converter:
             "azureEventGrid",
             "taskStartTopic",
             "subscriptionRootTopic",
-            "taskFailureServerStatusTopic",
             "serviceRunningTopic",
             "serviceStoppedTopic",
             "serviceStatusTopic",
