@@ -685,6 +685,10 @@ class _Converter:
             if _get(mqtt, butler_key) is not None:
                 section[herald_key] = _get(mqtt, butler_key)
                 self.map(f"mqttConfig.{butler_key}", f"incident_forwarder.butler_mqtt.{herald_key}")
+        self.map(
+            "mqttConfig (connect notice on qliksense/butler/mqtt/status)",
+            "incident_forwarder.butler_mqtt.status_topic (its default)",
+        )
         self.report.differs.append(
             "mqttConfig: Herald publishes Butler's topics with QoS 1 (Butler: 0), so a broker outage is retried; consumers may see a message twice"
         )
