@@ -378,3 +378,43 @@ def test_a_basic_title_that_does_not_compile_is_a_configuration_error(
     assert checked.returncode == 2
     assert "chat_notifier.slack[0].basic_title" in checked.stderr
     assert "not a valid template" in checked.stderr
+
+
+@pytest.mark.parametrize(
+    ("credentials", "event_accounts", "log_accounts"),
+    [
+        ("lists", ["First NR account", "Second NR account"], ["Second NR account"]),
+        # Older still: one account, not a list, which got every event and log.
+        ("one account", ["butler"], ["butler"]),
+    ],
+)
+def test_a_new_relic_set_up_older_than_butler_8_5_imports_its_destination_accounts(
+    tmp_path: Path, credentials: str, event_accounts: list[str], log_accounts: list[str]
+) -> None:
+    butler = yaml.safe_load((FIXTURES / "butler-pre-8.5.yaml").read_text())
+    if credentials == "one account":
+        butler["Butler"]["thirdPartyToolsCredentials"]["newRelic"] = {
+            "insertApiKey": "NRII-secret-first",
+            "accountId": 1111111,
+        }
+        del butler["Butler"]["incidentTool"]["newRelic"]["destinationAccount"]
+    source = tmp_path / "butler.yaml"
+    source.write_text(yaml.safe_dump(butler))
+    out = tmp_path / "herald"
+    result = herald("import-butler", source, "--out", out, "--write-secrets")
+    assert result.returncode == 0, result.stderr
+    checked = herald("check-config", "--config", out / "herald.yaml", "--secrets-not-mounted")
+    assert checked.returncode == 0, checked.stderr
+    relic = yaml.safe_load((out / "herald.yaml").read_text())["incident_forwarder"]["new_relic"]
+    assert relic["event"]["always_accounts"] == event_accounts
+    assert relic["event"]["outcomes"] == ["failed", "aborted"]
+    assert relic["log"]["always_accounts"] == log_accounts
+    assert relic["log"]["outcomes"] == ["failed"]
+    assert relic["log"]["tail_lines"] == 20
+    assert {a["name"] for a in relic["accounts"]} >= {*event_accounts, *log_accounts}
+    assert "NRII-secret" not in (out / "herald.yaml").read_text() + result.stdout
+    relic_key = "newRelic.destinationAccount.event" if credentials == "lists" else "newRelic"
+    expected = (
+        f"{relic_key} (before Butler 8.5) → incident_forwarder.new_relic.event.always_accounts"
+    )
+    assert expected in result.stdout

@@ -19,6 +19,9 @@ from typing import Any
 __all__ = ["Import", "Report", "convert"]
 
 _BUTLER_DOCS = "https://butler.ptarmiganlabs.com"
+# The name given to the one account of a Butler file older than 8.5
+# (thirdPartyToolsCredentials.newRelic: {insertApiKey, accountId}).
+LEGACY_NEW_RELIC_ACCOUNT = "butler"
 
 
 @dataclass
@@ -68,6 +71,8 @@ class _Converter:
         self.secrets: dict[str, str] = {}
         self.templates: list[tuple[str, str, str]] = []
         self.secrets_dir = secrets_dir
+        # New Relic API ("event", "log") -> the account of a pre-8.5 single-account file.
+        self._legacy_accounts: dict[str, list[str]] = {}
 
     def map(self, butler_key: str, herald_key: str) -> None:
         self.report.mapped.append(f"Butler.{butler_key} → {herald_key}")
@@ -482,9 +487,12 @@ class _Converter:
         if not _on(nr):
             return None
         section: dict[str, Any] = {"accounts": []}
-        for index, account in enumerate(
-            _get(self.b, "thirdPartyToolsCredentials.newRelic", []) or []
-        ):
+        accounts = _get(self.b, "thirdPartyToolsCredentials.newRelic", []) or []
+        if isinstance(accounts, dict):  # before Butler 8.5: one account, which got everything
+            accounts = [{"accountName": LEGACY_NEW_RELIC_ACCOUNT, **accounts}]
+            for kind in ("event", "log"):
+                self._legacy_accounts.setdefault(kind, [LEGACY_NEW_RELIC_ACCOUNT])
+        for index, account in enumerate(accounts):
             entry: dict[str, Any] = {
                 "name": str(account.get("accountName")),
                 "account_id": str(account.get("accountId")),
@@ -538,14 +546,26 @@ class _Converter:
         first = "reloadTaskFailure" if "failed" in outcomes else "reloadTaskAborted"
         d = _get(nr, f"{first}.destination.{kind}", {})
         where = f"incidentTool.newRelic.{first}.destination.{kind}"
+        always: list[str] = []
         if _on(d, "sendToAccount.always.enable"):
-            result["always_accounts"] = [
-                str(a) for a in _get(d, "sendToAccount.always.account", []) or []
-            ]
+            always += [str(a) for a in _get(d, "sendToAccount.always.account", []) or []]
             self.map(
                 f"{where}.sendToAccount.always",
                 f"incident_forwarder.new_relic.{kind}.always_accounts",
             )
+        # Butler before 8.5: one list per API for failed and aborted alike, as always_accounts.
+        legacy = [str(a) for a in _get(nr, f"destinationAccount.{kind}", []) or []]
+        source = f"incidentTool.newRelic.destinationAccount.{kind}"
+        if not legacy and kind in self._legacy_accounts:
+            legacy, source = self._legacy_accounts[kind], "thirdPartyToolsCredentials.newRelic"
+        if legacy:
+            always += legacy
+            self.map(
+                f"{source} (before Butler 8.5)",
+                f"incident_forwarder.new_relic.{kind}.always_accounts",
+            )
+        if always:
+            result["always_accounts"] = list(dict.fromkeys(always))  # Butler removes repeats
         for block, key in (
             ("reloadTaskFailure", "failed_account_property"),
             ("reloadTaskAborted", "aborted_account_property"),
