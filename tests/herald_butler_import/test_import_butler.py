@@ -229,8 +229,8 @@ def test_butler_local_times_are_in_the_site_time_zone() -> None:
         "startTimeLocal1": "2021-02-16 09:24:40",
         "startTimeLocal2": "2/16/2021, 9:24:40 AM",
         "startTimeLocal3": "Feb 16, 2021, 9:24:40 AM",
-        "startTimeLocal4": "February 16, 2021 at 9:24:40 AM CET",
-        "startTimeLocal5": "February 16, 2021 at 9:24:40 AM CET",
+        "startTimeLocal4": "February 16, 2021 at 9:24:40 AM GMT+1",
+        "startTimeLocal5": "February 16, 2021 at 9:24:40 AM GMT+1",
     }
     fields = butler_fields(sample_failed(), ZoneInfo("America/New_York"))
     assert fields["executionStopTime"]["stopTimeLocal1"] == "2021-02-16 03:24:59"

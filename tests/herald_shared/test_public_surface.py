@@ -33,6 +33,7 @@ PUBLIC: Final[dict[str, set[str]]] = {
     "herald_shared.butler_fields": {
         "TimeZoneName",
         "butler_fields",
+        "handlebars_text",
         "local_time",
         "local_times",
         "site_zone",
