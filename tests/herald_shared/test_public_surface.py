@@ -162,6 +162,7 @@ PUBLIC: Final[dict[str, set[str]]] = {
         "problem_outcomes",
         "problems",
         "recovered_from",
+        "task_type_text",
     },
     "herald_shared.runtime": {
         "ENTRY_POINT_GROUP",

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from herald_shared.events import Event, TaskAborted, TaskFailed, TaskSucceeded
+from herald_shared.outcomes import task_type_text
 
 #: QRS ``taskType`` numbers (docs/butler-compatibility.md §1.8).
 TASK_TYPE_NUMBERS: Final = {
@@ -51,7 +52,7 @@ def qrs_time(value: datetime | None) -> str | None:
 
 def outcome_words(event: Event) -> str:
     """Butler's event names (``Qlik Sense reload failed``), extended to other task types."""
-    subject = "reload" if event.task.type == "reload" else event.task.type.replace("_", " ")
+    subject = task_type_text(event)
     verb = {TaskFailed: "failed", TaskAborted: "aborted", TaskSucceeded: "succeeded"}[type(event)]
     return f"Qlik Sense {subject} {verb}"
 
