@@ -96,8 +96,8 @@ def full_payload(event: TaskFailed | TaskAborted) -> dict[str, Any]:
         "qs_taskCustomProperties": butler.custom_properties(event.task.custom_properties),
     }
     if isinstance(event, TaskAborted):  # Butler's failed payload has no qs_appMetadata
-        payload["qs_appMetadata"] = butler.app_metadata(event)
-    payload["qs_taskMetadata"] = butler.task_metadata(event)
+        payload["qs_appMetadata"] = butler.app_object(event)
+    payload["qs_taskMetadata"] = butler.task_object(event)
     return payload
 
 
