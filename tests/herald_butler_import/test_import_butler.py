@@ -110,6 +110,8 @@ def test_the_imported_alerts_keep_butlers_recipients_gates_rate_limits_and_urls(
     assert qlik["app_base_url"] == "https://sense.site.test/sense/app"
     assert qlik["generic_links"][0]["text"] == "Runbook"
     assert document["ingest"]["udp"]["port"] == 9997
+    assert document["ingest"]["max_datagrams_per_minute"] == 450  # udpServerConfig.rateLimit
+    assert document["ingest"]["udp_status_topic"] == "site/butler/task_failure_server"
     # Host names carry over: ingest resolves them at start and every allowed_sources_refresh.
     assert document["ingest"]["allowed_sources"] == ["10.1.2.3", "10.1.2.0/24", "sense-node-2"]
     hooks = document["incident_forwarder"]["webhooks"]
@@ -134,6 +136,8 @@ def test_the_report_names_what_has_no_counterpart_and_each_changed_default(
         "retention_days",
         "task_types: [reload]",
         "tag.dynamic",
+        "dead-lettered (herald/v1/dead-letter/ingest)",
+        "ingest publishes start/error on Herald's broker",
     ):
         assert difference in report
     assert "{{tasId}} is no template field" in report
@@ -225,8 +229,8 @@ def test_butler_local_times_are_in_the_site_time_zone() -> None:
         "startTimeLocal1": "2021-02-16 09:24:40",
         "startTimeLocal2": "2/16/2021, 9:24:40 AM",
         "startTimeLocal3": "Feb 16, 2021, 9:24:40 AM",
-        "startTimeLocal4": "February 16, 2021 at 9:24:40 AM CET",
-        "startTimeLocal5": "February 16, 2021 at 9:24:40 AM CET",
+        "startTimeLocal4": "February 16, 2021 at 9:24:40 AM GMT+1",
+        "startTimeLocal5": "February 16, 2021 at 9:24:40 AM GMT+1",
     }
     fields = butler_fields(sample_failed(), ZoneInfo("America/New_York"))
     assert fields["executionStopTime"]["stopTimeLocal1"] == "2021-02-16 03:24:59"
@@ -374,3 +378,43 @@ def test_a_basic_title_that_does_not_compile_is_a_configuration_error(
     assert checked.returncode == 2
     assert "chat_notifier.slack[0].basic_title" in checked.stderr
     assert "not a valid template" in checked.stderr
+
+
+@pytest.mark.parametrize(
+    ("credentials", "event_accounts", "log_accounts"),
+    [
+        ("lists", ["First NR account", "Second NR account"], ["Second NR account"]),
+        # Older still: one account, not a list, which got every event and log.
+        ("one account", ["butler"], ["butler"]),
+    ],
+)
+def test_a_new_relic_set_up_older_than_butler_8_5_imports_its_destination_accounts(
+    tmp_path: Path, credentials: str, event_accounts: list[str], log_accounts: list[str]
+) -> None:
+    butler = yaml.safe_load((FIXTURES / "butler-pre-8.5.yaml").read_text())
+    if credentials == "one account":
+        butler["Butler"]["thirdPartyToolsCredentials"]["newRelic"] = {
+            "insertApiKey": "NRII-secret-first",
+            "accountId": 1111111,
+        }
+        del butler["Butler"]["incidentTool"]["newRelic"]["destinationAccount"]
+    source = tmp_path / "butler.yaml"
+    source.write_text(yaml.safe_dump(butler))
+    out = tmp_path / "herald"
+    result = herald("import-butler", source, "--out", out, "--write-secrets")
+    assert result.returncode == 0, result.stderr
+    checked = herald("check-config", "--config", out / "herald.yaml", "--secrets-not-mounted")
+    assert checked.returncode == 0, checked.stderr
+    relic = yaml.safe_load((out / "herald.yaml").read_text())["incident_forwarder"]["new_relic"]
+    assert relic["event"]["always_accounts"] == event_accounts
+    assert relic["event"]["outcomes"] == ["failed", "aborted"]
+    assert relic["log"]["always_accounts"] == log_accounts
+    assert relic["log"]["outcomes"] == ["failed"]
+    assert relic["log"]["tail_lines"] == 20
+    assert {a["name"] for a in relic["accounts"]} >= {*event_accounts, *log_accounts}
+    assert "NRII-secret" not in (out / "herald.yaml").read_text() + result.stdout
+    relic_key = "newRelic.destinationAccount.event" if credentials == "lists" else "newRelic"
+    expected = (
+        f"{relic_key} (before Butler 8.5) → incident_forwarder.new_relic.event.always_accounts"
+    )
+    assert expected in result.stdout

@@ -376,6 +376,13 @@ async def test_a_5xx_is_retried_until_it_succeeds_and_a_4xx_is_dead_lettered_wit
 # --- Butler's MQTT topics ------------------------------------------------------------------
 
 
+BUTLER_STATUS = "qliksense/butler/mqtt/status"
+
+
+def _alerts(seen: list[Seen]) -> list[Seen]:
+    return [message for message in seen if message.topic != BUTLER_STATUS]
+
+
 async def test_butlers_mqtt_topics_carry_butlers_payloads_byte_for_byte_on_another_broker(
     mosquitto: Mosquitto,
     private_mosquitto: Mosquitto,
@@ -396,12 +403,17 @@ async def test_butlers_mqtt_topics_carry_butlers_payloads_byte_for_byte_on_anoth
         _running(settings, broker_settings) as service,
     ):
         await _publish(mosquitto, prefix, failed)
-        await iot.wait_for(lambda seen: len(seen) == 2)
+        await iot.wait_for(lambda seen: len(_alerts(seen)) == 2)
         await _publish(mosquitto, prefix, samples.sample_succeeded(), aborted)
-        await iot.wait_for(lambda seen: len(seen) == 4)
+        await iot.wait_for(lambda seen: len(_alerts(seen)) == 4)
         assert service.readiness() == (True, "connected, destinations ready")
 
-    by_topic = {seen.topic: seen.payload for seen in iot.seen}
+    # Butler's connect notice, on its fixed topic, once: the connection was made once.
+    [notice] = [seen.payload for seen in iot.seen if seen.topic == BUTLER_STATUS]
+    where = f"{private_mosquitto.host}:{private_mosquitto.port}"
+    client = f"herald-incident-forwarder-butler-mqtt-{broker_settings.instance}"
+    assert notice == f"Connected to MQTT broker {where} with client ID {client}".encode()
+    by_topic = {seen.topic: seen.payload for seen in _alerts(iot.seen)}
     assert list(by_topic) == [
         "qliksense/task_failure",
         "qliksense/task_failure_full",

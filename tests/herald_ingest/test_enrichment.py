@@ -168,6 +168,13 @@ async def test_a_failed_reload_is_enriched_with_everything_the_qrs_knows(
     assert "\r\n" in script_log.full_text
     assert event.links.app == f"https://sense.example.com/sense/app/{sim_data.APP_SALES_ID}"
     assert sim.calls["download_scriptlog"] >= 2  # the too-soon answer was retried
+    # The QRS's own task/full and app/full objects, whole, for Butler's MQTT qs_*Metadata.
+    assert event.task.qrs is not None
+    assert event.task.qrs["id"] == sim_data.TASK_FAILED_ID
+    assert event.task.qrs["schemaPath"] == "ReloadTask"  # a field Herald's own do not model
+    assert event.task.qrs["operational"]["lastExecutionResult"]["status"] == 8
+    assert app.qrs is not None
+    assert (app.qrs["id"], app.qrs["schemaPath"]) == (sim_data.APP_SALES_ID, "App")
 
 
 async def test_an_owner_without_e_mail_and_a_task_without_an_app_are_complete_events(
@@ -449,7 +456,12 @@ async def test_names_from_the_qrs_are_capped_like_the_datagrams_fields(
     assert event.app.description == capped
     assert event.app.stream.name == capped
     assert event.app.owner.name == capped
-    assert len(events.encode(event)) < 20_000
+    # The QRS objects carried whole for Butler's MQTT payloads are capped alike.
+    assert event.task.qrs is not None
+    assert event.task.qrs["name"] == capped
+    assert event.app.qrs is not None
+    assert event.app.qrs["description"] == capped
+    assert len(events.encode(event)) < 40_000
 
 
 def test_the_wait_between_attempts_doubles_up_to_its_cap() -> None:

@@ -34,6 +34,7 @@ PUBLIC: Final[dict[str, set[str]]] = {
     "herald_shared.butler_fields": {
         "TimeZoneName",
         "butler_fields",
+        "handlebars_text",
         "local_time",
         "local_times",
         "site_zone",
@@ -177,6 +178,7 @@ PUBLIC: Final[dict[str, set[str]]] = {
         "problem_outcomes",
         "problems",
         "recovered_from",
+        "task_type_text",
     },
     "herald_shared.runtime": {
         "ENTRY_POINT_GROUP",

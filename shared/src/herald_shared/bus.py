@@ -140,6 +140,7 @@ class Bus:
         self._persistent = persistent and not ephemeral
         self._ephemeral = ephemeral
         self._retained = tuple(retained)
+        self._announce: list[tuple[str, bytes]] = []
         self._subscriptions = tuple(subscriptions)
         self._handler = handler
         self._client: _Client | None = None
@@ -159,6 +160,11 @@ class Bus:
         if self._runner is None:
             self._runner = asyncio.create_task(self._run(), name=f"bus-{self.service}")
         return self._runner  # the caller supervises the connection loop
+
+    def announce_on_connect(self, topic: str, payload: bytes) -> None:
+        """Publish ``payload`` (QoS 0, not retained) each time the connection is made, as
+        Butler's MQTT client announces itself."""
+        self._announce.append((topic, payload))
 
     @property
     def connected(self) -> bool:
@@ -317,6 +323,8 @@ class Bus:
             for topic, payload in self._retained:
                 await client.publish(topic, payload, qos=1, retain=True)
             await client.publish(self.status_topic, ONLINE, qos=1, retain=True)
+        for topic, payload in self._announce:
+            await client.publish(topic, payload, qos=0)
         self._connected.set()
         self._metric_connected.set(1)
         log.info(

@@ -22,7 +22,15 @@ from pydantic import AfterValidator
 
 from herald_shared.events import Event, ExecutionDetail
 
-__all__ = ["TimeZoneName", "butler_fields", "local_time", "local_times", "site_zone", "zone"]
+__all__ = [
+    "TimeZoneName",
+    "butler_fields",
+    "handlebars_text",
+    "local_time",
+    "local_times",
+    "site_zone",
+    "zone",
+]
 
 
 def _known_zone(name: str | None) -> str | None:
@@ -63,8 +71,52 @@ def _clock(moment: datetime) -> str:
     return f"{hour}:{moment:%M:%S} {'AM' if moment.hour < 12 else 'PM'}"
 
 
+# The zone abbreviations Luxon's en-US DATETIME_FULL prints (ICU's data through Node's Intl), with
+# the UTC offset each stands for there; any other zone is shown as its offset, "GMT+1",
+# "GMT-3:30". Compared with Node 20 (Luxon 3) for every IANA zone as the host's, in February and
+# in July.
+_EN_US_ABBREVIATIONS = {
+    "EST": -300,
+    "EDT": -240,
+    "CST": -360,
+    "CDT": -300,
+    "MST": -420,
+    "MDT": -360,
+    "PST": -480,
+    "PDT": -420,
+    "AKST": -540,
+    "AKDT": -480,
+    "HST": -600,
+    "HDT": -540,
+    "AST": -240,
+    "ADT": -180,
+    "GMT": 0,
+    "UTC": 0,
+}
+_OFFSET_ONLY: tuple[str, ...] = ("America/Chihuahua", "America/Ciudad_Juarez", "America/Dawson")
+_OFFSET_ONLY += ("America/Hermosillo", "America/Mazatlan", "America/Whitehorse")
+# Zones whose abbreviation en-US does not use ("": their offset instead) or spells otherwise.
+_EN_US_OWN: dict[str, dict[str, str]] = {
+    "America/Adak": {"HST": "HAST", "HDT": "HADT"},
+    "Antarctica/Troll": {"+00": "GMT"},
+    **{key: {"MST": "", "MDT": ""} for key in _OFFSET_ONLY},
+}
+
+
 def _zone_name(moment: datetime) -> str:
-    return moment.tzname() or moment.strftime("%z")
+    """The zone as Luxon's en-US long formats end it: ``EST``, ``UTC``, ``GMT+1``, ``GMT+5:30``."""
+    offset = moment.utcoffset()
+    minutes = int(offset.total_seconds() // 60) if offset is not None else 0
+    abbreviation = moment.tzname() or ""
+    own = _EN_US_OWN.get(getattr(moment.tzinfo, "key", ""), {})
+    if abbreviation in own:
+        abbreviation = own[abbreviation]
+    elif _EN_US_ABBREVIATIONS.get(abbreviation) != minutes:
+        abbreviation = ""
+    if abbreviation:
+        return abbreviation
+    hours, rest = divmod(abs(minutes), 60)
+    return f"GMT{'-' if minutes < 0 else '+'}{hours}" + (f":{rest:02d}" if rest else "")
 
 
 def local_times(value: datetime | None, prefix: str, zone: tzinfo | None) -> dict[str, str]:
@@ -108,6 +160,18 @@ def local_time(value: object, pattern: str, zone_name: str | None) -> str:
     if moment is None:
         return "" if value is None else str(value)
     return moment.astimezone(zone(zone_name or None)).strftime(pattern)
+
+
+def handlebars_text(value: object) -> object:
+    """A value as ``{{x}}`` prints it: Handlebars shows JavaScript's ``true``/``false`` where
+    Jinja2 would show ``True``/``False`` (``taskIsManuallyTriggered``, ``appPublished``), so the
+    template environments use this as Jinja2's ``finalize``; the value stays a boolean for
+    ``{% if %}``. Anything else is printed as Jinja2 prints it."""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return value
 
 
 def _text(value: object) -> Any:

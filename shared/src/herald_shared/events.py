@@ -89,6 +89,9 @@ class Task(_Part, kw_only=True):
     next_execution: datetime | None = None  # None: never scheduled again
     modified_by: str | None = None
     modified_at: datetime | None = None
+    # The QRS task/full object as the QRS sent it (None: not enriched), for Butler's
+    # qs_taskMetadata, which consumers read whole.
+    qrs: dict[str, Any] | None = None
 
 
 class App(_Part, kw_only=True):
@@ -105,6 +108,8 @@ class App(_Part, kw_only=True):
     tags: list[str] = msgspec.field(default_factory=list)
     custom_properties: dict[str, list[str]] = msgspec.field(default_factory=dict)
     owner: Owner | None = None
+    # The QRS app/full object as the QRS sent it (None: not enriched), for Butler's qs_appMetadata.
+    qrs: dict[str, Any] | None = None
 
 
 class ExecutionDetail(_Part, kw_only=True):

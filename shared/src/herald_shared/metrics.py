@@ -98,8 +98,9 @@ PUBLISHES_REFUSED = Counter(
 
 DATAGRAMS = Counter(
     "herald_datagrams_total",
-    "Scheduler datagrams received, by outcome: accepted, duplicate, rejected, unstored (held in "
-    "memory while the state disk cannot be written), lost (the memory for them was full)",
+    "Scheduler datagrams received, by outcome: accepted, duplicate, rejected, over_limit "
+    "(beyond ingest.max_datagrams_per_minute, dead-lettered), unstored (held in memory while the "
+    "state disk cannot be written), lost (the memory for them was full)",
     ["service", "outcome"],
 )
 DATAGRAMS_REJECTED = Counter(
@@ -125,7 +126,8 @@ DATAGRAM_HANDLING_FAILURES = Counter(
 )
 DATAGRAMS_DEAD_LETTERED = Counter(
     "herald_datagrams_dead_lettered_total",
-    "Accepted datagrams that could not be made into an event at all, published as dead letters",
+    "Datagrams published as dead letters: accepted ones that could not be made into an event "
+    "at all, and those over ingest.max_datagrams_per_minute",
     ["service"],
 )
 INBOX = Gauge(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Final, Literal, TypeAlias
 
-from herald_shared.events import Event, Recovery, TaskAborted, TaskFailed
+from herald_shared.events import Event, Recovery, TaskAborted, TaskFailed, TaskType
 
 __all__ = [
     "OUTCOMES",
@@ -21,6 +21,7 @@ __all__ = [
     "problem_outcomes",
     "problems",
     "recovered_from",
+    "task_type_text",
 ]
 
 Outcome: TypeAlias = Literal["failed", "aborted", "succeeded", "recovered"]
@@ -54,3 +55,18 @@ def outcome_of(event: Event, wanted: Collection[Outcome] = OUTCOMES) -> Outcome 
     if event.recovers is not None and "recovered" in wanted:
         return "recovered"
     return "succeeded" if "succeeded" in wanted else None
+
+
+_TASK_TYPE_TEXT: Final[dict[TaskType, str]] = {
+    "reload": "reload",
+    "external_program": "external program",
+    "user_sync": "user sync",
+    "distribute": "distribute",
+    "preload": "preload",
+}
+
+
+def task_type_text(event: Event) -> str:
+    """The task's type as titles and subjects say it ("reload", "external program", …), so an
+    external program that failed is not announced as a failed reload."""
+    return _TASK_TYPE_TEXT[event.task.type]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from herald_chat_notifier import templating
 from herald_shared.butler_fields import butler_fields, zone
 from herald_shared.events import Event, TaskSucceeded, labelled
-from herald_shared.outcomes import Outcome
+from herald_shared.outcomes import Outcome, task_type_text
 
 if TYPE_CHECKING:
     from herald_chat_notifier.chat import ChatTarget
@@ -32,6 +32,13 @@ TITLES: dict[Outcome, str] = {
     "succeeded": "Qlik Sense reload succeeded",
     "recovered": "Qlik Sense task is running again",
 }
+
+
+def title(event: Event, outcome: Outcome) -> str:
+    """``TITLES``, with the task's type in place of "reload" for other task types."""
+    if event.task.type == "reload" or outcome == "recovered":
+        return TITLES[outcome]
+    return TITLES[outcome].replace("reload", f"{task_type_text(event)} task")
 
 
 @dataclass(frozen=True)
@@ -128,7 +135,7 @@ def build(event: Event, outcome: Outcome, target: ChatTarget) -> dict[str, Any]:
         "scriptLogTail": "\n".join(tail),
         "scriptLogTailCount": len(tail),
         "outcome": outcome,
-        "title": labelled(event, TITLES[outcome]),
+        "title": labelled(event, title(event, outcome)),
         "test": event.test,
         "kind": event.kind,
         "event_id": event.event_id,

@@ -23,10 +23,13 @@ import yaml
 from jinja2 import StrictUndefined, Template, pass_context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from herald_shared.butler_fields import local_time
+from herald_shared.butler_fields import handlebars_text, local_time
 
 _ENVIRONMENT: Final = ImmutableSandboxedEnvironment(
-    undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
+    undefined=StrictUndefined,
+    autoescape=False,
+    keep_trailing_newline=True,
+    finalize=handlebars_text,  # true/false inside text, as Butler's templates printed booleans
 )
 
 

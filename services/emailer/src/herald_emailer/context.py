@@ -13,7 +13,8 @@ Scheduler datagram (Butler: hostName, user, logTimeStamp, logLevel, logMessage)
     ``host_name``, ``user`` (``DIR\\user``, as the scheduler sent it), ``log_timestamp`` (the
     Sense node's local time, as sent), ``log_level``, ``log_message``.
 Task (taskName, taskId, taskTags, taskCustomProperties, taskIsManuallyTriggered, …)
-    ``task_name``, ``task_id``, ``task_type``, ``task_tags`` (list), ``task_custom_properties``
+    ``task_name``, ``task_id``, ``task_type``, ``task_type_text`` (``reload``, ``external
+    program``, …, as subjects say it), ``task_tags`` (list), ``task_custom_properties``
     (list of ``{name, value}``, one per value, as Butler), ``task_is_manually_triggered``,
     ``task_is_partial_reload``, ``task_max_retries``, ``task_session_timeout`` (minutes),
     ``task_next_execution`` (text, ``Never`` when not scheduled again), ``task_modified_by_username``,
@@ -67,7 +68,7 @@ from typing import Any
 
 from herald_shared.butler_fields import butler_fields
 from herald_shared.events import Event, TaskSucceeded
-from herald_shared.outcomes import outcome_of
+from herald_shared.outcomes import outcome_of, task_type_text
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S UTC"
 
@@ -142,6 +143,7 @@ def build_context(event: Event, zone: tzinfo | None = None) -> dict[str, Any]:
         "task_name": task.name,
         "task_id": task.id,
         "task_type": task.type,
+        "task_type_text": task_type_text(event),
         "task_tags": list(task.tags),
         "task_custom_properties": _pairs(task.custom_properties),
         "task_is_manually_triggered": task.manually_triggered,

@@ -20,7 +20,7 @@ import jinja2
 import msgspec
 
 from herald_emailer.context import build_context
-from herald_shared.butler_fields import local_time, zone
+from herald_shared.butler_fields import handlebars_text, local_time, zone
 from herald_shared.config import ConfigError
 from herald_shared.events import TEST_LABEL, Event
 from herald_shared.outcomes import outcome_of
@@ -63,6 +63,7 @@ def _environment(template_dir: Path | None, *, autoescape: bool | Any) -> jinja2
         autoescape=autoescape,  # noqa: S701
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
+        finalize=handlebars_text,  # true/false, as Butler's templates printed booleans
     )
     environment.filters["yesno"] = _yesno
     environment.filters["format_label"] = _format_label

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from herald_shared.events import Event, TaskAborted, TaskFailed, TaskSucceeded
+from herald_shared.outcomes import task_type_text
 
 #: QRS ``taskType`` numbers (docs/butler-compatibility.md §1.8).
 TASK_TYPE_NUMBERS: Final = {
@@ -51,7 +52,7 @@ def qrs_time(value: datetime | None) -> str | None:
 
 def outcome_words(event: Event) -> str:
     """Butler's event names (``Qlik Sense reload failed``), extended to other task types."""
-    subject = "reload" if event.task.type == "reload" else event.task.type.replace("_", " ")
+    subject = task_type_text(event)
     verb = {TaskFailed: "failed", TaskAborted: "aborted", TaskSucceeded: "succeeded"}[type(event)]
     return f"Qlik Sense {subject} {verb}"
 
@@ -77,8 +78,22 @@ def app_custom_properties(event: Event) -> list[dict[str, str]]:
     return custom_properties(event.app.custom_properties) if event.app is not None else []
 
 
+def task_object(event: Event) -> dict[str, Any]:
+    """``qs_taskMetadata`` as Butler's MQTT payload has it: the whole QRS task/full object the
+    event carries, else what :func:`task_metadata` rebuilds of it."""
+    return event.task.qrs if event.task.qrs is not None else task_metadata(event)
+
+
+def app_object(event: Event) -> dict[str, Any]:
+    """``qs_appMetadata`` as Butler's MQTT payload has it: the whole QRS app/full object."""
+    if event.app is not None and event.app.qrs is not None:
+        return event.app.qrs
+    return app_metadata(event)
+
+
 def task_metadata(event: Event) -> dict[str, Any]:
-    """``qs_taskMetadata``: the QRS task/full object, as far as the event knows it."""
+    """``qs_taskMetadata`` as far as the event's own fields know it: the subset New Relic gets
+    (attributes are flattened there, and an event may have at most 255 of them)."""
     task = event.task
     return {
         "id": task.id,

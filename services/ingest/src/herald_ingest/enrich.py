@@ -19,6 +19,8 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
+import msgspec
+
 from herald_ingest.datagram import MAX_FIELD_LENGTH, Datagram, cap
 from herald_ingest.qrs import QrsClient, QrsError
 from herald_ingest.settings import QlikSettings
@@ -71,6 +73,8 @@ STATUS_TEXT: Final[dict[int, str]] = {
     14: "DistributionRunning",
 }
 _NEVER_YEAR: Final = 1753  # the QRS's "no date"
+# A task/full or app/full object larger than this (texts already capped) is not carried whole.
+MAX_QRS_OBJECT_BYTES: Final = 64 * 1024
 # Statuses after which an execution result no longer changes (Aborted, FinishedSuccess,
 # FinishedFail, Skipped, Error, Reset).
 FINAL_STATUSES: Final = frozenset({6, 7, 8, 9, 11, 12})
@@ -240,6 +244,7 @@ class Enricher:
             next_execution=qrs_datetime(_get(task_json, "operational", "nextExecution")),
             modified_by=_optional(task_json.get("modifiedByUserName"), text),
             modified_at=qrs_datetime(task_json.get("modifiedDate")),
+            qrs=self._qrs_object(gathered.task),
         )
         reasons = list(gathered.reasons)
         if datagram.clock_problem:
@@ -268,6 +273,22 @@ class Enricher:
 
     def _text(self, value: Any) -> str:
         return cap(str(value), self._limit)
+
+    def _qrs_object(self, found: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A QRS object to carry whole (Butler's qs_*Metadata), its texts capped as the event's
+        own fields are; None when even so it is larger than MAX_QRS_OBJECT_BYTES, so that an
+        odd QRS answer cannot bloat every event (the payloads then rebuild it from the fields)."""
+        if found is None:
+            return None
+        capped: dict[str, Any] = _capped(found, self._text)
+        if len(msgspec.json.encode(capped)) > MAX_QRS_OBJECT_BYTES:
+            log.warning(
+                "the QRS object of %r is over %d bytes: the event carries its fields, not it whole",
+                capped.get("name"),
+                MAX_QRS_OBJECT_BYTES,
+            )
+            return None
+        return capped
 
     def _occurred_at(self, datagram: Datagram, received_at: datetime) -> datetime:
         if datagram.clock_problem:  # the node's clock is wrong; the reason goes with the event
@@ -313,6 +334,7 @@ class Enricher:
             tags=_tags(app, text),
             custom_properties=_custom_properties(app, text),
             owner=owner,
+            qrs=self._qrs_object(gathered.app or None),
         )
 
     def _script_log_part(self, text: str | None) -> ScriptLog | None:
@@ -396,6 +418,16 @@ def _status_text(execution: dict[str, Any]) -> str:
 
 def _is_final(execution: dict[str, Any] | None) -> bool:
     return execution is not None and execution.get("status") in FINAL_STATUSES
+
+
+def _capped(value: Any, text: Callable[[Any], str]) -> Any:
+    if isinstance(value, str):
+        return text(value)
+    if isinstance(value, dict):
+        return {key: _capped(item, text) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_capped(item, text) for item in value]
+    return value
 
 
 def _get(data: Any, *keys: str) -> Any:

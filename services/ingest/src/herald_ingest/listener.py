@@ -98,10 +98,17 @@ def _mapped(address: Address) -> Address:
     return address
 
 
+OnError = Callable[[OSError], None]
+
+
 class Listener:
-    def __init__(self, sock: socket.socket, on_datagrams: OnDatagrams) -> None:
+    def __init__(
+        self, sock: socket.socket, on_datagrams: OnDatagrams, on_error: OnError | None = None
+    ) -> None:
         self._sock = sock
         self._on_datagrams = on_datagrams
+        self._on_error = on_error
+        self._failing = False  # on_error is told once per run of errors, not at every read
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(sock.fileno(), self._drain)
 
@@ -118,7 +125,11 @@ class Listener:
                 break
             except OSError as error:
                 log.warning("UDP socket error: %s", error)
+                if not self._failing and self._on_error is not None:
+                    self._on_error(error)
+                self._failing = True
                 break
+            self._failing = False
             batch.append((data, ipaddress.ip_address(source[0])))
         if batch:
             try:
@@ -131,7 +142,13 @@ class Listener:
         self._sock.close()
 
 
-def listen(host: str, port: int, buffer_bytes: int, on_datagrams: OnDatagrams) -> Listener:
+def listen(
+    host: str,
+    port: int,
+    buffer_bytes: int,
+    on_datagrams: OnDatagrams,
+    on_error: OnError | None = None,
+) -> Listener:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     if family == socket.AF_INET6:
@@ -148,8 +165,12 @@ def listen(host: str, port: int, buffer_bytes: int, on_datagrams: OnDatagrams) -
             granted,
             buffer_bytes,
         )
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
     sock.setblocking(False)
-    listener = Listener(sock, on_datagrams)
+    listener = Listener(sock, on_datagrams, on_error)
     log.info("listening for scheduler datagrams on %s:%d/udp", host, listener.port)
     return listener

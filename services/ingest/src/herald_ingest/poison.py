@@ -127,20 +127,29 @@ class Retries:
 
     def dead_letter(self, stored: Stored, reason: str) -> None:
         """Publish the datagram as a dead letter and take it out of the inbox, in one commit."""
+        with self._db.transaction():
+            self.add_dead_letter(stored.datagram, reason, stored.attempts)
+            self._state.done(stored.seq)
+        self.dead_lettered()
+        log.error("dead-lettered a datagram that cannot be an event: %s", reason)
+
+    def add_dead_letter(self, datagram: bytes, reason: str, attempts: int = 0) -> None:
+        """Within the caller's transaction: the datagram's text and ``reason`` into the outbox,
+        for ``<prefix>/v1/dead-letter/ingest``; count it with :meth:`dead_lettered` once that
+        transaction is committed."""
         letter = DeadLetter(
             service=self._service,
             destination=None,
             target="",
             reason=reason,
-            attempts=stored.attempts,
+            attempts=attempts,
             at=timestamp(time.time()),
-            payload=stored.datagram.decode("utf-8", errors="replace"),
+            payload=datagram.decode("utf-8", errors="replace"),
         )
-        with self._db.transaction():
-            self._outbox.add(self._topic, encode(letter))
-            self._state.done(stored.seq)
-        self._dead_letters.inc()
-        log.error("dead-lettered a datagram that cannot be an event: %s", reason)
+        self._outbox.add(self._topic, encode(letter))
+
+    def dead_lettered(self, count: int = 1) -> None:
+        self._dead_letters.inc(count)
 
     def _later(self, item: Item, delay: float) -> None:
         asyncio.get_running_loop().call_later(delay, self._requeue, item)

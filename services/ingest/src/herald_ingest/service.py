@@ -33,6 +33,7 @@ from herald_ingest import datagram as datagrams
 from herald_ingest import gates
 from herald_ingest.datagram import Datagram, Rejection
 from herald_ingest.enrich import Enricher, Gathered, kind_of_distribute
+from herald_ingest.intake_limit import WINDOW, IntakeLimit
 from herald_ingest.lease import Lease
 from herald_ingest.listener import Address, Listener, SourceFilter, listen
 from herald_ingest.poison import Retries
@@ -43,7 +44,7 @@ from herald_ingest.settings import IngestSettings, QlikSettings
 from herald_ingest.state import IngestState, Stored, seen_key
 from herald_ingest.unstored import Checked, Unstored
 from herald_shared import events, metrics, topics
-from herald_shared.bus import Bus, Message
+from herald_shared.bus import Bus, BusError, Message
 from herald_shared.config import ConfigDocument, ConfigError, Section, reveal
 from herald_shared.db import Database, database_for
 from herald_shared.outbox import Outbox
@@ -59,6 +60,8 @@ REJECTION_LOG_INTERVAL = 60.0
 STOP_GRACE = 10.0
 FORGET_INTERVAL = 600.0
 STORE_HELD_INTERVAL = 0.5
+# Butler's payloads on mqttConfig.taskFailureServerStatusTopic (ingest.udp_status_topic).
+UDP_START, UDP_ERROR = b"start", b"error"
 
 
 class IngestConfig(Section):
@@ -130,13 +133,15 @@ class IngestService:
         )
         self._task_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._listener: Listener | None = None
+        self._udp_notices: set[asyncio.Task[None]] = set()
         self._gates = config.custom_property_gates
         self._gate_check: asyncio.Task[None] | None = None
         self._rejections: dict[str, tuple[float, int]] = {}
         self._datagrams = {
             outcome: metrics.DATAGRAMS.labels(service=NAME, outcome=outcome)
-            for outcome in ("accepted", "duplicate", "rejected")
+            for outcome in ("accepted", "duplicate", "rejected", "over_limit")
         }
+        self._limit = IntakeLimit(config.ingest.max_datagrams_per_minute)
         self._inbox_gauge = metrics.INBOX.labels(service=NAME)
         self._retries = Retries(
             NAME,
@@ -188,9 +193,43 @@ class IngestService:
             )
             self._supervisor.spawn(resolving, "resolving ingest.allowed_sources")
         udp = self._settings.udp
-        self._listener = listen(udp.host, udp.port, udp.receive_buffer_bytes, self._on_datagrams)
+        try:
+            self._listener = listen(
+                udp.host,
+                udp.port,
+                udp.receive_buffer_bytes,
+                self._on_datagrams,
+                on_error=lambda _: self._announce_udp(UDP_ERROR),
+            )
+        except OSError:
+            if self._settings.udp_status_topic is not None:
+                # Before giving up, so the consumers of Butler's topic hear why alerts stopped.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._publish_udp_status(UDP_ERROR), self.bus.settings.connect_timeout
+                    )
+            await self.stop()
+            raise
+        self._announce_udp(UDP_START)
         if self._gates:
             self._gate_check = asyncio.create_task(self._check_gates(), name="ingest: CP check")
+
+    def _announce_udp(self, state: bytes) -> None:
+        """Butler's taskFailureServerStatusTopic notice, once the broker is connected."""
+        if self._settings.udp_status_topic is None:
+            return
+        task = asyncio.create_task(self._publish_udp_status(state), name="ingest: UDP status")
+        self._udp_notices.add(task)
+        task.add_done_callback(self._udp_notices.discard)
+
+    async def _publish_udp_status(self, state: bytes) -> None:
+        topic = self._settings.udp_status_topic
+        assert topic is not None
+        await self.bus.wait_connected()
+        try:
+            await self.bus.publish(topic, state, qos=1)
+        except BusError as error:
+            log.warning("could not publish %r on %s: %s", state.decode(), topic, error)
 
     async def _check_gates(self) -> None:
         """Warn about each gating custom property the QRS does not define (gates.py)."""
@@ -215,6 +254,8 @@ class IngestService:
     async def stop(self) -> None:
         if self._listener is not None:
             self._listener.close()
+        for notice in list(self._udp_notices):
+            notice.cancel()
         if self._gate_check is not None:
             self._gate_check.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -297,6 +338,7 @@ class IngestService:
         window_start = time.time() - self._settings.duplicate_window
         accepted: list[tuple[Stored, Datagram]] = []
         duplicates: list[Datagram] = []
+        over_limit: list[Datagram] = []
         try:
             with self._db.transaction():
                 for item in checked:
@@ -305,10 +347,15 @@ class IngestService:
                     if self._state.seen_recently(key, window_start):
                         duplicates.append(parsed)
                         continue
+                    if not self._limit.take():
+                        self._retries.add_dead_letter(item.data, self._over_limit_reason())
+                        over_limit.append(parsed)
+                        continue
                     seq = self._state.accept(key, item.data, item.received_at)
                     accepted.append((Stored(seq, item.data, item.received_at), parsed))
         except sqlite3.Error as error:
             return str(error)
+        self._report_over_limit(over_limit)
         for parsed in duplicates:
             self._datagrams["duplicate"].inc()
             log.info(
@@ -328,6 +375,30 @@ class IngestService:
             self._queue.put_nowait((stored, parsed))
             self._inbox_gauge.inc()
         return None
+
+    def _over_limit_reason(self) -> str:
+        return (
+            f"over ingest.max_datagrams_per_minute ({self._limit.per_window} datagrams in "
+            f"{WINDOW:g} s): not published"
+        )
+
+    def _report_over_limit(self, over_limit: list[Datagram]) -> None:
+        if not over_limit:
+            return
+        self._datagrams["over_limit"].inc(len(over_limit))
+        self._retries.dead_lettered(len(over_limit))
+        for parsed in over_limit:
+            if self._limit.first_in_window(parsed.task_id):
+                log.warning(
+                    "%s datagram for task %r (execution %s) from %s dead-lettered, not published: "
+                    "%s; this window's others for the task are only counted "
+                    '(herald_datagrams_total{outcome="over_limit"})',
+                    parsed.outcome,
+                    parsed.task_name,
+                    parsed.execution_id,
+                    parsed.host,
+                    self._over_limit_reason(),
+                )
 
     def _parse(self, data: bytes) -> Datagram | Rejection:
         udp = self._settings.udp

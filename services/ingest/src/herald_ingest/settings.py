@@ -77,6 +77,13 @@ class IngestSettings(ServiceSection):
     # any source. Host names are resolved at start and again every allowed_sources_refresh.
     allowed_sources: list[str] = Field(default_factory=list)
     allowed_sources_refresh: Duration = Field(default=300.0, gt=0)
+    # At most this many new datagrams (duplicates and rejected ones do not count) in a fixed
+    # 60 s window, as Butler's udpServerConfig.rateLimit; the rest are dead-lettered, counted
+    # and logged, never published (intake_limit.py). None: no limit (Butler's default too).
+    max_datagrams_per_minute: int | None = Field(default=None, ge=1)
+    # Butler's mqttConfig.taskFailureServerStatusTopic: "start" is published here on Herald's
+    # broker when the UDP socket is open, "error" when it cannot be opened or fails. None: off.
+    udp_status_topic: str | None = Field(default=None, min_length=1)
     # A datagram of the same kind and execution within this window is a duplicate (several
     # nodes, resends); the memory of it survives restarts.
     duplicate_window: Duration = 3600.0

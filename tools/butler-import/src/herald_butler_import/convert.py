@@ -19,6 +19,9 @@ from typing import Any
 __all__ = ["Import", "Report", "convert"]
 
 _BUTLER_DOCS = "https://butler.ptarmiganlabs.com"
+# The name given to the one account of a Butler file older than 8.5
+# (thirdPartyToolsCredentials.newRelic: {insertApiKey, accountId}).
+LEGACY_NEW_RELIC_ACCOUNT = "butler"
 
 
 @dataclass
@@ -68,6 +71,8 @@ class _Converter:
         self.secrets: dict[str, str] = {}
         self.templates: list[tuple[str, str, str]] = []
         self.secrets_dir = secrets_dir
+        # New Relic API ("event", "log") -> the account of a pre-8.5 single-account file.
+        self._legacy_accounts: dict[str, list[str]] = {}
 
     def map(self, butler_key: str, herald_key: str) -> None:
         self.report.mapped.append(f"Butler.{butler_key} → {herald_key}")
@@ -180,14 +185,32 @@ class _Converter:
                 "messageQueue",
                 "Herald keeps an on-disk inbox and enriches ingest.enrichment_concurrency datagrams at once",
             ),
-            (
-                "rateLimit",
-                "Herald has no global datagram rate limit; per-destination rate limits apply",
-            ),
             ("queueMetrics", "Herald's queue figures are Prometheus metrics on /metrics"),
         ):
             if _get(udp_b, key) is not None:
                 self.none(f"udpServerConfig.{key}", why)
+        if _on(udp_b, "rateLimit.enable"):
+            section["max_datagrams_per_minute"] = int(
+                _get(udp_b, "rateLimit.maxMessagesPerMinute", 600)
+            )
+            self.map(
+                "udpServerConfig.rateLimit.maxMessagesPerMinute", "ingest.max_datagrams_per_minute"
+            )
+            self.report.differs.append(
+                "udpServerConfig.rateLimit: datagrams over ingest.max_datagrams_per_minute are "
+                "dead-lettered (herald/v1/dead-letter/ingest) and counted, not dropped; "
+                "duplicates do not use the budget"
+            )
+        status_topic = _get(self.b, "mqttConfig.taskFailureServerStatusTopic")
+        if _on(self.b, "mqttConfig.enable") and status_topic:
+            section["udp_status_topic"] = str(status_topic)
+            self.map("mqttConfig.taskFailureServerStatusTopic", "ingest.udp_status_topic")
+            self.report.differs.append(
+                "mqttConfig.taskFailureServerStatusTopic: ingest publishes start/error on "
+                "Herald's broker (the broker: section), not on incident_forwarder.butler_mqtt."
+                "broker; if the consumers listen on the other broker, bridge that topic or point "
+                "both at one broker, and let the herald-ingest account write it"
+            )
         ttl = _get(udp_b, "deduplication.ttlMinutes")
         if ttl is not None:
             section["duplicate_window"] = f"{int(ttl)}m"
@@ -464,9 +487,12 @@ class _Converter:
         if not _on(nr):
             return None
         section: dict[str, Any] = {"accounts": []}
-        for index, account in enumerate(
-            _get(self.b, "thirdPartyToolsCredentials.newRelic", []) or []
-        ):
+        accounts = _get(self.b, "thirdPartyToolsCredentials.newRelic", []) or []
+        if isinstance(accounts, dict):  # before Butler 8.5: one account, which got everything
+            accounts = [{"accountName": LEGACY_NEW_RELIC_ACCOUNT, **accounts}]
+            for kind in ("event", "log"):
+                self._legacy_accounts.setdefault(kind, [LEGACY_NEW_RELIC_ACCOUNT])
+        for index, account in enumerate(accounts):
             entry: dict[str, Any] = {
                 "name": str(account.get("accountName")),
                 "account_id": str(account.get("accountId")),
@@ -520,14 +546,26 @@ class _Converter:
         first = "reloadTaskFailure" if "failed" in outcomes else "reloadTaskAborted"
         d = _get(nr, f"{first}.destination.{kind}", {})
         where = f"incidentTool.newRelic.{first}.destination.{kind}"
+        always: list[str] = []
         if _on(d, "sendToAccount.always.enable"):
-            result["always_accounts"] = [
-                str(a) for a in _get(d, "sendToAccount.always.account", []) or []
-            ]
+            always += [str(a) for a in _get(d, "sendToAccount.always.account", []) or []]
             self.map(
                 f"{where}.sendToAccount.always",
                 f"incident_forwarder.new_relic.{kind}.always_accounts",
             )
+        # Butler before 8.5: one list per API for failed and aborted alike, as always_accounts.
+        legacy = [str(a) for a in _get(nr, f"destinationAccount.{kind}", []) or []]
+        source = f"incidentTool.newRelic.destinationAccount.{kind}"
+        if not legacy and kind in self._legacy_accounts:
+            legacy, source = self._legacy_accounts[kind], "thirdPartyToolsCredentials.newRelic"
+        if legacy:
+            always += legacy
+            self.map(
+                f"{source} (before Butler 8.5)",
+                f"incident_forwarder.new_relic.{kind}.always_accounts",
+            )
+        if always:
+            result["always_accounts"] = list(dict.fromkeys(always))  # Butler removes repeats
         for block, key in (
             ("reloadTaskFailure", "failed_account_property"),
             ("reloadTaskAborted", "aborted_account_property"),
@@ -667,6 +705,10 @@ class _Converter:
             if _get(mqtt, butler_key) is not None:
                 section[herald_key] = _get(mqtt, butler_key)
                 self.map(f"mqttConfig.{butler_key}", f"incident_forwarder.butler_mqtt.{herald_key}")
+        self.map(
+            "mqttConfig (connect notice on qliksense/butler/mqtt/status)",
+            "incident_forwarder.butler_mqtt.status_topic (its default)",
+        )
         self.report.differs.append(
             "mqttConfig: Herald publishes Butler's topics with QoS 1 (Butler: 0), so a broker outage is retried; consumers may see a message twice"
         )
@@ -674,7 +716,6 @@ class _Converter:
             "azureEventGrid",
             "taskStartTopic",
             "subscriptionRootTopic",
-            "taskFailureServerStatusTopic",
             "serviceRunningTopic",
             "serviceStoppedTopic",
             "serviceStatusTopic",

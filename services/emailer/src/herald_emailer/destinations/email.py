@@ -81,7 +81,7 @@ class OutcomeSettings(DestinationSettings):
 
 
 class FailedSettings(OutcomeSettings):
-    subject: str = 'Qlik Sense reload failed: "{{ task_name }}"'
+    subject: str = 'Qlik Sense {{ task_type_text }} failed: "{{ task_name }}"'
     html_template: str = "failed.html"
     text_template: str = "failed.txt"
     priority: Literal["high", "normal", "low"] = "high"
@@ -91,7 +91,7 @@ class FailedSettings(OutcomeSettings):
 
 
 class AbortedSettings(OutcomeSettings):
-    subject: str = 'Qlik Sense reload aborted: "{{ task_name }}"'
+    subject: str = 'Qlik Sense {{ task_type_text }} aborted: "{{ task_name }}"'
     html_template: str = "aborted.html"
     text_template: str = "aborted.txt"
     priority: Literal["high", "normal", "low"] = "high"
@@ -102,7 +102,7 @@ class AbortedSettings(OutcomeSettings):
 
 class SucceededSettings(OutcomeSettings):
     enabled: bool = False  # a mail per successful reload is opt-in, as in Butler
-    subject: str = '✅ Qlik Sense reload success: "{{ task_name }}"'
+    subject: str = '✅ Qlik Sense {{ task_type_text }} success: "{{ task_name }}"'
     html_template: str = "succeeded.html"
     text_template: str = "succeeded.txt"
     recipients_custom_property: str | None = "Butler_SuccessAlertSendToEmail"
@@ -113,7 +113,7 @@ class SucceededSettings(OutcomeSettings):
 class RecoveredSettings(OutcomeSettings):
     # Whoever was told about the failure hears that it is over: the failure's custom property
     # and the owner. At most one recovery per 10 minutes per task and recipient, like failures.
-    subject: str = '✅ Qlik Sense reload recovered: "{{ task_name }}"'
+    subject: str = '✅ Qlik Sense {{ task_type_text }} recovered: "{{ task_name }}"'
     html_template: str = "recovered.html"
     text_template: str = "recovered.txt"
     recipients_custom_property: str | None = "Butler_FailedAlertSendToEmail"

@@ -4,6 +4,8 @@ A failed reload publishes the task name as plain text on ``qliksense/task_failur
 ``task_failure_send_full``, Butler's JSON on ``qliksense/task_failure_full``; an abort does the
 same on the aborted pair, whose JSON also has ``qs_appMetadata``. The bytes match Butler's:
 compact JSON (``JSON.stringify``), UTF-8, keys in Butler's order. Successes publish nothing.
+Each time the connection is made, Butler's notice goes to ``qliksense/butler/mqtt/status``
+(``status_topic``).
 
 Each topic is its own target, so a full payload that did not make it is retried on its own. The
 broker is Herald's or another one; either way a connection of its own (client id
@@ -68,6 +70,9 @@ class ButlerMqttSettings(DestinationSettings):
     # Butler publishes at QoS 0; 1 lets Herald know the broker has it (and retry until it does).
     qos: Literal[0, 1, 2] = 1
     retain: bool = False
+    # Butler's connect notice: "Connected to MQTT broker <host>:<port> with client ID <id>",
+    # published (QoS 0, not retained) each time the connection is made. None: none.
+    status_topic: str | None = Field(default="qliksense/butler/mqtt/status", min_length=1)
     # Butler publishes reload tasks only; widen this to hear about other task types too.
     when: When = When(task_types=["reload"])
 
@@ -91,8 +96,8 @@ def full_payload(event: TaskFailed | TaskAborted) -> dict[str, Any]:
         "qs_taskCustomProperties": butler.custom_properties(event.task.custom_properties),
     }
     if isinstance(event, TaskAborted):  # Butler's failed payload has no qs_appMetadata
-        payload["qs_appMetadata"] = butler.app_metadata(event)
-    payload["qs_taskMetadata"] = butler.task_metadata(event)
+        payload["qs_appMetadata"] = butler.app_object(event)
+    payload["qs_taskMetadata"] = butler.task_object(event)
     return payload
 
 
@@ -130,6 +135,10 @@ class ButlerMqttDestination(Destination):
         self.route_by(settings)
         self._broker = broker_settings(settings, herald_broker)
         self.bus = Bus(self._broker, CLIENT_NAME, persistent=False)
+        if settings.status_topic is not None:
+            where = f"{self._broker.host}:{self._broker.port}"
+            notice = f"Connected to MQTT broker {where} with client ID {self.bus.client_id}"
+            self.bus.announce_on_connect(settings.status_topic, notice.encode())
 
     def topic(self, event: TaskFailed | TaskAborted, target: str) -> str:
         settings = self._settings

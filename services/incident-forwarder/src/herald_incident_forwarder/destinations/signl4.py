@@ -21,7 +21,7 @@ from herald_shared.delivery.destination import Context, Destination, Target
 from herald_shared.delivery.http import CONNECTIONS, EVENT_ID_HEADER, Request, send, url_secrets
 from herald_shared.events import Event, TaskAborted, TaskFailed, TaskSucceeded
 from herald_shared.http_client import HttpClient
-from herald_shared.outcomes import Problem, outcome_of, problems, recovered_from
+from herald_shared.outcomes import Problem, outcome_of, problems, recovered_from, task_type_text
 from herald_shared.settings import DestinationSettings
 
 KEY = "signl4"
@@ -31,6 +31,13 @@ TITLES: Final[dict[Problem, str]] = {
     "aborted": "Qlik Sense task aborted",
 }
 RESOLVED_TITLE: Final = "Qlik Sense reload task succeeded"
+
+
+def _title(event: Event, butlers: str, verb: str) -> str:
+    """Butler's title for a reload task; for another type, that type's (Butler sent none)."""
+    if event.task.type == "reload":
+        return butlers
+    return f"Qlik Sense {task_type_text(event)} task {verb}"
 
 
 class Signl4Severity(Section):
@@ -91,11 +98,11 @@ class Signl4Destination(Destination):
         severity = self._settings.severity
         if isinstance(event, TaskSucceeded):
             assert event.recovers is not None
-            title, status = RESOLVED_TITLE, "resolved"
+            title, status = _title(event, RESOLVED_TITLE, "succeeded"), "resolved"
             level = getattr(severity, recovered_from(event.recovers))
         else:
             outcome: Problem = "failed" if isinstance(event, TaskFailed) else "aborted"
-            title, status = TITLES[outcome], "new"
+            title, status = _title(event, TITLES[outcome], outcome), "new"
             level = getattr(severity, outcome)
         body = {
             "Title": events.labelled(event, title),
