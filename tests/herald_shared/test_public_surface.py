@@ -64,6 +64,14 @@ PUBLIC: Final[dict[str, set[str]]] = {
         "TransientError",
         "build",
     },
+    "herald_shared.delivery.grouping": {
+        "DIGEST_PREFIX",
+        "Digest",
+        "DigestItem",
+        "digest_context",
+        "is_digest",
+        "sample_digest",
+    },
     "herald_shared.delivery.http": {
         "CONNECTIONS",
         "EVENT_ID_HEADER",
@@ -194,6 +202,7 @@ PUBLIC: Final[dict[str, set[str]]] = {
         "BrokerSettings",
         "DeliverySettings",
         "DestinationSettings",
+        "GroupSettings",
         "HealthSettings",
         "LoggingSettings",
         "ServiceSection",

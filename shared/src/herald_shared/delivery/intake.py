@@ -33,6 +33,7 @@ from herald_shared import events, metrics
 from herald_shared.db import Database
 from herald_shared.delivery.acks import Acknowledgements
 from herald_shared.delivery.destination import Destination, Skipped
+from herald_shared.delivery.grouping import Digest, Grouping
 from herald_shared.delivery.lanes import Lane
 from herald_shared.delivery.ledger import Job, Ledger, State
 from herald_shared.delivery.quiet import EventQuiet, Quiet
@@ -106,6 +107,7 @@ class Intake:
         self._quiet = quiet
         self._db = db
         self._ledger = Ledger(db)
+        self.grouping = Grouping(db)
         self._reporter = reporter
         self._acks = acks
         self._clock = clock
@@ -151,6 +153,39 @@ class Intake:
             if self._ledger.finish(job, state, ended_at, detail):
                 batch.finished.append(job.event_id)
             self._report(batch, (event, job, state, detail, ended_at))
+
+        self._writes.append(write)
+        self._flush_soon()
+
+    def finish_digest(
+        self, job: Job, digest: Digest | None, state: State, detail: str | None, ended_at: float
+    ) -> None:
+        """Record the end of a digest's delivery with the next batch: its receipt carries the
+        event ids; its events are forgotten."""
+
+        def write(batch: _Batch) -> None:
+            self._ledger.finish(job, state, ended_at, detail)
+            self.grouping.forget(job.event_id)
+            self._reporter.digest_ended(digest, job, state, detail, ended_at)
+            batch.reports.append((None, job, state, detail, ended_at))
+
+        self._writes.append(write)
+        self._flush_soon()
+
+    def flush_groups(self) -> None:
+        """With the next batch, turn every group whose window ended into its digest's delivery."""
+
+        def write(batch: _Batch) -> None:
+            now = self._clock()
+            settings = {
+                name: lane.destination.group
+                for name, lane in self._lanes.items()
+                if lane.destination.group is not None
+            }
+            for due in self.grouping.flush(now, settings, set(self._lanes)):
+                job = Job(due.id, due.destination, due.target, received_at=now, next_attempt_at=now)
+                self._ledger.add(job, "pending", now=now)
+                batch.accepted.append((self._lanes[due.destination], job))
 
         self._writes.append(write)
         self._flush_soon()
@@ -214,6 +249,7 @@ class Intake:
         # Nothing of this batch was stored: the events go back to the broker unacknowledged,
         # the rest is written with a later batch.
         log.error("cannot write to the ledger; retrying", exc_info=error)
+        self.grouping.reload()  # the open groups as the database still has them
         self._failing = (
             f"cannot write to the ledger {self._db.path}: {error}; retrying every "
             f"{RETRY_WRITE_AFTER:g} s (is the disk full?)"
@@ -259,7 +295,7 @@ class Intake:
         quiet = self._quiet.for_event(event, now)
         for lane in self._lanes.values():
             if lane.destination.when.matches(event):
-                self._route(lane, event, now, batch, quiet)
+                self._route(lane, event, payload, now, batch, quiet)
             elif event.test:
                 # A test alert hears from every destination, even one that does not want it.
                 reason = "its when: does not choose this test alert"
@@ -270,7 +306,13 @@ class Intake:
         batch.received.append("stored")
 
     def _route(
-        self, lane: Lane, event: Event, now: float, batch: _Batch, quiet: EventQuiet
+        self,
+        lane: Lane,
+        event: Event,
+        payload: bytes,
+        now: float,
+        batch: _Batch,
+        quiet: EventQuiet,
     ) -> None:
         destination = lane.destination
         if event.test and destination.skips_tests is not None:
@@ -308,6 +350,10 @@ class Intake:
             ):
                 reason = f"rate limit: one per {window:g} s for {target.rate_key}"
                 self._end_at_once(batch, event, job, reason, now, state="suppressed")
+                continue
+            grouped = self.grouping.place(destination, event, target.id, payload, now)
+            if grouped is not None:
+                self._end_at_once(batch, event, job, grouped.reason, now, state="grouped")
             else:
                 self._ledger.add(job, "pending", now=now)
                 batch.accepted.append((lane, job))
