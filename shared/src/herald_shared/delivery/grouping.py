@@ -344,6 +344,11 @@ class Grouping:
         )
         return group
 
+    @property
+    def open(self) -> int:
+        """How many groups are collecting."""
+        return len(self._open)
+
     def due(self, now: float) -> bool:
         """Whether a group's window has ended (cheap: memory only)."""
         return any(group.flush_at <= now for group in self._open.values())

@@ -120,6 +120,11 @@ class Runner:
         return self._intake.ledger
 
     @property
+    def open_groups(self) -> int:
+        """How many groups of alerts are collecting for a digest (grouping.py)."""
+        return self._intake.grouping.open
+
+    @property
     def ready(self) -> bool:
         return self._started and all(lane.destination.ready for lane in self._lanes.values())
 
