@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
 
 from herald_shared import events, samples
 from herald_shared.db import Database
@@ -288,6 +290,8 @@ class Grouping:
         db.execute_script(_SCHEMA)
         self._storms = _Storms()
         self._open: dict[str, _Group] = {}
+        self._stored: tuple[str, bytes] = ("", b"")  # the last event stored, for its other targets
+        self._targets: Counter[tuple[str, str]] = Counter()
         self.reload()
 
     def reload(self) -> None:
@@ -296,18 +300,22 @@ class Grouping:
             " FROM delivery_groups"
         ).fetchall()
         self._open = {row[0]: _Group(*row) for row in rows}
+        # How many groups each (destination, target) has open.
+        self._targets = Counter((g.destination, g.target) for g in self._open.values())
 
     def place(
-        self, destination: Destination, event: Event, target: str, payload: bytes, now: float
+        self, destination: Destination, event: Event, target: str, now: float
     ) -> Grouped | None:
         """Whether this delivery goes into a group (recorded) or out alone (None)."""
         settings = destination.group
         if settings is None or event.test:
             return None
-        values = group_values(settings.by, event)
-        label = json.dumps(values, ensure_ascii=False, sort_keys=False)
-        key = f"{destination.name}\x1f{target}\x1f{label}"
         storm = self._storms.count(destination.name, target, now)
+        if storm <= settings.threshold and not self._targets[destination.name, target]:
+            return None  # the common case, decided without working out the group
+        values = group_values(settings.by, event)
+        label = json.dumps(values, ensure_ascii=False)
+        key = f"{destination.name}\x1f{target}\x1f{label}"
         group = self._open.get(key)
         if group is None:
             if storm <= settings.threshold:
@@ -318,12 +326,23 @@ class Grouping:
         self._db.connection.execute(
             "INSERT OR IGNORE INTO group_members (group_key, event_id, digest_id, payload)"
             " VALUES (?, ?, ?, ?)",
-            (key, event.event_id, group.digest_id, payload),
+            (key, event.event_id, group.digest_id, self._payload(event)),
         )
         due = datetime.fromtimestamp(group.flush_at, UTC)
         return Grouped(
             f"grouped into {group.digest_id} ({_described(values)}), due {due:%H:%M:%S} UTC"
         )
+
+    def _payload(self, event: Event) -> bytes:
+        """The event as a digest needs it: without the script log's text, which no digest shows
+        and which is most of an event's size (each recipient's group keeps a copy)."""
+        if self._stored[0] != event.event_id:
+            log = event.script_log
+            if log is not None:
+                log = msgspec.structs.replace(log, head=[], full_text=None)
+            slim = msgspec.structs.replace(event, script_log=log)
+            self._stored = (event.event_id, events.encode(slim))
+        return self._stored[1]
 
     def _open_group(
         self,
@@ -337,6 +356,7 @@ class Grouping:
         first = settings.wait if settings.wait > 0 else settings.interval
         group = _Group(key, destination, target, label, now, 0, now + first)
         self._open[key] = group
+        self._targets[destination, target] += 1
         self._db.connection.execute(
             "INSERT INTO delivery_groups (group_key, destination, target, label, opened_at,"
             " window, flush_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -370,6 +390,7 @@ class Grouping:
             ).fetchone()
             if collected is None:
                 del self._open[group.key]
+                self._targets[group.destination, group.target] -= 1
                 sql.execute("DELETE FROM delivery_groups WHERE group_key = ?", (group.key,))
                 continue
             settings = intervals.get(group.destination)

@@ -295,7 +295,7 @@ class Intake:
         quiet = self._quiet.for_event(event, now)
         for lane in self._lanes.values():
             if lane.destination.when.matches(event):
-                self._route(lane, event, payload, now, batch, quiet)
+                self._route(lane, event, now, batch, quiet)
             elif event.test:
                 # A test alert hears from every destination, even one that does not want it.
                 reason = "its when: does not choose this test alert"
@@ -306,13 +306,7 @@ class Intake:
         batch.received.append("stored")
 
     def _route(
-        self,
-        lane: Lane,
-        event: Event,
-        payload: bytes,
-        now: float,
-        batch: _Batch,
-        quiet: EventQuiet,
+        self, lane: Lane, event: Event, now: float, batch: _Batch, quiet: EventQuiet
     ) -> None:
         destination = lane.destination
         if event.test and destination.skips_tests is not None:
@@ -351,7 +345,7 @@ class Intake:
                 reason = f"rate limit: one per {window:g} s for {target.rate_key}"
                 self._end_at_once(batch, event, job, reason, now, state="suppressed")
                 continue
-            grouped = self.grouping.place(destination, event, target.id, payload, now)
+            grouped = self.grouping.place(destination, event, target.id, now)
             if grouped is not None:
                 self._end_at_once(batch, event, job, grouped.reason, now, state="grouped")
             else:

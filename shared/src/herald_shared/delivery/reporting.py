@@ -50,7 +50,10 @@ class Reporter:
         self.metrics: dict[str, LaneMetrics] = {}
 
     def lane_metrics(self, destination: str) -> LaneMetrics:
-        return self.metrics.setdefault(destination, LaneMetrics(self.service, destination))
+        found = self.metrics.get(destination)
+        if found is None:  # not setdefault: that would look up every label child each time
+            found = self.metrics[destination] = LaneMetrics(self.service, destination)
+        return found
 
     def publish(
         self, event: Event | None, job: Job, state: State, detail: str | None, now: float
