@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import tempfile
 import time
 from collections.abc import Sequence
@@ -33,6 +32,7 @@ from herald_shared.delivery.destination import Destination, Target
 from herald_shared.delivery.grouping import Digest
 from herald_shared.events import Event
 from herald_shared.settings import DeliverySettings, GroupSettings
+from herald_testkit.bench import report
 from herald_testkit.made_events import failure
 from herald_testkit.memory_bus import MemoryRunner, memory_runner
 from herald_testkit.mqtt import Seen
@@ -113,10 +113,7 @@ def main() -> None:
             work.mkdir()
             for part, value in asyncio.run(measure(group, arguments.events, work)).items():
                 figures[f"{name}: {part} (us/event)"] = value
-    for name, value in figures.items():
-        print(f"{name:<55} {value:10.1f}")
-    if arguments.json:
-        arguments.json.write_text(json.dumps(figures, indent=2) + "\n")
+    report(figures, arguments.json, width=55)
 
 
 if __name__ == "__main__":
