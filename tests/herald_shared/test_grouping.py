@@ -4,20 +4,25 @@ redelivered alerts and a restart with a group open."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 
 from herald_shared import samples
 from herald_shared.delivery.destination import Destination, PermanentError, Target
 from herald_shared.delivery.grouping import Digest, digest_context
+from herald_shared.delivery.runner import GROUP_TICK
 from herald_shared.events import Event
 from herald_shared.settings import DeliverySettings, GroupSettings
+from herald_testkit import full_disk
 from herald_testkit.made_events import failure
-from herald_testkit.memory_bus import memory_runner
+from herald_testkit.memory_bus import MemoryRunner, memory_runner
 from herald_testkit.mqtt import Seen
 from herald_testkit.waiting import wait_until
 
@@ -54,6 +59,15 @@ class Readable(Destination):
             raise PermanentError("HTTP 404: no such channel")
         self.digests.append(digest)
         return f"{len(digest.events)} alerts"
+
+
+async def _run_out(runner: MemoryRunner, clock: Clock) -> None:
+    """Move the clock on an interval at a time until every group has sent its digests and
+    closed (each step waits for the runner's timer to have looked)."""
+    async with asyncio.timeout(60):
+        while runner.runner.open_groups:
+            clock.now += 11
+            await asyncio.sleep(4 * GROUP_TICK)
 
 
 def _receipts(seen: list[Seen]) -> list[dict[str, object]]:
@@ -153,6 +167,34 @@ async def test_a_group_open_at_a_restart_sends_its_digest_once(tmp_path: Path) -
         await wait_until(lambda: runner.runner.open_groups == 0)
     assert before.digests == []
     assert [d.event_ids for d in after.digests] == [[e.event_id for e in burst[1:]]]
+
+
+async def test_a_write_that_fails_leaves_no_group_behind_and_loses_no_alert(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    destination = Readable(GroupSettings(interval=10, threshold=0))
+    first, second, third = failure(1), failure(2), failure(3)
+    async with memory_runner(tmp_path, [destination], delivery=FAST, clock=clock) as runner:
+        assert runner.db is not None
+        full_disk.fill(runner.db)
+        # The commit that would open the group fails: the event is not stored (the broker
+        # delivers it again), and the group it opened in memory is gone with it.
+        with pytest.raises(sqlite3.OperationalError, match="full"):
+            await runner.publish(first)
+        assert runner.runner.open_groups == 0
+        full_disk.make_room(runner.db)
+        await runner.publish(first, second)  # the broker's redelivery, and the next alert
+        full_disk.fill(runner.db)
+        with pytest.raises(sqlite3.OperationalError, match="full"):
+            await runner.publish(third)
+        full_disk.make_room(runner.db)
+        await runner.publish(third)
+        await runner.bus.wait_for(lambda s: len(_receipts(s)) == 3)
+        await _run_out(runner, clock)
+    assert destination.alone == [first.event_id]
+    carried = [event_id for digest in destination.digests for event_id in digest.event_ids]
+    assert carried == [second.event_id, third.event_id]
 
 
 def test_the_digest_title_says_how_many_of_what_where_and_since_when() -> None:
