@@ -1,7 +1,8 @@
 """Taking events on, and the group commit of everything the runner writes to the ledger.
 
 An event is routed (each destination's ``when:`` and targets, then the silences and maintenance
-windows of ``quiet.py``, then the rate limits) and its deliveries are stored in one commit, with
+windows of ``quiet.py``, then the rate limits, then the groups of ``grouping.py``, which collect
+alerts for a digest) and its deliveries are stored in one commit, with
 the event's id for ingest's acknowledgement (``acks.py``); only then does the bus acknowledge the
 message. What arrives, ends or is rescheduled within one turn of the event loop is written in one
 transaction: under a burst that turns many commits into one; alone, an event waits for nothing

@@ -8,9 +8,11 @@ lane, with its own queue and workers (``lanes.py``), so one destination that is 
 stalls neither the others nor the broker.
 
 A delivery ends exactly once, as delivered, dead-lettered (a permanent error, retries past the
-deadline, or an event the ledger lost), suppressed (rate limit), skipped, silenced (a silence)
-or muted (a time interval; ``quiet.py``); its receipt goes out on the deliveries topic and a dead
-letter on the dead-letter topic, through the durable outbox (``reporting.py``). When to retry and when to give up is ``policy.py``'s decision.
+deadline, or an event the ledger lost), suppressed (rate limit), skipped, silenced (a silence),
+muted (a time interval; ``quiet.py``) or grouped (collected for a digest; ``grouping.py``,
+whose due groups the runner turns into digest deliveries on a timer); its receipt goes out on
+the deliveries topic and a dead letter on the dead-letter topic, through the durable outbox
+(``reporting.py``). When to retry and when to give up is ``policy.py``'s decision.
 
 The runner takes ``(topic, payload)``, not a bus message, so anything that can hand it bytes can
 drive it (the subscriber service's bus; an in-memory bus in the tests).
