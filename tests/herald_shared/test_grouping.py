@@ -40,7 +40,7 @@ class Clock:
 class Readable(Destination):
     """Records single alerts and digests; ``refuse_digests`` makes every digest a 4xx."""
 
-    def __init__(self, group: GroupSettings, *, refuse_digests: bool = False) -> None:
+    def __init__(self, group: GroupSettings | None, *, refuse_digests: bool = False) -> None:
         self.name = "readable"
         self.group = group
         self._refuse = refuse_digests
@@ -195,6 +195,26 @@ async def test_a_write_that_fails_leaves_no_group_behind_and_loses_no_alert(
     assert destination.alone == [first.event_id]
     carried = [event_id for digest in destination.digests for event_id in digest.event_ids]
     assert carried == [second.event_id, third.event_id]
+
+
+async def test_a_digest_is_sent_when_grouping_was_turned_off_or_the_clock_stepped_back(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    burst = [failure(n) for n in range(1, 4)]
+    async with memory_runner(
+        tmp_path, [Readable(GroupSettings(interval=600, threshold=0))], delivery=FAST, clock=clock
+    ) as runner:
+        await runner.publish(*burst)
+        await runner.bus.wait_for(lambda s: len(_receipts(s)) == 3)
+    clock.now -= 3600  # the wall clock was an hour fast, and is put right while it is down
+    after = Readable(None)  # and the new configuration says group: {enabled: false}
+    async with memory_runner(tmp_path, [after], delivery=FAST, clock=clock) as runner:
+        await wait_until(lambda: runner.runner.open_groups == 0)
+        await runner.publish(failure(4))  # no grouping any more: alone
+        await runner.bus.wait_for(lambda s: len(_receipts(s)) == 2)
+    assert [d.event_ids for d in after.digests] == [[e.event_id for e in burst[1:]]]
+    assert after.alone == [failure(4).event_id]
 
 
 def test_the_digest_title_says_how_many_of_what_where_and_since_when() -> None:

@@ -57,7 +57,8 @@ CREATE TABLE IF NOT EXISTS delivery_groups (
     label TEXT NOT NULL,
     opened_at REAL NOT NULL,
     window INTEGER NOT NULL,
-    flush_at REAL NOT NULL
+    flush_at REAL NOT NULL,
+    span REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS group_members (
     group_key TEXT NOT NULL,
@@ -103,6 +104,10 @@ class _Group:
     opened_at: float
     window: int
     flush_at: float
+    span: float  # the window's length: a flush_at further away than this, the clock went back
+
+    def due(self, now: float) -> bool:
+        return self.flush_at <= now or self.flush_at - now > self.span
 
     @property
     def digest_id(self) -> str:
@@ -259,13 +264,21 @@ class _Storms:
 
     def __init__(self) -> None:
         self._arrivals: dict[tuple[str, str], deque[float]] = {}
+        self._counted = 0
 
     def count(self, destination: str, target: str, now: float) -> int:
         """Record one alert now; how many arrived within the window, this one included."""
         arrivals = self._arrivals.setdefault((destination, target), deque())
         arrivals.append(now)
-        while arrivals and arrivals[0] <= now - STORM_WINDOW:
+        while arrivals[0] <= now - STORM_WINDOW:
             arrivals.popleft()
+        self._counted += 1
+        if self._counted % 4096 == 0:  # forget the recipients that have been quiet
+            self._arrivals = {
+                key: times
+                for key, times in self._arrivals.items()
+                if times[-1] > now - STORM_WINDOW
+            }
         return len(arrivals)
 
 
@@ -296,7 +309,7 @@ class Grouping:
 
     def reload(self) -> None:
         rows = self._db.connection.execute(
-            "SELECT group_key, destination, target, label, opened_at, window, flush_at"
+            "SELECT group_key, destination, target, label, opened_at, window, flush_at, span"
             " FROM delivery_groups"
         ).fetchall()
         self._open = {row[0]: _Group(*row) for row in rows}
@@ -354,13 +367,13 @@ class Grouping:
         now: float,
     ) -> _Group:
         first = settings.wait if settings.wait > 0 else settings.interval
-        group = _Group(key, destination, target, label, now, 0, now + first)
+        group = _Group(key, destination, target, label, now, 0, now + first, first)
         self._open[key] = group
         self._targets[destination, target] += 1
         self._db.connection.execute(
             "INSERT INTO delivery_groups (group_key, destination, target, label, opened_at,"
-            " window, flush_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (key, destination, target, label, now, 0, group.flush_at),
+            " window, flush_at, span) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (key, destination, target, label, now, 0, group.flush_at, first),
         )
         return group
 
@@ -370,8 +383,9 @@ class Grouping:
         return len(self._open)
 
     def due(self, now: float) -> bool:
-        """Whether a group's window has ended (cheap: memory only)."""
-        return any(group.flush_at <= now for group in self._open.values())
+        """Whether a group's window has ended (cheap: memory only). A wall clock stepped back
+        does not hold a digest back longer than its window."""
+        return any(group.due(now) for group in self._open.values())
 
     def flush(
         self, now: float, intervals: Mapping[str, GroupSettings], delivering: set[str]
@@ -381,7 +395,7 @@ class Grouping:
         each destination's group settings; ``delivering``: the destinations configured now (a
         group of one that is not stays until it is)."""
         sql = self._db.connection
-        for group in [g for g in self._open.values() if g.flush_at <= now]:
+        for group in [g for g in self._open.values() if g.due(now)]:
             if group.destination not in delivering:
                 continue
             digest_id = group.digest_id
@@ -394,11 +408,13 @@ class Grouping:
                 sql.execute("DELETE FROM delivery_groups WHERE group_key = ?", (group.key,))
                 continue
             settings = intervals.get(group.destination)
+            # Grouping turned off since the group opened: this digest is its last.
+            group.span = settings.interval if settings is not None else 0.0
             group.window += 1
-            group.flush_at = now + (settings.interval if settings else 300.0)
+            group.flush_at = now + group.span
             sql.execute(
-                "UPDATE delivery_groups SET window = ?, flush_at = ? WHERE group_key = ?",
-                (group.window, group.flush_at, group.key),
+                "UPDATE delivery_groups SET window = ?, flush_at = ?, span = ? WHERE group_key = ?",
+                (group.window, group.flush_at, group.span, group.key),
             )
             yield DueDigest(digest_id, group.destination, group.target)
 

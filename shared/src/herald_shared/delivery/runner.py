@@ -148,7 +148,8 @@ class Runner:
             lane.pool.start()
         purge = every(self._purge_interval, self._purge, what="purging the ledger")
         self._purging = self._supervisor.spawn(purge, "ledger purge")
-        if any(lane.destination.group is not None for lane in self._lanes.values()):
+        grouping = any(lane.destination.group is not None for lane in self._lanes.values())
+        if grouping or self.open_groups:  # also the groups left from when grouping was on
             flush = every(GROUP_TICK, self._flush_groups, what="sending due digests")
             self._grouping = self._supervisor.spawn(flush, "digests")
         self._started = True
