@@ -347,12 +347,13 @@ class Grouping:
         )
 
     def _payload(self, event: Event) -> bytes:
-        """The event as a digest needs it: without the script log's text, which no digest shows
-        and which is most of an event's size (each recipient's group keeps a copy)."""
+        """The event without the script log's full text, which no e-mail or chat message shows
+        (they show its head and tail lines, kept) and which is most of an event's size: each
+        recipient's group keeps a copy."""
         if self._stored[0] != event.event_id:
             log = event.script_log
             if log is not None:
-                log = msgspec.structs.replace(log, head=[], full_text=None)
+                log = msgspec.structs.replace(log, full_text=None, full_text_truncated=False)
             slim = msgspec.structs.replace(event, script_log=log)
             self._stored = (event.event_id, events.encode(slim))
         return self._stored[1]
