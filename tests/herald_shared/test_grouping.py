@@ -232,6 +232,8 @@ def test_the_digest_title_says_how_many_of_what_where_and_since_when() -> None:
     context = digest_context(digest, None)
     assert context["title"].startswith("2 reload tasks failed or were aborted in Finance since ")
     assert context["more"] == 1
+    assert context["outcomes"] == ["failed", "aborted"]
+    assert context["problem"] is True
     assert [item["event_id"] for item in context["items"]] == [digest.event_ids[0]]
     alone = digest_context(dataclasses.replace(digest, group={"stream": ""}), None)
     assert " outside any stream " in alone["title"]

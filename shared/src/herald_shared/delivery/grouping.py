@@ -195,7 +195,8 @@ def digest_context(digest: Digest, zone: tzinfo | None) -> dict[str, Any]:
     """What every digest template sees: ``title`` ("37 reload tasks failed in Finance since
     03:02"), ``count``, ``since`` (text), ``group`` (its values), ``items`` (the first
     ``max_items`` rows, :class:`DigestItem` as dicts), ``more`` (rows left out), ``event_ids``
-    (every event it carries) and ``digest_id``."""
+    (every event it carries), ``outcomes`` (the distinct outcomes among them), ``problem``
+    (whether one of them is a failure or an abort) and ``digest_id``."""
     carried = digest.events
     since = min(event.occurred_at for event in carried)
     outcomes: list[Outcome] = []
@@ -239,6 +240,8 @@ def digest_context(digest: Digest, zone: tzinfo | None) -> dict[str, Any]:
         "items": items,
         "more": count - len(items),
         "event_ids": digest.event_ids,
+        "outcomes": outcomes,
+        "problem": any(outcome in ("failed", "aborted") for outcome in outcomes),
     }
 
 

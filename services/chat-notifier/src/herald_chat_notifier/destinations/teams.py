@@ -206,7 +206,7 @@ _DIGEST_FOOTER: Final = "Digest {{ digest_id }}, {{ count }} alerts since {{ sin
 
 DIGEST_ADAPTIVE: Final = _adaptive_message(
     body=[
-        _title("{{ title|teams_text }}", "Attention"),
+        _title("{{ title|teams_text }}", "{{ 'Attention' if problem else 'Good' }}"),
         {
             "$for": "item in items",
             "$do": {
@@ -259,7 +259,7 @@ DIGEST_MESSAGE_CARD: Final[dict[str, Any]] = {
     "@type": "MessageCard",
     "@context": "https://schema.org/extensions",
     "summary": "{{ title|teams_text }}",
-    "themeColor": "D70000",
+    "themeColor": "{{ 'D70000' if problem else '2EB886' }}",
     "title": "{{ title|teams_text }}",
     "sections": [
         {
