@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from pydantic import ValidationError
 
 from herald_shared import samples
 from herald_shared.delivery.destination import Destination, PermanentError, Target
@@ -237,3 +238,21 @@ def test_the_digest_title_says_how_many_of_what_where_and_since_when() -> None:
     assert [item["event_id"] for item in context["items"]] == [digest.event_ids[0]]
     alone = digest_context(dataclasses.replace(digest, group={"stream": ""}), None)
     assert " outside any stream " in alone["title"]
+
+
+@pytest.mark.parametrize(
+    ("group", "says"),
+    [
+        ({"by": ["streem"]}, "by.0"),
+        ({"by": ["stream", "stream"]}, "each key once"),
+        ({"interval": "0s"}, "interval"),
+        ({"threshold": -1}, "threshold"),
+        ({"max_items": 0}, "max_items"),
+        ({"enable": False}, "enable"),
+    ],
+)
+def test_a_wrong_group_setting_is_refused_naming_the_key(
+    group: dict[str, object], says: str
+) -> None:
+    with pytest.raises(ValidationError, match=says):
+        GroupSettings.model_validate(group)
