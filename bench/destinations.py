@@ -62,7 +62,7 @@ emailer:
   smtp: {{host: 127.0.0.1, port: {smtp.port}, tls: starttls, username: alerts,
          password_file: {work}/smtp-password, ca_file: {smtp.ca_file}}}
   failed: {{recipients: [ops@example.com], recipients_custom_property: null,
-            app_owner: {{enabled: false}}, rate_limit: null}}
+            app_owner: {{enabled: false}}, rate_limit: null, group: {{enabled: false}}}}
 """
 
 
@@ -71,8 +71,10 @@ async def chat_section(stack: AsyncExitStack, work: Path) -> str:
     return f"""
 chat_notifier:
   state_dir: {work}/state
-  slack: [{{name: ops, webhook_url: "{chat.slack_url("T0/B0/benchbenchbenchbench")}", rate_limit: null}}]
-  teams: [{{name: ops, webhook_url: "{chat.teams_url("bench-teams-token-0123")}", rate_limit: null}}]
+  slack: [{{name: ops, webhook_url: "{chat.slack_url("T0/B0/benchbenchbenchbench")}", rate_limit: null,
+           group: {{enabled: false}}}}]
+  teams: [{{name: ops, webhook_url: "{chat.teams_url("bench-teams-token-0123")}", rate_limit: null,
+           group: {{enabled: false}}}}]
 """
 
 

@@ -16,7 +16,6 @@ Prints microseconds per event for each case.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -30,6 +29,7 @@ from herald_shared.delivery.quiet import Quiet
 from herald_shared.events import Event
 from herald_shared.silences import Matcher, Silence, SilenceBook, new_id
 from herald_shared.time_intervals import NamedInterval
+from herald_testkit.bench import report
 from herald_testkit.made_events import failure
 
 NOW = datetime(2026, 12, 2, 3, 0, tzinfo=UTC)
@@ -113,10 +113,7 @@ def main() -> None:
         figures["100 silences, one matching (us/event)"] = per_event_us(
             100, matching=True, events=arguments.events // 10, work=Path(folder)
         )
-    for name, value in figures.items():
-        print(f"{name:<45} {value:10.1f}")
-    if arguments.json:
-        arguments.json.write_text(json.dumps(figures, indent=2) + "\n")
+    report(figures, arguments.json)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,15 @@ PUBLIC: Final[dict[str, set[str]]] = {
         "TransientError",
         "build",
     },
+    "herald_shared.delivery.grouping": {
+        "dead_members",
+        "DIGEST_PREFIX",
+        "Digest",
+        "DigestItem",
+        "digest_context",
+        "is_digest",
+        "sample_digest",
+    },
     "herald_shared.delivery.http": {
         "CONNECTIONS",
         "EVENT_ID_HEADER",
@@ -213,6 +222,7 @@ PUBLIC: Final[dict[str, set[str]]] = {
         "BrokerSettings",
         "DeliverySettings",
         "DestinationSettings",
+        "GroupSettings",
         "HealthSettings",
         "LoggingSettings",
         "ServiceSection",

@@ -17,6 +17,7 @@ __all__ = [
     "BrokerSettings",
     "DeliverySettings",
     "DestinationSettings",
+    "GroupSettings",
     "HealthSettings",
     "LoggingSettings",
     "ServiceSection",
@@ -129,3 +130,33 @@ class DestinationSettings(Section):
     when: When = MATCH_ALL
     mute_during: list[IntervalName] = Field(default_factory=list)
     active_during: list[IntervalName] = Field(default_factory=list)
+
+
+#: What a group of alerts can be keyed by: the app's stream, the app's owner, the outcome
+#: (failed, aborted, …), the node that ran the task, the task's type.
+GroupBy = Literal["stream", "app_owner", "outcome", "node", "task_type"]
+
+
+class GroupSettings(Section):
+    """``group:`` of a destination people read (e-mail, Slack, Teams): alerts of one group
+    (same ``by:`` values, same recipient) within ``interval`` go out as one digest
+    (``herald_shared.delivery.grouping``).
+
+    Storm protection: grouping starts once more than ``threshold`` alerts for one recipient
+    arrived within a minute (0: every alert is grouped); below it each alert goes out alone.
+    """
+
+    enabled: bool = True
+    by: list[GroupBy] = Field(default_factory=lambda: list[GroupBy](["stream"]))
+    # 0: a group's first alert goes out at once and the digest collects the rest; longer: the
+    # first waits this long too, and goes out in the digest.
+    wait: Duration = Field(default=0.0, ge=0)
+    interval: Duration = Field(default=300.0, gt=0)  # how long a digest collects
+    max_items: int = Field(default=50, ge=1, le=1000)  # rows a digest lists; then "and N more"
+    threshold: int = Field(default=10, ge=0)  # alerts per minute per recipient before grouping
+
+    @model_validator(mode="after")
+    def _unique_keys(self) -> GroupSettings:
+        if len(set(self.by)) != len(self.by):
+            raise ValueError(f"by: each key once: {self.by}")
+        return self

@@ -41,6 +41,14 @@ def run(
         arguments.json.write_text(json.dumps(figures, indent=2) + "\n")
 
 
+def report(figures: Figures, json_path: Path | None, width: int = 45) -> None:
+    """Print one figure a line (and write them all to ``json_path`` when given)."""
+    for name, value in figures.items():
+        print(f"{name:<{width}} {value:10.1f}")
+    if json_path:
+        json_path.write_text(json.dumps(figures, indent=2) + "\n")
+
+
 class RssSampler:
     """A process's resident memory: now, and the peak while :meth:`run` samples it."""
 

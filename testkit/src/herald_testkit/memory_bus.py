@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 
 from herald_shared import events, topics
-from herald_shared.db import database_for
+from herald_shared.db import Database, database_for
 from herald_shared.delivery.destination import Destination
 from herald_shared.delivery.runner import PURGE_INTERVAL, Runner
 from herald_shared.events import Event
@@ -58,9 +58,12 @@ class MemoryBus:
 class MemoryRunner:
     """A runner fed by the test: :meth:`publish` hands it events as the bus would."""
 
-    def __init__(self, runner: Runner, bus: MemoryBus, topic_prefix: str) -> None:
+    def __init__(
+        self, runner: Runner, bus: MemoryBus, topic_prefix: str, db: Database | None = None
+    ) -> None:
         self.runner = runner
         self.bus = bus
+        self.db = db  # the runner's own connection (a full disk is set on it)
         self._prefix = topic_prefix
 
     async def publish(self, *items: Event) -> None:
@@ -103,7 +106,7 @@ async def memory_runner(
     await runner.start()
     publishing = asyncio.create_task(outbox.run(), name=f"{service}-memory-outbox")
     try:
-        yield MemoryRunner(runner, bus, topic_prefix)
+        yield MemoryRunner(runner, bus, topic_prefix, db)
     finally:
         await runner.stop(delivery.shutdown_grace)
         try:

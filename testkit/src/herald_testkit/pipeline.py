@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 import httpx
@@ -497,9 +497,10 @@ class Pipeline:
                     "recipients_custom_property": None,
                     "app_owner": {"enabled": False},
                     "rate_limit": None,
+                    "group": ONE_PER_EVENT,
                 },
-                "aborted": {"rate_limit": None},
-                "recovered": {"rate_limit": None},
+                "aborted": {"rate_limit": None, "group": ONE_PER_EVENT},
+                "recovered": {"rate_limit": None, "group": ONE_PER_EVENT},
                 "delivery": _delivery(),
             },
             "chat_notifier": {
@@ -510,6 +511,7 @@ class Pipeline:
                         "webhook_url": d.chat.slack_url(SLACK_TOKEN),
                         "outcomes": ["failed"],
                         "rate_limit": None,
+                        "group": ONE_PER_EVENT,
                     }
                 ],
                 "teams": [
@@ -518,6 +520,7 @@ class Pipeline:
                         "webhook_url": d.chat.teams_url(TEAMS_TOKEN),
                         "outcomes": ["failed"],
                         "rate_limit": None,
+                        "group": ONE_PER_EVENT,
                     }
                 ],
                 "delivery": _delivery(),
@@ -610,6 +613,10 @@ async def whole_system(
                 yield system
     finally:
         influx.stop()
+
+
+#: The system tests count one message per event at every destination: no digests.
+ONE_PER_EVENT: Final = {"enabled": False}
 
 
 def _delivery() -> dict[str, Any]:

@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import jinja2
 import msgspec
@@ -22,6 +22,7 @@ import msgspec
 from herald_emailer.context import build_context
 from herald_shared.butler_fields import handlebars_text, local_time, zone
 from herald_shared.config import ConfigError
+from herald_shared.delivery.grouping import Digest, digest_context
 from herald_shared.events import TEST_LABEL, Event
 from herald_shared.outcomes import outcome_of
 
@@ -69,6 +70,62 @@ def _environment(template_dir: Path | None, *, autoescape: bool | Any) -> jinja2
     environment.filters["format_label"] = _format_label
     environment.filters["local_time"] = _local_time
     return environment
+
+
+class DigestRenderer:
+    """The digest's templates (``digest_subject.txt``, ``digest.html``, ``digest.txt``),
+    compiled once; they see :func:`herald_shared.delivery.grouping.digest_context`."""
+
+    def __init__(self, template_dir: Path | None, timezone: str | None = None) -> None:
+        self._zone = zone(timezone)
+        self._timezone = timezone or ""
+        html_env = _environment(template_dir, autoescape=jinja2.select_autoescape(["html", "htm"]))
+        text_env = _environment(template_dir, autoescape=False)
+        self._subject = text_env.get_template(DIGEST_TEMPLATES[0])
+        self._html = html_env.get_template(DIGEST_TEMPLATES[1])
+        self._text = text_env.get_template(DIGEST_TEMPLATES[2])
+
+    def render(self, digest: Digest) -> Rendered:
+        context = {**digest_context(digest, self._zone), "site_timezone": self._timezone}
+        return Rendered(
+            subject=" ".join(self._subject.render(context).split()),
+            text=self._text.render(context),
+            html=self._html.render(context),
+        )
+
+
+DIGEST_TEMPLATES: Final = ("digest_subject.txt", "digest.html", "digest.txt")
+
+
+def load_digest_renderer(
+    template_dir: Path | None, origin: str = "herald.yaml", timezone: str | None = None
+) -> DigestRenderer:
+    """Compile the digest's templates; a missing or broken one is a :class:`ConfigError`."""
+    try:
+        return DigestRenderer(template_dir, timezone)
+    except jinja2.TemplateSyntaxError as error:
+        place = f"{error.filename or error.name}:{error.lineno}: emailer digest"
+        raise ConfigError([f"{place}: template error: {error.message}"]) from None
+    except jinja2.TemplateNotFound as error:
+        raise ConfigError([f"{origin}: emailer: template {error.name} not found"]) from None
+
+
+def digest_fallback(digest: Digest, error: BaseException) -> Rendered:
+    """The digest without templates: a line per alert, so a template bug loses nothing."""
+    context = digest_context(digest, None)
+    lines = [
+        context["title"],
+        "(This is a plain-text digest: the e-mail template could not be rendered: "
+        f"{type(error).__name__}: {error})",
+        "",
+    ]
+    lines += [
+        f"- {item['task_name']}, {item['time']}: {item['error']}" for item in context["items"]
+    ]
+    if context["more"]:
+        lines.append(f"… and {context['more']} more.")
+    lines += ["", f"Digest {digest.id}, with the events:", *digest.event_ids]
+    return Rendered(subject=context["title"], text="\n".join(lines) + "\n", html=None)
 
 
 class Renderer:

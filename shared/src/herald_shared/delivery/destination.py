@@ -23,11 +23,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from herald_shared.events import Event
 from herald_shared.matcher import MATCH_ALL, When
-from herald_shared.settings import BrokerSettings, DestinationSettings
+from herald_shared.settings import BrokerSettings, DestinationSettings, GroupSettings
+
+if TYPE_CHECKING:
+    from herald_shared.delivery.grouping import Digest
 
 __all__ = [
     "SINGLE_TARGET",
@@ -94,6 +97,9 @@ class Destination(ABC):
     #: while none of ``active_during`` does (a ``muted`` receipt instead).
     mute_during: Sequence[str] = ()
     active_during: Sequence[str] = ()
+    #: A destination people read may collect alerts into digests (delivery/grouping.py) and
+    #: then implements :meth:`deliver_digest`; None: one delivery per event (machines).
+    group: GroupSettings | None = None
 
     def route_by(self, settings: DestinationSettings) -> None:
         """Take what every destination's settings say: ``when:``, ``mute_during:``,
@@ -109,6 +115,10 @@ class Destination(ABC):
     @abstractmethod
     async def deliver(self, event: Event, target: str) -> str | None:
         """Deliver once to the target with this id; return an optional detail for the receipt."""
+
+    async def deliver_digest(self, digest: Digest, target: str) -> str | None:
+        """Deliver one digest (the destination has ``group`` settings) to the target."""
+        raise NotImplementedError(f"{self.name} does not send digests")
 
     async def start(self) -> None:  # noqa: B027 - an optional hook
         """Open what deliveries need (connections, clients); called once before the first."""

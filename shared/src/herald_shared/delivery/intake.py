@@ -1,7 +1,8 @@
 """Taking events on, and the group commit of everything the runner writes to the ledger.
 
 An event is routed (each destination's ``when:`` and targets, then the silences and maintenance
-windows of ``quiet.py``, then the rate limits) and its deliveries are stored in one commit, with
+windows of ``quiet.py``, then the rate limits, then the groups of ``grouping.py``, which collect
+alerts for a digest) and its deliveries are stored in one commit, with
 the event's id for ingest's acknowledgement (``acks.py``); only then does the bus acknowledge the
 message. What arrives, ends or is rescheduled within one turn of the event loop is written in one
 transaction: under a burst that turns many commits into one; alone, an event waits for nothing
@@ -33,6 +34,7 @@ from herald_shared import events, metrics
 from herald_shared.db import Database
 from herald_shared.delivery.acks import Acknowledgements
 from herald_shared.delivery.destination import Destination, Skipped
+from herald_shared.delivery.grouping import Digest, Grouping, dead_members
 from herald_shared.delivery.lanes import Lane
 from herald_shared.delivery.ledger import Job, Ledger, State
 from herald_shared.delivery.quiet import EventQuiet, Quiet
@@ -106,6 +108,7 @@ class Intake:
         self._quiet = quiet
         self._db = db
         self._ledger = Ledger(db)
+        self.grouping = Grouping(db)
         self._reporter = reporter
         self._acks = acks
         self._clock = clock
@@ -151,6 +154,44 @@ class Intake:
             if self._ledger.finish(job, state, ended_at, detail):
                 batch.finished.append(job.event_id)
             self._report(batch, (event, job, state, detail, ended_at))
+
+        self._writes.append(write)
+        self._flush_soon()
+
+    def finish_digest(
+        self, job: Job, digest: Digest | None, state: State, detail: str | None, ended_at: float
+    ) -> None:
+        """Record the end of a digest's delivery with the next batch: its receipt carries the
+        event ids; its events are forgotten, unless it was dead-lettered: then each alert it
+        carried becomes a dead letter of its own, which a replay delivers alone."""
+
+        def write(batch: _Batch) -> None:
+            self._ledger.finish(job, state, ended_at, detail)
+            if state == "dead_lettered" and digest is not None:
+                for event, member, reason in dead_members(digest, job, detail):
+                    self._ledger.store_event(event.event_id, events.encode(event))
+                    self._ledger.finish(member, "dead_lettered", ended_at, reason)
+            self.grouping.forget(job.event_id)
+            self._reporter.digest_ended(digest, job, state, detail, ended_at)
+            batch.reports.append((None, job, state, detail, ended_at))
+
+        self._writes.append(write)
+        self._flush_soon()
+
+    def flush_groups(self) -> None:
+        """With the next batch, turn every group whose window ended into its digest's delivery."""
+
+        def write(batch: _Batch) -> None:
+            now = self._clock()
+            settings = {
+                name: lane.destination.group
+                for name, lane in self._lanes.items()
+                if lane.destination.group is not None
+            }
+            for due in self.grouping.flush(now, settings, set(self._lanes)):
+                job = Job(due.id, due.destination, due.target, received_at=now, next_attempt_at=now)
+                self._ledger.add(job, "pending", now=now)
+                batch.accepted.append((self._lanes[due.destination], job))
 
         self._writes.append(write)
         self._flush_soon()
@@ -214,6 +255,7 @@ class Intake:
         # Nothing of this batch was stored: the events go back to the broker unacknowledged,
         # the rest is written with a later batch.
         log.error("cannot write to the ledger; retrying", exc_info=error)
+        self.grouping.reload()  # the open groups as the database still has them
         self._failing = (
             f"cannot write to the ledger {self._db.path}: {error}; retrying every "
             f"{RETRY_WRITE_AFTER:g} s (is the disk full?)"
@@ -308,6 +350,10 @@ class Intake:
             ):
                 reason = f"rate limit: one per {window:g} s for {target.rate_key}"
                 self._end_at_once(batch, event, job, reason, now, state="suppressed")
+                continue
+            grouped = self.grouping.place(destination, event, target.id, now)
+            if grouped is not None:
+                self._end_at_once(batch, event, job, grouped.reason, now, state="grouped")
             else:
                 self._ledger.add(job, "pending", now=now)
                 batch.accepted.append((lane, job))

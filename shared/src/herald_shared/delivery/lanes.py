@@ -10,9 +10,11 @@ and the policy's business.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from herald_shared.delivery.destination import (
     Destination,
@@ -24,6 +26,9 @@ from herald_shared.delivery.ledger import Job, State
 from herald_shared.delivery.reporting import LaneMetrics
 from herald_shared.events import Event
 from herald_shared.supervision import Supervisor, WorkerPool
+
+if TYPE_CHECKING:
+    from herald_shared.delivery.grouping import Digest
 
 log = logging.getLogger("herald_shared.delivery.runner")
 
@@ -91,7 +96,15 @@ class Lane:
 
     async def attempt(self, event: Event, target: str) -> Done | Failed:
         """One attempt at delivering ``event`` to ``target``, counted by its result."""
-        result = await _attempt(self.destination, event, target, self._attempt_timeout)
+        send = functools.partial(self.destination.deliver, event, target)
+        return self._counted(await _attempt(self.destination, send, self._attempt_timeout))
+
+    async def attempt_digest(self, digest: Digest, target: str) -> Done | Failed:
+        """One attempt at delivering ``digest`` to ``target``, counted by its result."""
+        send = functools.partial(self.destination.deliver_digest, digest, target)
+        return self._counted(await _attempt(self.destination, send, self._attempt_timeout))
+
+    def _counted(self, result: Done | Failed) -> Done | Failed:
         if isinstance(result, Done):
             counted = "permanent_error" if result.state == "dead_lettered" else "ok"
         else:
@@ -101,11 +114,11 @@ class Lane:
 
 
 async def _attempt(
-    destination: Destination, event: Event, target: str, seconds: float
+    destination: Destination, send: Callable[[], Awaitable[str | None]], seconds: float
 ) -> Done | Failed:
     try:
         async with asyncio.timeout(seconds):
-            detail = await destination.deliver(event, target)
+            detail = await send()
     except TransientError as error:
         return Failed(error.reason, error.retry_after)
     except TimeoutError:

@@ -14,22 +14,22 @@ import sqlite3
 import time
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 from herald_shared.db import Database
 from herald_shared.delivery import policy
 
 State = Literal[
-    "pending", "delivered", "dead_lettered", "suppressed", "skipped", "silenced", "muted"
-]
-FINISHED: Final[tuple[State, ...]] = (
+    "pending",
     "delivered",
     "dead_lettered",
     "suppressed",
     "skipped",
     "silenced",
     "muted",
-)
+    "grouped",  # went into a digest (grouping.py), whose own delivery says how it ended
+]
+FINISHED: Final[tuple[State, ...]] = tuple(s for s in get_args(State) if s != "pending")
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS events (

@@ -13,8 +13,11 @@ __all__ = ["DeadLetter", "DeliveryState", "Receipt", "encode", "timestamp"]
 
 #: How one delivery ended (the ledger's states but ``pending``). Not an alert outcome
 #: (:mod:`herald_shared.outcomes`): the wire field is ``outcome`` for compatibility.
-#: ``silenced``: a silence held it back (the detail names it); ``muted``: a time interval did.
-DeliveryState = Literal["delivered", "dead_lettered", "suppressed", "skipped", "silenced", "muted"]
+#: ``silenced``: a silence held it back (the detail names it); ``muted``: a time interval did;
+#: ``grouped``: it went into a digest (the detail names the digest, whose receipt follows).
+DeliveryState = Literal[
+    "delivered", "dead_lettered", "suppressed", "skipped", "silenced", "muted", "grouped"
+]
 
 
 class Receipt(msgspec.Struct, kw_only=True):
@@ -31,6 +34,8 @@ class Receipt(msgspec.Struct, kw_only=True):
     attempts: int
     at: datetime
     detail: str | None = None
+    #: A digest's receipt (``event_id`` is the digest's id): the events it carried.
+    event_ids: list[str] | None = None
 
 
 class Pending(msgspec.Struct, kw_only=True):

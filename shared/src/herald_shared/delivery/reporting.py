@@ -10,12 +10,17 @@ a write that failed and was tried again is not counted twice.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from herald_shared import metrics, topics
+from herald_shared.delivery.grouping import dead_members
 from herald_shared.delivery.ledger import FINISHED, Job, State
 from herald_shared.delivery.receipts import DeadLetter, Pending, Receipt, encode, timestamp
 from herald_shared.events import Event
 from herald_shared.outbox import Outbox
+
+if TYPE_CHECKING:
+    from herald_shared.delivery.grouping import Digest
 
 log = logging.getLogger("herald_shared.delivery.runner")  # operators filter on this name
 
@@ -46,7 +51,10 @@ class Reporter:
         self.metrics: dict[str, LaneMetrics] = {}
 
     def lane_metrics(self, destination: str) -> LaneMetrics:
-        return self.metrics.setdefault(destination, LaneMetrics(self.service, destination))
+        found = self.metrics.get(destination)
+        if found is None:  # not setdefault: that would look up every label child each time
+            found = self.metrics[destination] = LaneMetrics(self.service, destination)
+        return found
 
     def publish(
         self, event: Event | None, job: Job, state: State, detail: str | None, now: float
@@ -55,11 +63,44 @@ class Reporter:
 
         ``event`` is None when the ledger lost it: the receipt then names only the event id.
         """
+        self._receipt(job, state, detail, now, event)
+        if state == "dead_lettered":
+            self._dead_letter(event, job, detail or "", now)
+
+    def digest_ended(
+        self, digest: Digest | None, job: Job, state: State, detail: str | None, now: float
+    ) -> None:
+        """A digest's receipt, with the event ids it carried, and, when it was dead-lettered, a
+        dead letter for each alert in it (with its event), into the caller's transaction.
+
+        ``digest`` is None when the ledger lost its events: the receipt names only its id.
+        """
+        carried = digest.events if digest is not None else []
+        self._receipt(job, state, detail, now, event_ids=[event.event_id for event in carried])
+        if state == "dead_lettered" and digest is not None:
+            for event, member, reason in dead_members(digest, job, detail):
+                self._dead_letter(event, member, reason, now)
+
+    def _receipt(
+        self,
+        job: Job,
+        state: State,
+        detail: str | None,
+        now: float,
+        event: Event | None = None,
+        event_ids: list[str] | None = None,
+    ) -> None:
+        if event_ids is not None:
+            kind, task_id, task_name = "digest", "", f"digest of {len(event_ids)} alerts"
+        elif event is not None:
+            kind, task_id, task_name = event.kind, event.task.id, event.task.name
+        else:
+            kind = task_id = task_name = ""
         receipt = Receipt(
             event_id=job.event_id,
-            kind=event.kind if event else "",
-            task_id=event.task.id if event else "",
-            task_name=event.task.name if event else "",
+            kind=kind,
+            task_id=task_id,
+            task_name=task_name,
             service=self.service,
             destination=job.destination,
             target=job.target,
@@ -67,10 +108,9 @@ class Reporter:
             attempts=job.attempts,
             at=timestamp(now),
             detail=detail,
+            event_ids=event_ids,
         )
         self._outbox.add(self._deliveries_topic, encode(receipt))
-        if state == "dead_lettered":
-            self._dead_letter(event, job, detail or "", now)
 
     def pending(self, job: Job, reason: str, now: float, next_attempt_at: float | None) -> None:
         """A test alert's delivery that is not over yet, into the caller's transaction."""

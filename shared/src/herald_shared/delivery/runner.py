@@ -8,9 +8,11 @@ lane, with its own queue and workers (``lanes.py``), so one destination that is 
 stalls neither the others nor the broker.
 
 A delivery ends exactly once, as delivered, dead-lettered (a permanent error, retries past the
-deadline, or an event the ledger lost), suppressed (rate limit), skipped, silenced (a silence)
-or muted (a time interval; ``quiet.py``); its receipt goes out on the deliveries topic and a dead
-letter on the dead-letter topic, through the durable outbox (``reporting.py``). When to retry and when to give up is ``policy.py``'s decision.
+deadline, or an event the ledger lost), suppressed (rate limit), skipped, silenced (a silence),
+muted (a time interval; ``quiet.py``) or grouped (collected for a digest; ``grouping.py``,
+whose due groups the runner turns into digest deliveries on a timer); its receipt goes out on
+the deliveries topic and a dead letter on the dead-letter topic, through the durable outbox
+(``reporting.py``). When to retry and when to give up is ``policy.py``'s decision.
 A dead letter can be put back to pending by a replay request (``replaying.py``).
 
 The runner takes ``(topic, payload)``, not a bus message, so anything that can hand it bytes can
@@ -30,6 +32,7 @@ from herald_shared.db import Database
 from herald_shared.delivery import policy
 from herald_shared.delivery.acks import Acknowledgements
 from herald_shared.delivery.destination import Destination
+from herald_shared.delivery.grouping import Digest, is_digest
 from herald_shared.delivery.intake import Intake
 from herald_shared.delivery.lanes import Failed, Lane
 from herald_shared.delivery.ledger import Job, Ledger, State
@@ -50,6 +53,7 @@ __all__ = ["PURGE_INTERVAL", "Runner"]
 log = logging.getLogger(__name__)
 
 PURGE_INTERVAL = 3600.0
+GROUP_TICK = 0.25  # how often the runner looks for groups whose window ended
 
 
 class Runner:
@@ -124,12 +128,18 @@ class Runner:
             clock=clock,
         )
         self._purging: asyncio.Task[None] | None = None
+        self._grouping: asyncio.Task[None] | None = None
         self._stopping = False
         self._started = False
 
     @property
     def ledger(self) -> Ledger:
         return self._intake.ledger
+
+    @property
+    def open_groups(self) -> int:
+        """How many groups of alerts are collecting for a digest (grouping.py)."""
+        return self._intake.grouping.open
 
     @property
     def ready(self) -> bool:
@@ -153,6 +163,10 @@ class Runner:
             lane.pool.start()
         purge = every(self._purge_interval, self._purge, what="purging the ledger")
         self._purging = self._supervisor.spawn(purge, "ledger purge")
+        grouping = any(lane.destination.group is not None for lane in self._lanes.values())
+        if grouping or self.open_groups:  # also the groups left from when grouping was on
+            flush = every(GROUP_TICK, self._flush_groups, what="sending due digests")
+            self._grouping = self._supervisor.spawn(flush, "digests")
         self._started = True
 
     async def stop(self, grace: float) -> None:
@@ -163,8 +177,9 @@ class Runner:
         self._stopping = True
         for lane in self._lanes.values():
             lane.cancel_timers()
-        if self._purging is not None:
-            self._purging.cancel()
+        for task in (self._purging, self._grouping):
+            if task is not None:
+                task.cancel()
         await stop_pools((lane.pool for lane in self._lanes.values()), grace, what="deliveries")
         self._intake.close()  # what ended last is written before the database closes
         self._acks.close()
@@ -207,33 +222,51 @@ class Runner:
         """One attempt at a job, and what follows: its end or its retry. Never raises."""
         if self._stopping:
             return  # still pending in the ledger: resumed at the next start
-        event = self._intake.events.get(job.event_id)
-        if event is None:
-            reason = "its event is missing from the ledger; it cannot be delivered"
-            self._finish(lane, job, None, "dead_lettered", reason)
+        # A job delivers one event or, when it is a digest's (grouping.py), the events it holds.
+        event: Event | None = None
+        digest: Digest | None = None
+        if is_digest(job.event_id):
+            digest = self._intake.grouping.digest(job.event_id, lane.destination.group)
+            missing = None if digest is not None else "its alerts are missing from the ledger"
+        else:
+            event = self._intake.events.get(job.event_id)
+            missing = None if event is not None else "its event is missing from the ledger"
+        if missing is not None:
+            self._finish(lane, job, None, "dead_lettered", f"{missing}; it cannot be delivered")
             return
         job.attempts += 1
         if job.first_attempt_at is None:
             job.first_attempt_at = self._clock()
-        result = await lane.attempt(event, job.target)
-        if isinstance(result, Failed):
-            self._retry(lane, job, event, result)
+        if digest is not None:
+            result = await lane.attempt_digest(digest, job.target)
         else:
-            self._finish(lane, job, event, result.state, result.detail)
+            assert event is not None
+            result = await lane.attempt(event, job.target)
+        if isinstance(result, Failed):
+            self._retry(lane, job, event, result, digest)
+        else:
+            self._finish(lane, job, event, result.state, result.detail, digest)
 
-    def _retry(self, lane: Lane, job: Job, event: Event, failed: Failed) -> None:
+    def _retry(
+        self,
+        lane: Lane,
+        job: Job,
+        event: Event | None,
+        failed: Failed,
+        digest: Digest | None = None,
+    ) -> None:
         decision = policy.after_failure(
             job, self._settings, job.age(), failed.reason, failed.retry_after, self._uniform
         )
         if isinstance(decision, policy.GiveUp):
-            self._finish(lane, job, event, "dead_lettered", decision.reason)
+            self._finish(lane, job, event, "dead_lettered", decision.reason, digest=digest)
             return
         job.next_attempt_at = self._clock() + decision.delay
-        self._intake.reschedule(job, failed.reason, test=event.test)
+        self._intake.reschedule(job, failed.reason, test=event is not None and event.test)
         log.warning(
             "delivery of %s %s to %s failed (attempt %d), retrying in %.1f s: %s",
-            event.kind,
-            event.event_id,
+            event.kind if event is not None else "the digest",
+            job.event_id,
             lane.destination.name,
             job.attempts,
             decision.delay,
@@ -243,13 +276,28 @@ class Runner:
         lane.schedule(job, decision.delay)
 
     def _finish(
-        self, lane: Lane, job: Job, event: Event | None, state: State, detail: str | None
+        self,
+        lane: Lane,
+        job: Job,
+        event: Event | None,
+        state: State,
+        detail: str | None,
+        digest: Digest | None = None,
     ) -> None:
+        """The end of a job: of ``event``'s delivery, or of a digest's (``digest``; None when
+        its alerts are lost)."""
         now = self._clock()
-        self._intake.finish(job, event, state, detail, now)
+        if is_digest(job.event_id):
+            self._intake.finish_digest(job, digest, state, detail, now)
+        else:
+            self._intake.finish(job, event, state, detail, now)
         lane.done(job)
         if state == "delivered":
             lane.metrics.seconds.observe(job.age())
+
+    def _flush_groups(self) -> None:
+        if self._intake.grouping.due(self._clock()):
+            self._intake.flush_groups()
 
     def _purge(self) -> None:
         now = self._clock()

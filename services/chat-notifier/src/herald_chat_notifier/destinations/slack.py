@@ -4,7 +4,8 @@ Slack's limits (Block Kit reference): at most 50 blocks, section text 3000 chara
 fields 10 of 2000, header text 150, button text 75 and URL 3000, 25 elements per actions block.
 The script log goes into code blocks trimmed to fit, with a note saying what was left out; the
 finished payload is checked against the limits once more, so a custom template cannot push it
-over either.
+over either. A digest is a header and a section per alert: as many as the 50 blocks allow, then
+"and N more".
 """
 
 from __future__ import annotations
@@ -121,6 +122,42 @@ FORMATTED: Final[dict[str, Any]] = {
 }
 
 
+#: One alert of a digest (herald_shared.delivery.grouping.DigestItem): the error line is cut so
+#: that a section stays far below Slack's 3000 characters.
+DIGEST_ITEM: Final = (
+    "*{{ item.task_name|mrkdwn }}*{% if item.app_name %} · app {{ item.app_name|mrkdwn }}"
+    "{% endif %} · {{ item.time }}\n"
+    "{% if item.links.app %}<{{ item.links.app }}|Open app> · {% endif %}"
+    "{% if item.links.qmc %}<{{ item.links.qmc }}|QMC> · {% endif %}`{{ item.event_id }}`\n"
+    "> {{ item.error[:1000]|mrkdwn }}"
+)
+
+DIGEST: Final[dict[str, Any]] = {
+    "text": "{{ title|mrkdwn }}",
+    "blocks": [
+        {"type": "header", "text": {"type": "plain_text", "emoji": True, "text": "{{ title }}"}},
+        {
+            "$for": "item in items",
+            "$do": {"type": "section", "text": {"type": "mrkdwn", "text": DIGEST_ITEM}},
+        },
+        {
+            "$if": "more",
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": "… and {{ more }} more"}],
+        },
+        {
+            "type": "context",
+            "elements": [
+                {
+                    "type": "mrkdwn",
+                    "text": "Digest `{{ digest_id }}`, {{ count }} alerts since {{ since }}",
+                }
+            ],
+        },
+    ],
+}
+
+
 def _code_safe(line: str) -> str:
     return unfenced(mrkdwn(line))
 
@@ -215,6 +252,17 @@ class SlackDestination(ChatDestination):
         if not isinstance(payload, dict):
             raise templating.TemplateError("a Slack template must make a JSON object")
         return fit_limits({**self._identity(), **payload})
+
+    def default_digest_template(self) -> Any:
+        return DIGEST
+
+    def digest_payload(self, template: Any, context: dict[str, Any]) -> tuple[Any, bool]:
+        payload = templating.render(template, context)
+        if not isinstance(payload, dict):
+            raise templating.TemplateError("a Slack template must make a JSON object")
+        blocks = payload.get("blocks")
+        fits = not isinstance(blocks, list) or len(blocks) <= MAX_BLOCKS
+        return fit_limits({**self._identity(), **payload}), fits
 
     def basic(self, context: dict[str, Any]) -> Any:
         links = context["links"]

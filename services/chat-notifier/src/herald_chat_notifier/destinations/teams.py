@@ -3,7 +3,8 @@
 Microsoft retired the Office 365 connectors; a Workflows webhook ("when a Teams webhook request
 is received") takes ``{"type": "message", "attachments": [{"contentType":
 "application/vnd.microsoft.card.adaptive", "content": <AdaptiveCard>}]}``. Teams refuses messages
-over about 28 KB, so the script-log excerpt is trimmed until the whole payload fits.
+over about 28 KB, so the script-log excerpt is trimmed until the whole payload fits, and a digest
+lists as many alerts as fit, then "and N more".
 """
 
 from __future__ import annotations
@@ -65,74 +66,83 @@ def _excerpt_blocks(which: str) -> list[dict[str, Any]]:
     ]
 
 
-ADAPTIVE: Final[dict[str, Any]] = {
-    "type": "message",
-    "attachments": [
+def _title(text: str, color: str) -> dict[str, Any]:
+    return {
+        "type": "TextBlock",
+        "text": text,
+        "size": "Large",
+        "weight": "Bolder",
+        "wrap": True,
+        "color": color,
+    }
+
+
+def _adaptive_message(body: list[Any], actions: list[Any]) -> dict[str, Any]:
+    """An Adaptive Card structure in the Workflows message envelope."""
+    card = {
+        "$schema": SCHEMA,
+        "type": "AdaptiveCard",
+        "version": "{{ card_version }}",
+        "msteams": {"width": "Full"},
+        "body": body,
+        "actions": actions,
+    }
+    return {
+        "type": "message",
+        "attachments": [{"contentType": ADAPTIVE_CARD, "contentUrl": None, "content": card}],
+    }
+
+
+ADAPTIVE: Final = _adaptive_message(
+    body=[
+        _title(
+            "{{ title }}", "{{ 'Good' if outcome in ('succeeded', 'recovered') else 'Attention' }}"
+        ),
         {
-            "contentType": ADAPTIVE_CARD,
-            "contentUrl": None,
-            "content": {
-                "$schema": SCHEMA,
-                "type": "AdaptiveCard",
-                "version": "{{ card_version }}",
-                "msteams": {"width": "Full"},
-                "body": [
-                    {
-                        "type": "TextBlock",
-                        "text": "{{ title }}",
-                        "size": "Large",
-                        "weight": "Bolder",
-                        "wrap": True,
-                        "color": "{{ 'Good' if outcome in ('succeeded', 'recovered') else 'Attention' }}",
-                    },
-                    {
-                        "$if": "recovers",
-                        "type": "TextBlock",
-                        "wrap": True,
-                        "text": "Task {{ task.name|teams_text }} is running again. It follows the"
-                        " {{ recovers.kind|teams_text }} at {{ recovers.occurred|teams_text }}.",
-                    },
-                    {
-                        "type": "FactSet",
-                        "facts": [
-                            _fact("Task", "{{ task.name|teams_text }}"),
-                            _fact("Task ID", "{{ task.id|teams_text }}"),
-                            _fact("App", "{{ app.name|teams_text }}"),
-                            _fact("App owner", "{{ app.owner|teams_text }}"),
-                            _fact(
-                                "Result",
-                                "{{ execution.status|teams_text }} ({{ execution.status_code|teams_text }})",
-                            ),
-                            _fact("Node", "{{ execution.node|teams_text }}"),
-                            _fact("User", "{{ user|teams_text }}"),
-                            _fact("Started", "{{ execution.started|teams_text }}"),
-                            _fact("Duration", "{{ execution.duration|teams_text }}"),
-                            _fact("Message", "{{ log_message|teams_text }}"),
-                        ],
-                    },
-                    *_excerpt_blocks("head"),
-                    *_excerpt_blocks("tail"),
-                    {
-                        "$if": "enrichment.status == 'partial'",
-                        "type": "TextBlock",
-                        "isSubtle": True,
-                        "wrap": True,
-                        "text": "Partial details: {{ enrichment.reasons|join('; ')|teams_text }}",
-                    },
-                ],
-                "actions": [
-                    _open_url("Open QMC", "{{ links.qmc }}", "links.qmc"),
-                    _open_url("Open Hub", "{{ links.hub }}", "links.hub"),
-                    _open_url("Open app", "{{ links.app }}", "links.app"),
-                    {
-                        "$for": "link in links.generic",
-                        "$do": _open_url("{{ link.text }}", "{{ link.url }}"),
-                    },
-                ],
-            },
-        }
+            "$if": "recovers",
+            "type": "TextBlock",
+            "wrap": True,
+            "text": "Task {{ task.name|teams_text }} is running again. It follows the"
+            " {{ recovers.kind|teams_text }} at {{ recovers.occurred|teams_text }}.",
+        },
+        {
+            "type": "FactSet",
+            "facts": [
+                _fact("Task", "{{ task.name|teams_text }}"),
+                _fact("Task ID", "{{ task.id|teams_text }}"),
+                _fact("App", "{{ app.name|teams_text }}"),
+                _fact("App owner", "{{ app.owner|teams_text }}"),
+                _fact(
+                    "Result",
+                    "{{ execution.status|teams_text }} ({{ execution.status_code|teams_text }})",
+                ),
+                _fact("Node", "{{ execution.node|teams_text }}"),
+                _fact("User", "{{ user|teams_text }}"),
+                _fact("Started", "{{ execution.started|teams_text }}"),
+                _fact("Duration", "{{ execution.duration|teams_text }}"),
+                _fact("Message", "{{ log_message|teams_text }}"),
+            ],
+        },
+        *_excerpt_blocks("head"),
+        *_excerpt_blocks("tail"),
+        {
+            "$if": "enrichment.status == 'partial'",
+            "type": "TextBlock",
+            "isSubtle": True,
+            "wrap": True,
+            "text": "Partial details: {{ enrichment.reasons|join('; ')|teams_text }}",
+        },
     ],
-}
+    actions=[
+        _open_url("Open QMC", "{{ links.qmc }}", "links.qmc"),
+        _open_url("Open Hub", "{{ links.hub }}", "links.hub"),
+        _open_url("Open app", "{{ links.app }}", "links.app"),
+        {
+            "$for": "link in links.generic",
+            "$do": _open_url("{{ link.text }}", "{{ link.url }}"),
+        },
+    ],
+)
 
 MESSAGE_CARD: Final[dict[str, Any]] = {
     "@type": "MessageCard",
@@ -190,6 +200,90 @@ MESSAGE_CARD: Final[dict[str, Any]] = {
 }
 
 
+_DIGEST_SUBTITLE: Final = "{{ item.app_name|teams_text }} · {{ item.time }} · {{ item.event_id }}"
+_DIGEST_ERROR: Final = "{{ item.error[:1000]|teams_text }}"
+_DIGEST_FOOTER: Final = "Digest {{ digest_id }}, {{ count }} alerts since {{ since }}"
+
+DIGEST_ADAPTIVE: Final = _adaptive_message(
+    body=[
+        _title("{{ title|teams_text }}", "{{ 'Attention' if problem else 'Good' }}"),
+        {
+            "$for": "item in items",
+            "$do": {
+                "type": "Container",
+                "separator": True,
+                "items": [
+                    {
+                        "type": "TextBlock",
+                        "text": "{{ item.task_name|teams_text }}",
+                        "weight": "Bolder",
+                        "wrap": True,
+                    },
+                    {
+                        "type": "TextBlock",
+                        "text": _DIGEST_SUBTITLE,
+                        "isSubtle": True,
+                        "spacing": "None",
+                        "wrap": True,
+                    },
+                    {
+                        "type": "TextBlock",
+                        "text": _DIGEST_ERROR,
+                        "spacing": "None",
+                        "wrap": True,
+                    },
+                    {
+                        "$if": "item.links.app",
+                        "type": "ActionSet",
+                        "actions": [_open_url("Open app", "{{ item.links.app }}")],
+                    },
+                ],
+            },
+        },
+        {
+            "$if": "more",
+            "type": "TextBlock",
+            "text": "… and {{ more }} more",
+            "weight": "Bolder",
+            "wrap": True,
+        },
+        {"type": "TextBlock", "text": _DIGEST_FOOTER, "isSubtle": True, "wrap": True},
+    ],
+    actions=[
+        _open_url("Open QMC", "{{ links.qmc }}", "links.qmc"),
+        _open_url("Open Hub", "{{ links.hub }}", "links.hub"),
+    ],
+)
+
+DIGEST_MESSAGE_CARD: Final[dict[str, Any]] = {
+    "@type": "MessageCard",
+    "@context": "https://schema.org/extensions",
+    "summary": "{{ title|teams_text }}",
+    "themeColor": "{{ 'D70000' if problem else '2EB886' }}",
+    "title": "{{ title|teams_text }}",
+    "sections": [
+        {
+            "$for": "item in items",
+            "$do": {
+                "activityTitle": "{{ item.task_name|teams_text }}",
+                "activitySubtitle": _DIGEST_SUBTITLE,
+                "text": _DIGEST_ERROR,
+            },
+        },
+        {"$if": "more", "text": "… and {{ more }} more"},
+        {"text": _DIGEST_FOOTER},
+    ],
+    "potentialAction": [
+        {
+            "$if": "links.qmc",
+            "@type": "OpenUri",
+            "name": "Qlik Sense QMC",
+            "targets": [{"os": "default", "uri": "{{ links.qmc }}"}],
+        },
+    ],
+}
+
+
 def _excerpt(context: dict[str, Any], budget: int) -> dict[str, str]:
     script_log = context["script_log"]
     excerpt: dict[str, str] = {}
@@ -238,6 +332,15 @@ class TeamsDestination(ChatDestination):
         raise templating.TemplateError(
             f"the card is {size} bytes even without the script log; Teams takes about 28 KB"
         )
+
+    def default_digest_template(self) -> Any:
+        return DIGEST_ADAPTIVE if self.target.format == "adaptive_card" else DIGEST_MESSAGE_CARD
+
+    def digest_payload(self, template: Any, context: dict[str, Any]) -> tuple[Any, bool]:
+        payload = templating.render(template, {**context, "card_version": self.target.card_version})
+        if not isinstance(payload, dict):
+            raise templating.TemplateError("a Teams template must make a JSON object")
+        return payload, len(encode(payload)) <= PAYLOAD_LIMIT
 
     def basic(self, context: dict[str, Any]) -> Any:
         title = templating.teams_text(context["basic_title"][:TITLE_TEXT])

@@ -16,12 +16,15 @@ from pydantic import Field
 from herald_emailer.message import build_body, build_message, envelope_sender
 from herald_emailer.recipients import address_problem, configured_recipients, recipients
 from herald_emailer.rendering import (
+    DigestRenderer,
     Rendered,
     Renderer,
     as_test,
     check_renderer,
     compile_folder,
+    digest_fallback,
     fallback,
+    load_digest_renderer,
     load_renderer,
 )
 from herald_emailer.smtp import SmtpSettings, SmtpTransport
@@ -29,11 +32,12 @@ from herald_shared import samples
 from herald_shared.butler_fields import TimeZoneName
 from herald_shared.config import ConfigError, Duration, Section
 from herald_shared.delivery.destination import Context, Destination, Skipped, Target
+from herald_shared.delivery.grouping import Digest, sample_digest
 from herald_shared.events import Event
 from herald_shared.matcher import MATCH_ALL, When
 from herald_shared.outcomes import OUTCOMES, Outcome, outcome_of
 from herald_shared.preflight import Preflight
-from herald_shared.settings import DestinationSettings
+from herald_shared.settings import DestinationSettings, GroupSettings
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +82,8 @@ class OutcomeSettings(DestinationSettings):
     # null: all the event carries (qlik.script_log.head_lines/tail_lines), which caps them.
     head_lines: int | None = Field(default=None, ge=0)
     tail_lines: int | None = Field(default=None, ge=0)
+    # Storm protection: many alerts for one recipient become digests (README, "Digests").
+    group: GroupSettings = GroupSettings()
 
 
 class FailedSettings(OutcomeSettings):
@@ -151,6 +157,7 @@ class EmailDestination(Destination):
         settings: OutcomeSettings,
         *,
         renderer: Renderer,
+        digests: DigestRenderer,
         transport: SmtpTransport,
         default_sender: str,
         takes_recoveries: bool = False,
@@ -159,8 +166,10 @@ class EmailDestination(Destination):
         self.outcome = outcome
         self.route_by(settings)
         self.rate_limit = settings.rate_limit
+        self.group = settings.group if settings.group.enabled else None
         self._settings = settings
         self._renderer = renderer
+        self._digests = digests
         self._transport = transport
         self._sender = settings.from_address or default_sender
         # The succeeded block also takes successes that recover when `recovered` is disabled.
@@ -232,6 +241,25 @@ class EmailDestination(Destination):
             return f"{answer} (plain-text fallback, the template failed: {problem})"
         return answer
 
+    async def deliver_digest(self, digest: Digest, target: str) -> str | None:
+        try:
+            rendered, problem = self._digests.render(digest), None
+        except Exception as error:
+            log.exception("%s: the digest template failed; sending a plain-text digest", self.name)
+            rendered, problem = digest_fallback(digest, error), f"{type(error).__name__}: {error}"
+        message = build_message(
+            rendered,
+            sender=self._sender,
+            recipient=target,
+            priority=self._settings.priority,
+            event_id=digest.id,  # its Message-ID: a digest sent again is collapsed
+        )
+        answer = await self._transport.send(message, envelope_sender(self._sender), target)
+        carried = f"digest of {len(digest.events)} alerts: {answer}"
+        if problem is not None:
+            return f"{carried} (plain-text fallback, the template failed: {problem})"
+        return carried
+
     async def close(self) -> None:
         await self._transport.close()
 
@@ -254,6 +282,14 @@ def check_templates(settings: EmailSettings, origin: str = "herald.yaml") -> Non
             check_renderer(outcome, renderer, samples.sample_events(), origin)
         except ConfigError as error:
             problems += error.problems
+    if any(settings.outcome(o).enabled and settings.outcome(o).group.enabled for o in OUTCOMES):
+        try:
+            digests = load_digest_renderer(settings.template_dir, origin, settings.timezone)
+            digests.render(sample_digest())
+        except ConfigError as error:
+            problems += error.problems
+        except Exception as error:
+            problems.append(f"{origin}: emailer: the digest template fails on the sample: {error}")
     if problems:
         raise ConfigError(problems)
 
@@ -284,6 +320,7 @@ def destinations(settings: EmailSettings, context: Context) -> list[Destination]
     """One destination per enabled outcome, all sending through one pool of SMTP connections."""
     check_templates(settings)
     transport = SmtpTransport(settings.smtp)
+    digests = load_digest_renderer(settings.template_dir, timezone=settings.timezone)
     built: list[Destination] = []
     for outcome in OUTCOMES:
         block = settings.outcome(outcome)
@@ -296,6 +333,7 @@ def destinations(settings: EmailSettings, context: Context) -> list[Destination]
                 renderer=load_renderer(
                     outcome, block, settings.template_dir, timezone=settings.timezone
                 ),
+                digests=digests,
                 transport=transport,
                 default_sender=settings.from_address,
                 takes_recoveries=outcome == "succeeded" and not settings.recovered.enabled,
