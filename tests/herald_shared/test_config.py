@@ -777,5 +777,5 @@ def test_check_config_lists_the_old_spellings_and_still_exits_0(tmp_path: Path) 
         f"{path}: emailer.failed.enable is deprecated; write enabled",
         f"{path}: chat_notifier.slack[0].rate_limit: 0 is deprecated; write null",
         f"{path}: valid for chat-notifier, emailer (not configured: "
-        "incident-forwarder, ingest, log-archiver, metrics-writer)",
+        "console, incident-forwarder, ingest, log-archiver, metrics-writer)",
     ]

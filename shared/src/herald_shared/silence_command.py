@@ -24,7 +24,7 @@ from herald_shared.config import Duration
 from herald_shared.settings import BrokerSettings
 from herald_shared.silences import Matcher, Silence
 
-__all__ = ["new_silence", "register"]
+__all__ = ["fetch", "how_long", "new_silence", "publish", "register", "state"]
 
 #: After the subscription, retained messages come at once; this long without one means all came.
 SETTLE_SECONDS = 0.5
@@ -46,14 +46,22 @@ def _matcher(text: str) -> Matcher:
     return matcher
 
 
-def _duration(text: str) -> timedelta:
+def how_long(text: str) -> timedelta:
+    """A silence's length as a person writes it (``2h``); ValueError names what is wrong."""
     try:
         seconds = _DURATION.validate_python(text)
     except ValidationError:
         seconds = 0.0
     if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a duration such as 30m, 2h or 1d")
+        raise ValueError(f"{text!r}: expected a duration such as 30m, 2h or 1d")
     return timedelta(seconds=seconds)
+
+
+def _duration(text: str) -> timedelta:
+    try:
+        return how_long(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _moment(text: str) -> datetime:

@@ -1,0 +1,507 @@
+"""The console's HTTP side: server-rendered pages, a JSON API, and Server-Sent Events.
+
+Pages are Jinja2 templates with autoescape on: nothing that came from Qlik (task and app names,
+script logs, messages) reaches a page unescaped, and the Content-Security-Policy allows only the
+console's own script and style sheet, so even a mistake could not run a script. Every asset is
+served from the package (``static/``): no CDN, no build step. ``docs/console.md`` lists every
+endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any, Final
+from urllib.parse import urlencode
+
+import jinja2
+import msgspec
+from aiohttp import web
+
+from herald_console import auth
+from herald_console.actions import SCOPES, TEST_KINDS, ActionError, Actions
+from herald_console.feed import Feed
+from herald_console.store import EventFilter, EventRow
+from herald_shared import silence_command
+from herald_shared.bus import BusError
+from herald_shared.delivery.receipts import DeliveryState
+from herald_shared.events import KINDS
+from herald_shared.silences import Matcher
+
+__all__ = ["Web"]
+
+STATIC: Final = resources.files("herald_console") / "static"
+_MEDIA: Final = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
+_HEADERS: Final = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+}
+#: The outcomes the filter offers; any other state a receipt carries is shown as it is.
+OUTCOMES: Final = (*DeliveryState.__args__, "grouped", "taken", "retrying")  # type: ignore[attr-defined]
+DURATIONS: Final = ("30m", "1h", "2h", "4h", "8h", "1d", "7d")
+KEEPALIVE: Final = 15.0  # seconds between SSE comments, so proxies keep the stream open
+
+
+def _when(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _iso(seconds: float | None) -> str | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC).isoformat()
+
+
+def _moment(text: str, name: str) -> float | None:
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise web.HTTPBadRequest(
+            text=f"400: {name}={text!r}: expected a time such as 2026-12-03T06:00\n"
+        ) from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def _filter(query: Any) -> EventFilter:
+    return EventFilter(
+        kind=query.get("kind", ""),
+        task=query.get("task", "").strip(),
+        app=query.get("app", "").strip(),
+        stream=query.get("stream", "").strip(),
+        outcome=query.get("outcome", ""),
+        since=_moment(query.get("since", ""), "since"),
+        until=_moment(query.get("until", ""), "until"),
+    )
+
+
+def _int(text: str, name: str, default: int, at_most: int) -> int:
+    if not text:
+        return default
+    if not text.isdigit():
+        raise web.HTTPBadRequest(text=f"400: {name}={text!r}: expected a whole number\n")
+    return min(int(text), at_most)
+
+
+def _seconds(text: str) -> float:
+    try:
+        return silence_command.how_long(text).total_seconds()
+    except ValueError as error:
+        raise ActionError(str(error)) from None
+
+
+def _event_json(row: EventRow) -> dict[str, Any]:
+    return {
+        "event_id": row.event_id,
+        "kind": row.kind,
+        "task_name": row.task_name,
+        "app_name": row.app_name,
+        "stream": row.stream,
+        "occurred_at": _iso(row.occurred_at),
+        "received_at": _iso(row.received_at),
+        "test": row.test,
+        "deliveries": [_delivery_json(d) for d in row.deliveries],
+    }
+
+
+def _delivery_json(delivery: Any) -> dict[str, Any]:
+    found = dataclasses.asdict(delivery)
+    found["at"] = _iso(delivery.at)
+    found["next_attempt_at"] = _iso(delivery.next_attempt_at)
+    return found
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        body=msgspec.json.encode(data), status=status, content_type="application/json"
+    )
+
+
+class Web:
+    def __init__(self, feed: Feed, actions: Actions, access: auth.Access, page_size: int) -> None:
+        self.feed = feed
+        self.store = feed.store
+        self.actions = actions
+        self.page_size = page_size
+        self.closing = asyncio.Event()
+        self.templates = jinja2.Environment(
+            loader=jinja2.PackageLoader("herald_console", "templates"),
+            autoescape=True,  # every template, whatever its name
+            undefined=jinja2.StrictUndefined,
+        )
+        self.templates.filters["when"] = _when
+        self.app = web.Application(middlewares=[_security_headers, access.middleware])
+        self.app.add_routes(
+            [
+                web.get("/", self.events_page),
+                web.get("/events/{event_id}", self.event_page),
+                web.get("/events/{event_id}/row", self.event_row),
+                web.get("/events/{event_id}/deliveries", self.event_deliveries),
+                web.get("/dead-letters", self.dead_letters_page),
+                web.get("/silences", self.silences_page),
+                web.get("/services", self.services_page),
+                web.get("/test", self.test_page),
+                web.get("/live", self.live),
+                web.get("/static/{name}", self.static),
+                web.post("/replay", self.replay_form),
+                web.post("/silences", self.silence_form),
+                web.post("/silences/{silence_id}/expire", self.expire_form),
+                web.post("/test", self.test_form),
+                web.get("/api/v1/session", self.api_session),
+                web.get("/api/v1/events", self.api_events),
+                web.get("/api/v1/events/{event_id}", self.api_event),
+                web.get("/api/v1/dead-letters", self.api_dead_letters),
+                web.get("/api/v1/replays", self.api_replays),
+                web.get("/api/v1/silences", self.api_silences),
+                web.get("/api/v1/services", self.api_services),
+                web.post("/api/v1/replay", self.api_replay),
+                web.post("/api/v1/silences", self.api_add_silence),
+                web.post("/api/v1/silences/{silence_id}/expire", self.api_expire_silence),
+                web.post("/api/v1/test", self.api_test),
+            ]
+        )
+
+    # --- rendering -------------------------------------------------------------------------
+
+    def render(
+        self, request: web.Request, name: str, status: int = 200, **values: Any
+    ) -> web.Response:
+        account = auth.account_of(request)
+        html = self.templates.get_template(name).render(
+            account=account, path=request.path, **values
+        )
+        return web.Response(text=html, status=status, content_type="text/html")
+
+    # --- pages -----------------------------------------------------------------------------
+
+    async def events_page(self, request: web.Request) -> web.Response:
+        chosen = _filter(request.query)
+        offset = _int(request.query.get("offset", ""), "offset", 0, 10**9)
+        rows = self.store.events(chosen, limit=self.page_size, offset=offset)
+        query = {k: v for k, v in request.query.items() if k != "offset" and v}
+        return self.render(
+            request,
+            "events.html",
+            rows=rows,
+            chosen=chosen,
+            query=request.query,
+            filters=urlencode(query),
+            kinds=KINDS,
+            outcomes=OUTCOMES,
+            offset=offset,
+            page_size=self.page_size,
+            total=self.store.count(),
+        )
+
+    def _row_or_404(self, event_id: str) -> EventRow:
+        row = self.store.event(event_id)
+        if row is None:
+            raise web.HTTPNotFound(text=f"404: no event {event_id} in the history\n")
+        return row
+
+    async def event_page(self, request: web.Request) -> web.Response:
+        row = self._row_or_404(request.match_info["event_id"])
+        event = row.event()
+        body = msgspec.json.format(row.body, indent=2).decode()
+        return self.render(
+            request,
+            "event.html",
+            row=row,
+            event=event,
+            body=body,
+            timeline=self.store.timeline(row.event_id),
+            scopes=SCOPES,
+            durations=DURATIONS,
+        )
+
+    async def event_row(self, request: web.Request) -> web.Response:
+        """One row of the events table, for the live page: 204 when it does not match its filters."""
+        event_id = request.match_info["event_id"]
+        if not self.store.matches(event_id, _filter(request.query)):
+            return web.Response(status=204)
+        row = self._row_or_404(event_id)
+        return self.render(request, "_row.html", row=row)
+
+    async def event_deliveries(self, request: web.Request) -> web.Response:
+        row = self._row_or_404(request.match_info["event_id"])
+        return self.render(
+            request, "_deliveries.html", row=row, timeline=self.store.timeline(row.event_id)
+        )
+
+    async def dead_letters_page(self, request: web.Request) -> web.Response:
+        return self.render(
+            request,
+            "dead_letters.html",
+            letters=self.store.dead_letters(),
+            replays=self.store.replays(),
+            asked=request.query.get("asked", ""),
+        )
+
+    async def silences_page(self, request: web.Request) -> web.Response:
+        now = datetime.now(UTC)
+        shown = sorted(self.feed.silences.values(), key=lambda s: s.starts, reverse=True)
+        return self.render(
+            request,
+            "silences.html",
+            silences=[(s, silence_command.state(s, now)) for s in shown],
+            durations=DURATIONS,
+        )
+
+    async def services_page(self, request: web.Request) -> web.Response:
+        return self.render(request, "services.html", instances=self._instances())
+
+    async def test_page(self, request: web.Request) -> web.Response:
+        return self.render(request, "test.html", kinds=TEST_KINDS)
+
+    async def static(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        asset = STATIC / name
+        suffix = name[name.rfind(".") :] if "." in name else ""
+        if "/" in name or suffix not in _MEDIA or not asset.is_file():
+            raise web.HTTPNotFound(text="404: no such asset\n")
+        return web.Response(
+            body=asset.read_bytes(),
+            content_type=_MEDIA[suffix],
+            headers={"Cache-Control": "private, max-age=300"},
+        )
+
+    async def live(self, request: web.Request) -> web.StreamResponse:
+        """Server-Sent Events: ``event: <what>`` / ``data: <id>`` for every change."""
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
+        )
+        await response.prepare(request)
+        queue = self.feed.announcements.listen()
+        closing = asyncio.ensure_future(self.closing.wait())
+        try:
+            await response.write(b"retry: 2000\n\n")
+            while not self.closing.is_set():
+                taking = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait(
+                    {taking, closing}, timeout=KEEPALIVE, return_when=asyncio.FIRST_COMPLETED
+                )
+                if taking in done:
+                    kind, data = taking.result()
+                    await response.write(f"event: {kind}\ndata: {data}\n\n".encode())
+                else:
+                    taking.cancel()
+                    await response.write(b": keepalive\n\n")
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            closing.cancel()
+            self.feed.announcements.forget(queue)
+        return response
+
+    # --- forms (operators) -----------------------------------------------------------------
+
+    async def _form(
+        self, request: web.Request, act: Callable[[Any, auth.Account], Awaitable[str]]
+    ) -> web.StreamResponse:
+        form = await request.post()
+        try:
+            where = await act(form, auth.account_of(request))
+        except ActionError as error:
+            return self.render(request, "problem.html", status=400, problem=str(error))
+        except BusError as error:
+            return self.render(request, "problem.html", status=503, problem=str(error))
+        raise web.HTTPSeeOther(where)
+
+    async def replay_form(self, request: web.Request) -> web.StreamResponse:
+        async def act(form: Any, account: auth.Account) -> str:
+            seqs = [int(v) for v in form.getall("letter", []) if str(v).isdigit()]
+            asked = await self.actions.replay_dead_letters(seqs, account.name)
+            return "/dead-letters?" + urlencode({"asked": ",".join(a.request.id for a in asked)})
+
+        return await self._form(request, act)
+
+    async def silence_form(self, request: web.Request) -> web.StreamResponse:
+        async def act(form: Any, account: auth.Account) -> str:
+            event_id = str(form.get("event_id", ""))
+            if event_id:
+                matchers = self.actions.matchers_for(event_id, str(form.get("scope", "")))
+            else:
+                key, _, value = str(form.get("match", "")).partition("=")
+                matchers = [Matcher(key.strip(), value)] if value else []
+            await self.actions.add_silence(
+                matchers,
+                _seconds(str(form.get("duration", ""))),
+                str(form.get("comment", "")),
+                account.name,
+            )
+            return "/silences"
+
+        return await self._form(request, act)
+
+    async def expire_form(self, request: web.Request) -> web.StreamResponse:
+        async def act(_form: Any, _account: auth.Account) -> str:
+            await self.actions.expire_silence(request.match_info["silence_id"])
+            return "/silences"
+
+        return await self._form(request, act)
+
+    async def test_form(self, request: web.Request) -> web.StreamResponse:
+        async def act(form: Any, _account: auth.Account) -> str:
+            event = await self.actions.send_test(str(form.get("kind", "failed")))
+            return f"/events/{event.event_id}"
+
+        return await self._form(request, act)
+
+    # --- the JSON API ----------------------------------------------------------------------
+
+    async def api_session(self, request: web.Request) -> web.Response:
+        account = auth.account_of(request)
+        return _json(
+            {"account": account.name, "role": account.role, "csrf_token": account.csrf_token}
+        )
+
+    async def api_events(self, request: web.Request) -> web.Response:
+        limit = _int(request.query.get("limit", ""), "limit", self.page_size, 500)
+        offset = _int(request.query.get("offset", ""), "offset", 0, 10**9)
+        rows = self.store.events(_filter(request.query), limit=limit, offset=offset)
+        return _json({"events": [_event_json(row) for row in rows], "offset": offset})
+
+    async def api_event(self, request: web.Request) -> web.Response:
+        row = self._row_or_404(request.match_info["event_id"])
+        return _json(
+            {
+                **_event_json(row),
+                "event": msgspec.json.decode(row.body),
+                "timeline": [
+                    {**dataclasses.asdict(entry), "at": _iso(entry.at)}
+                    for entry in self.store.timeline(row.event_id)
+                ],
+            }
+        )
+
+    async def api_dead_letters(self, request: web.Request) -> web.Response:
+        letters = self.store.dead_letters(_int(request.query.get("limit", ""), "limit", 200, 1000))
+        return _json({"dead_letters": [{**x, "at": _iso(x["at"])} for x in letters]})
+
+    async def api_replays(self, request: web.Request) -> web.Response:
+        return _json({"replays": self.store.replays()})
+
+    async def api_silences(self, request: web.Request) -> web.Response:
+        now = datetime.now(UTC)
+        return _json(
+            {
+                "silences": [
+                    {**msgspec.to_builtins(s), "state": silence_command.state(s, now)}
+                    for s in self.feed.silences.values()
+                ]
+            }
+        )
+
+    def _instances(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "service": i.service,
+                "instance": i.instance,
+                "status": i.status,
+                "online": i.online,
+                "destinations": i.destinations,
+                "status_seen_at": _iso(i.status_at),
+                "last_report_at": _iso(self.feed.last_seen.get(i.service)),
+            }
+            for i in sorted(self.feed.instances.values(), key=lambda i: (i.service, i.instance))
+        ]
+
+    async def api_services(self, request: web.Request) -> web.Response:
+        return _json({"instances": self._instances()})
+
+    async def _api(
+        self, request: web.Request, act: Callable[[Any, auth.Account], Awaitable[Any]]
+    ) -> web.Response:
+        try:
+            body = await request.json(loads=msgspec.json.decode) if request.can_read_body else {}
+        except (msgspec.DecodeError, ValueError):
+            return _json({"error": "the body is not JSON"}, 400)
+        if not isinstance(body, dict):
+            return _json({"error": "the body must be a JSON object"}, 400)
+        try:
+            return _json(await act(body, auth.account_of(request)))
+        except ActionError as error:
+            return _json({"error": str(error)}, 400)
+        except BusError as error:
+            return _json({"error": str(error)}, 503)
+        except (TypeError, KeyError) as error:
+            return _json({"error": f"unexpected body: {error}"}, 400)
+
+    async def api_replay(self, request: web.Request) -> web.Response:
+        async def act(body: dict[str, Any], account: auth.Account) -> Any:
+            if "dead_letters" in body:
+                asked = await self.actions.replay_dead_letters(
+                    [int(seq) for seq in body["dead_letters"]], account.name
+                )
+            else:
+                asked = [
+                    await self.actions.replay(
+                        str(body["service"]),
+                        [str(e) for e in body.get("event_ids", [])],
+                        body.get("destination"),
+                        account.name,
+                    )
+                ]
+            return {
+                "requests": [
+                    {"service": a.service, **msgspec.to_builtins(a.request)} for a in asked
+                ]
+            }
+
+        return await self._api(request, act)
+
+    async def api_add_silence(self, request: web.Request) -> web.Response:
+        async def act(body: dict[str, Any], account: auth.Account) -> Any:
+            if "event_id" in body:
+                matchers = self.actions.matchers_for(
+                    str(body["event_id"]), str(body.get("scope", "task"))
+                )
+            else:
+                matchers = [
+                    Matcher(str(m["key"]), str(m["value"])) for m in body.get("matchers", [])
+                ]
+            silence = await self.actions.add_silence(
+                matchers,
+                _seconds(str(body.get("duration", ""))),
+                str(body.get("comment", "")),
+                account.name,
+            )
+            return msgspec.to_builtins(silence)
+
+        return await self._api(request, act)
+
+    async def api_expire_silence(self, request: web.Request) -> web.Response:
+        async def act(_body: dict[str, Any], _account: auth.Account) -> Any:
+            await self.actions.expire_silence(request.match_info["silence_id"])
+            return {"expired": request.match_info["silence_id"]}
+
+        return await self._api(request, act)
+
+    async def api_test(self, request: web.Request) -> web.Response:
+        async def act(body: dict[str, Any], _account: auth.Account) -> Any:
+            event = await self.actions.send_test(str(body.get("kind", "failed")))
+            return {"event_id": event.event_id, "task_name": event.task.name}
+
+        return await self._api(request, act)
+
+
+@web.middleware
+async def _security_headers(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except web.HTTPException as error:
+        error.headers.update(_HEADERS)
+        raise
+    if not response.prepared:
+        response.headers.update(_HEADERS)
+    return response
