@@ -9,6 +9,7 @@ announced to the pages that follow it live (:class:`Announcements`).
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Callable
@@ -59,27 +60,44 @@ class Instance:
         return self.status == ONLINE.decode()
 
 
+#: One change notice: its number, what changed (event, delivery, …) and which (an id).
+Notice = tuple[int, str, str]
+
+
 class Announcements:
     """Fan-out of change notices to every live page (Server-Sent Events), never blocking intake:
-    a page that does not keep up loses notices, not the console its pace."""
+    a page that does not keep up loses notices, not the console its pace.
+
+    Notices are numbered and the last :data:`KEPT` are kept: a page rendered at notice n that
+    connects (or reconnects, with ``Last-Event-ID``) a moment later gets what it missed since."""
 
     QUEUE: Final = 256
+    KEPT: Final = 1024
 
     def __init__(self) -> None:
-        self._listeners: set[asyncio.Queue[tuple[str, str]]] = set()
+        self._listeners: set[asyncio.Queue[Notice]] = set()
+        self._recent: collections.deque[Notice] = collections.deque(maxlen=self.KEPT)
+        self.last = 0
 
-    def listen(self) -> asyncio.Queue[tuple[str, str]]:
-        queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue(self.QUEUE)
+    def listen(self, since: int | None = None) -> asyncio.Queue[Notice]:
+        queue: asyncio.Queue[Notice] = asyncio.Queue(self.QUEUE)
+        if since is not None:
+            for notice in self._recent:
+                if notice[0] > since and not queue.full():
+                    queue.put_nowait(notice)
         self._listeners.add(queue)
         return queue
 
-    def forget(self, queue: asyncio.Queue[tuple[str, str]]) -> None:
+    def forget(self, queue: asyncio.Queue[Notice]) -> None:
         self._listeners.discard(queue)
 
     def say(self, kind: str, data: str) -> None:
+        self.last += 1
+        notice = (self.last, kind, data)
+        self._recent.append(notice)
         for queue in self._listeners:
             if not queue.full():
-                queue.put_nowait((kind, data))
+                queue.put_nowait(notice)
 
 
 class Feed:

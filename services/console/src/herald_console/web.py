@@ -176,7 +176,7 @@ class Web:
     ) -> web.Response:
         account = auth.account_of(request)
         html = self.templates.get_template(name).render(
-            account=account, path=request.path, **values
+            account=account, path=request.path, seq=self.feed.announcements.last, **values
         )
         return web.Response(text=html, status=status, content_type="text/html")
 
@@ -279,7 +279,8 @@ class Web:
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
         )
         await response.prepare(request)
-        queue = self.feed.announcements.listen()
+        since = request.headers.get("Last-Event-ID") or request.query.get("since", "")
+        queue = self.feed.announcements.listen(int(since) if since.isdigit() else None)
         closing = asyncio.ensure_future(self.closing.wait())
         try:
             await response.write(b"retry: 2000\n\n")
@@ -289,8 +290,8 @@ class Web:
                     {taking, closing}, timeout=KEEPALIVE, return_when=asyncio.FIRST_COMPLETED
                 )
                 if taking in done:
-                    kind, data = taking.result()
-                    await response.write(f"event: {kind}\ndata: {data}\n\n".encode())
+                    seq, kind, data = taking.result()
+                    await response.write(f"id: {seq}\nevent: {kind}\ndata: {data}\n\n".encode())
                 else:
                     taking.cancel()
                     await response.write(b": keepalive\n\n")

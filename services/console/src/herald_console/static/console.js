@@ -4,7 +4,8 @@
 (function () {
   const live = document.body.dataset.live || "";
   if (!live || !window.EventSource) return;
-  const source = new EventSource("/live");
+  // From the notice this page was rendered at: what changed in between is not lost.
+  const source = new EventSource("/live?since=" + encodeURIComponent(document.body.dataset.seq || ""));
 
   async function fragment(url) {
     const response = await fetch(url, { credentials: "same-origin" });
