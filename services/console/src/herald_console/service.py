@@ -8,7 +8,10 @@ history in ``<state_dir>/console.sqlite3`` (``herald_console.store``), pruned ev
 Its connection is persistent (``herald-console-<instance>``), so events published while it is
 down wait in the broker; like every subscriber service it acknowledges each event it stored to
 ingest (``herald/v1/acks/console/<instance>``), so ingest, which sees its ``online`` status, does
-not resend to it forever.
+not resend to it forever. With the embedded broker (the one-machine demo) the connection is
+ephemeral instead: amqtt holds a subscription's SUBACK until its retained messages are
+acknowledged, which a persistent session's handler only does after subscribing; the console then
+keeps what arrives while it runs, publishes no status, and so owes ingest no acknowledgement.
 """
 
 from __future__ import annotations
@@ -56,14 +59,19 @@ class ConsoleService:
         )
         self.announcements = Announcements()
         self.feed = Feed(self.store, broker.topic_prefix, self.announcements)
+        persistent = not broker.embedded
         self.bus = Bus(
-            broker, NAME, subscriptions=subscriptions(broker.topic_prefix), handler=self._take
+            broker,
+            NAME,
+            subscriptions=subscriptions(broker.topic_prefix),
+            handler=self._take,
+            ephemeral=not persistent,
         )
         self.outbox = Outbox(self.store.db, self.bus)
         self.acks = Acknowledgements(
             self.store.db,
             self.outbox,
-            topics.acks_topic(broker.topic_prefix, NAME, broker.instance),
+            topics.acks_topic(broker.topic_prefix, NAME, broker.instance) if persistent else None,
         )
         self.feed.on_event = self._stored
         self.web = Web(
