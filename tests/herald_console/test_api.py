@@ -416,3 +416,18 @@ async def test_every_page_renders_for_a_viewer(
     async with viewer.get(url(console, path)) as response:
         assert response.status == 200
         assert "victor · viewer" in await response.text()
+
+
+async def test_each_stored_event_is_acknowledged_to_ingest_like_every_subscribers(
+    console: ConsoleService, broker_settings: BrokerSettings
+) -> None:
+    # Ingest waits for every service whose status is online (the console's is): without the
+    # acknowledgement it would resend every event to it until keep_for.
+    prefix = broker_settings.topic_prefix
+    acks = topics.acks_topic(prefix, "console", broker_settings.instance)
+    async with Observer(broker_settings.host, broker_settings.port, acks) as seen:
+        failed = failure_now(7)
+        await publish_event(broker_settings, failed)
+        await seen.wait_for(
+            lambda s: any(failed.event_id in msgspec.json.decode(m.payload) for m in s)
+        )
