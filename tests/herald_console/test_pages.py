@@ -35,6 +35,7 @@ from herald_testkit.mqtt import Observer
 from herald_testkit.pipeline import PREFIX
 
 from .conftest import OPERATOR, OPERATOR_PASSWORD, VIEWER, VIEWER_PASSWORD, basic
+from .events_for_tests import failure_now
 from .pipeline import ConsolePipeline, console_system
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -345,3 +346,32 @@ async def test_a_test_alert_sent_from_the_page_shows_its_receipts_as_they_arrive
     )
     # The log archiver does not archive a test alert: it says so.
     await expect(deliveries).to_contain_text("log-archiver · archive: skipped", timeout=WAIT)
+
+
+async def test_a_hostile_task_name_arriving_live_is_shown_as_text_and_runs_nothing(
+    system: ConsolePipeline, contexts: Opener
+) -> None:
+    page = await operator_page(contexts)
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: dialogs.append(dialog.message))
+    await page.goto("/")
+    await page.evaluate("window.sameDocument = true")
+    hostile = '<script>alert("task")</script><img src=x onerror=alert("img")>'
+    event = msgspec.structs.replace(
+        failure_now(900, name=hostile, stream=f"<b>{hostile}</b>"),
+        links=events.Links(qmc='javascript:alert("qmc")', hub="https://sense.example.com/hub"),
+    )
+    async with aiomqtt.Client(system.broker.host, system.broker.port) as client:
+        await client.publish(topics.topic_of(PREFIX, event), events.encode(event), qos=1)
+    row = page.locator(f"#event-{event.event_id}")
+    await expect(row).to_contain_text(hostile, timeout=WAIT)  # the text itself, as it came
+    assert await page.evaluate("window.sameDocument") is True
+    await page.goto(f"/events/{event.event_id}")
+    await expect(page.locator("h1")).to_contain_text(hostile)
+    # A link the event carries is a link only when it is http(s): no javascript: URL is offered.
+    await expect(page.get_by_role("link", name="Hub")).to_have_attribute(
+        "href", "https://sense.example.com/hub"
+    )
+    await expect(page.get_by_role("link", name="QMC")).to_have_count(0)
+    assert await page.locator("img[src=x]").count() == 0
+    assert dialogs == []

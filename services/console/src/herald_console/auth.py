@@ -131,8 +131,9 @@ async def _check_change(request: web.Request, account: Account) -> None:
 
 
 def _same_origin(origin: str, request: web.Request) -> bool:
-    parts = urlsplit(origin)
-    return parts.scheme == request.scheme and parts.netloc == request.host
+    # Host and port only: behind a proxy that terminates TLS the console itself sees plain HTTP
+    # while the browser's origin is https (the proxy must pass the Host header on).
+    return urlsplit(origin).netloc == request.host
 
 
 def account_of(request: web.Request) -> Account:

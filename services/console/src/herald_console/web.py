@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, Final
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import jinja2
 import msgspec
@@ -53,6 +53,14 @@ def _when(seconds: float | None) -> str:
     if seconds is None:
         return ""
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _web_link(url: str | None) -> str:
+    """``url`` when it is http(s), else "": an event's links come from the configuration and the
+    QRS, and a ``javascript:`` URL would run in the console's origin."""
+    if url and urlsplit(url).scheme.lower() in ("http", "https"):
+        return url
+    return ""
 
 
 def _iso(seconds: float | None) -> str | None:
@@ -138,6 +146,7 @@ class Web:
             undefined=jinja2.StrictUndefined,
         )
         self.templates.filters["when"] = _when
+        self.templates.filters["web_link"] = _web_link
         self.app = web.Application(middlewares=[_security_headers, access.middleware])
         self.app.add_routes(
             [
