@@ -1,4 +1,5 @@
-"""The console's HTTP side: server-rendered pages, a JSON API, and Server-Sent Events.
+"""The console's HTTP side: server-rendered pages, Server-Sent Events, and the JSON API's
+routes (``herald_console.api``).
 
 Pages are Jinja2 templates with autoescape on: nothing that came from Qlik (task and app names,
 script logs, messages) reaches a page unescaped, and the Content-Security-Policy allows only the
@@ -10,11 +11,10 @@ endpoint.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Any, Final
+from typing import Any, Final, get_args
 from urllib.parse import urlencode, urlsplit
 
 import jinja2
@@ -23,8 +23,9 @@ from aiohttp import web
 
 from herald_console import auth
 from herald_console.actions import SCOPES, TEST_KINDS, ActionError, Actions
+from herald_console.api import Api, instances, stored
 from herald_console.feed import Feed
-from herald_console.store import EventFilter, EventRow
+from herald_console.queries import event_filter, seconds, whole_number
 from herald_shared import silence_command
 from herald_shared.bus import BusError
 from herald_shared.delivery.receipts import DeliveryState
@@ -44,7 +45,7 @@ _HEADERS: Final = {
     "X-Frame-Options": "DENY",
 }
 #: The outcomes the filter offers; any other state a receipt carries is shown as it is.
-OUTCOMES: Final = (*DeliveryState.__args__, "grouped", "taken", "retrying")  # type: ignore[attr-defined]
+OUTCOMES: Final = (*get_args(DeliveryState), "grouped", "taken", "retrying")
 DURATIONS: Final = ("30m", "1h", "2h", "4h", "8h", "1d", "7d")
 KEEPALIVE: Final = 15.0  # seconds between SSE comments, so proxies keep the stream open
 
@@ -61,76 +62,6 @@ def _web_link(url: str | None) -> str:
     if url and urlsplit(url).scheme.lower() in ("http", "https"):
         return url
     return ""
-
-
-def _iso(seconds: float | None) -> str | None:
-    return None if seconds is None else datetime.fromtimestamp(seconds, UTC).isoformat()
-
-
-def _moment(text: str, name: str) -> float | None:
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise web.HTTPBadRequest(
-            text=f"400: {name}={text!r}: expected a time such as 2026-12-03T06:00\n"
-        ) from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
-
-
-def _filter(query: Any) -> EventFilter:
-    return EventFilter(
-        kind=query.get("kind", ""),
-        task=query.get("task", "").strip(),
-        app=query.get("app", "").strip(),
-        stream=query.get("stream", "").strip(),
-        outcome=query.get("outcome", ""),
-        since=_moment(query.get("since", ""), "since"),
-        until=_moment(query.get("until", ""), "until"),
-    )
-
-
-def _int(text: str, name: str, default: int, at_most: int) -> int:
-    if not text:
-        return default
-    if not text.isdigit():
-        raise web.HTTPBadRequest(text=f"400: {name}={text!r}: expected a whole number\n")
-    return min(int(text), at_most)
-
-
-def _seconds(text: str) -> float:
-    try:
-        return silence_command.how_long(text).total_seconds()
-    except ValueError as error:
-        raise ActionError(str(error)) from None
-
-
-def _event_json(row: EventRow) -> dict[str, Any]:
-    return {
-        "event_id": row.event_id,
-        "kind": row.kind,
-        "task_name": row.task_name,
-        "app_name": row.app_name,
-        "stream": row.stream,
-        "occurred_at": _iso(row.occurred_at),
-        "received_at": _iso(row.received_at),
-        "test": row.test,
-        "deliveries": [_delivery_json(d) for d in row.deliveries],
-    }
-
-
-def _delivery_json(delivery: Any) -> dict[str, Any]:
-    found = dataclasses.asdict(delivery)
-    found["at"] = _iso(delivery.at)
-    found["next_attempt_at"] = _iso(delivery.next_attempt_at)
-    return found
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        body=msgspec.json.encode(data), status=status, content_type="application/json"
-    )
 
 
 class Web:
@@ -164,17 +95,7 @@ class Web:
                 web.post("/silences", self.silence_form),
                 web.post("/silences/{silence_id}/expire", self.expire_form),
                 web.post("/test", self.test_form),
-                web.get("/api/v1/session", self.api_session),
-                web.get("/api/v1/events", self.api_events),
-                web.get("/api/v1/events/{event_id}", self.api_event),
-                web.get("/api/v1/dead-letters", self.api_dead_letters),
-                web.get("/api/v1/replays", self.api_replays),
-                web.get("/api/v1/silences", self.api_silences),
-                web.get("/api/v1/services", self.api_services),
-                web.post("/api/v1/replay", self.api_replay),
-                web.post("/api/v1/silences", self.api_add_silence),
-                web.post("/api/v1/silences/{silence_id}/expire", self.api_expire_silence),
-                web.post("/api/v1/test", self.api_test),
+                *Api(feed, actions, page_size).routes(),
             ]
         )
 
@@ -192,8 +113,8 @@ class Web:
     # --- pages -----------------------------------------------------------------------------
 
     async def events_page(self, request: web.Request) -> web.Response:
-        chosen = _filter(request.query)
-        offset = _int(request.query.get("offset", ""), "offset", 0, 10**9)
+        chosen = event_filter(request.query)
+        offset = whole_number(request.query.get("offset", ""), "offset", 0, 10**9)
         rows = self.store.events(chosen, limit=self.page_size, offset=offset)
         query = {k: v for k, v in request.query.items() if k != "offset" and v}
         return self.render(
@@ -210,14 +131,8 @@ class Web:
             total=self.store.count(),
         )
 
-    def _row_or_404(self, event_id: str) -> EventRow:
-        row = self.store.event(event_id)
-        if row is None:
-            raise web.HTTPNotFound(text=f"404: no event {event_id} in the history\n")
-        return row
-
     async def event_page(self, request: web.Request) -> web.Response:
-        row = self._row_or_404(request.match_info["event_id"])
+        row = stored(self.feed, request.match_info["event_id"])
         event = row.event()
         body = msgspec.json.format(row.body, indent=2).decode()
         return self.render(
@@ -234,13 +149,13 @@ class Web:
     async def event_row(self, request: web.Request) -> web.Response:
         """One row of the events table, for the live page: 204 when it does not match its filters."""
         event_id = request.match_info["event_id"]
-        if not self.store.matches(event_id, _filter(request.query)):
+        if not self.store.matches(event_id, event_filter(request.query)):
             return web.Response(status=204)
-        row = self._row_or_404(event_id)
+        row = stored(self.feed, event_id)
         return self.render(request, "_row.html", row=row)
 
     async def event_deliveries(self, request: web.Request) -> web.Response:
-        row = self._row_or_404(request.match_info["event_id"])
+        row = stored(self.feed, request.match_info["event_id"])
         return self.render(
             request, "_deliveries.html", row=row, timeline=self.store.timeline(row.event_id)
         )
@@ -265,7 +180,7 @@ class Web:
         )
 
     async def services_page(self, request: web.Request) -> web.Response:
-        return self.render(request, "services.html", instances=self._instances())
+        return self.render(request, "services.html", instances=instances(self.feed))
 
     async def test_page(self, request: web.Request) -> web.Response:
         return self.render(request, "test.html", kinds=TEST_KINDS)
@@ -343,7 +258,7 @@ class Web:
                 matchers = [Matcher(key.strip(), value)] if value else []
             await self.actions.add_silence(
                 matchers,
-                _seconds(str(form.get("duration", ""))),
+                seconds(str(form.get("duration", ""))),
                 str(form.get("comment", "")),
                 account.name,
             )
@@ -364,143 +279,6 @@ class Web:
             return f"/events/{event.event_id}"
 
         return await self._form(request, act)
-
-    # --- the JSON API ----------------------------------------------------------------------
-
-    async def api_session(self, request: web.Request) -> web.Response:
-        account = auth.account_of(request)
-        return _json(
-            {"account": account.name, "role": account.role, "csrf_token": account.csrf_token}
-        )
-
-    async def api_events(self, request: web.Request) -> web.Response:
-        limit = _int(request.query.get("limit", ""), "limit", self.page_size, 500)
-        offset = _int(request.query.get("offset", ""), "offset", 0, 10**9)
-        rows = self.store.events(_filter(request.query), limit=limit, offset=offset)
-        return _json({"events": [_event_json(row) for row in rows], "offset": offset})
-
-    async def api_event(self, request: web.Request) -> web.Response:
-        row = self._row_or_404(request.match_info["event_id"])
-        return _json(
-            {
-                **_event_json(row),
-                "event": msgspec.json.decode(row.body),
-                "timeline": [
-                    {**dataclasses.asdict(entry), "at": _iso(entry.at)}
-                    for entry in self.store.timeline(row.event_id)
-                ],
-            }
-        )
-
-    async def api_dead_letters(self, request: web.Request) -> web.Response:
-        letters = self.store.dead_letters(_int(request.query.get("limit", ""), "limit", 200, 1000))
-        return _json({"dead_letters": [{**x, "at": _iso(x["at"])} for x in letters]})
-
-    async def api_replays(self, request: web.Request) -> web.Response:
-        return _json({"replays": self.store.replays()})
-
-    async def api_silences(self, request: web.Request) -> web.Response:
-        now = datetime.now(UTC)
-        return _json(
-            {
-                "silences": [
-                    {**msgspec.to_builtins(s), "state": silence_command.state(s, now)}
-                    for s in self.feed.silences.values()
-                ]
-            }
-        )
-
-    def _instances(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "service": i.service,
-                "instance": i.instance,
-                "status": i.status,
-                "online": i.online,
-                "destinations": i.destinations,
-                "status_seen_at": _iso(i.status_at),
-                "last_report_at": _iso(self.feed.last_seen.get(i.service)),
-            }
-            for i in sorted(self.feed.instances.values(), key=lambda i: (i.service, i.instance))
-        ]
-
-    async def api_services(self, request: web.Request) -> web.Response:
-        return _json({"instances": self._instances()})
-
-    async def _api(
-        self, request: web.Request, act: Callable[[Any, auth.Account], Awaitable[Any]]
-    ) -> web.Response:
-        try:
-            body = await request.json(loads=msgspec.json.decode) if request.can_read_body else {}
-        except (msgspec.DecodeError, ValueError):
-            return _json({"error": "the body is not JSON"}, 400)
-        if not isinstance(body, dict):
-            return _json({"error": "the body must be a JSON object"}, 400)
-        try:
-            return _json(await act(body, auth.account_of(request)))
-        except ActionError as error:
-            return _json({"error": str(error)}, 400)
-        except BusError as error:
-            return _json({"error": str(error)}, 503)
-        except (TypeError, KeyError) as error:
-            return _json({"error": f"unexpected body: {error}"}, 400)
-
-    async def api_replay(self, request: web.Request) -> web.Response:
-        async def act(body: dict[str, Any], account: auth.Account) -> Any:
-            if "dead_letters" in body:
-                asked = await self.actions.replay_dead_letters(
-                    [int(seq) for seq in body["dead_letters"]], account.name
-                )
-            else:
-                asked = [
-                    await self.actions.replay(
-                        str(body["service"]),
-                        [str(e) for e in body.get("event_ids", [])],
-                        body.get("destination"),
-                        account.name,
-                    )
-                ]
-            return {
-                "requests": [
-                    {"service": a.service, **msgspec.to_builtins(a.request)} for a in asked
-                ]
-            }
-
-        return await self._api(request, act)
-
-    async def api_add_silence(self, request: web.Request) -> web.Response:
-        async def act(body: dict[str, Any], account: auth.Account) -> Any:
-            if "event_id" in body:
-                matchers = self.actions.matchers_for(
-                    str(body["event_id"]), str(body.get("scope", "task"))
-                )
-            else:
-                matchers = [
-                    Matcher(str(m["key"]), str(m["value"])) for m in body.get("matchers", [])
-                ]
-            silence = await self.actions.add_silence(
-                matchers,
-                _seconds(str(body.get("duration", ""))),
-                str(body.get("comment", "")),
-                account.name,
-            )
-            return msgspec.to_builtins(silence)
-
-        return await self._api(request, act)
-
-    async def api_expire_silence(self, request: web.Request) -> web.Response:
-        async def act(_body: dict[str, Any], _account: auth.Account) -> Any:
-            await self.actions.expire_silence(request.match_info["silence_id"])
-            return {"expired": request.match_info["silence_id"]}
-
-        return await self._api(request, act)
-
-    async def api_test(self, request: web.Request) -> web.Response:
-        async def act(body: dict[str, Any], _account: auth.Account) -> Any:
-            event = await self.actions.send_test(str(body.get("kind", "failed")))
-            return {"event_id": event.event_id, "task_name": event.task.name}
-
-        return await self._api(request, act)
 
 
 @web.middleware
