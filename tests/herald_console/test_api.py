@@ -194,7 +194,12 @@ async def test_a_change_without_the_csrf_token_or_from_another_origin_is_refused
             allow_redirects=False,
         ) as response:
             assert response.status == 303
-            event_id = response.headers["Location"].rsplit("/", 1)[-1]
+            location = response.headers["Location"]
+            event_id = location.rsplit("/", 1)[-1]
+        # Its page is there at once (the sender is sent to it), before the broker's copy.
+        async with operator.get(url(console, location)) as page:
+            assert page.status == 200
+            assert '<span class="test">test</span>' in await page.text()
         [published] = await seen.wait_for(lambda s: len(s) >= 1)
         event = events.decode(published.payload)
         assert (event.event_id, event.kind, event.test) == (event_id, "task_aborted", True)

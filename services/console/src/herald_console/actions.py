@@ -140,4 +140,7 @@ class Actions:
         await self._bus.publish(
             topics.topic_of(self._broker.topic_prefix, event), events.encode(event)
         )
+        # In the history at once: its page, where the sender is sent, must not be a 404 until
+        # the broker's copy arrives (which is then known, and taken as a redelivery).
+        self._store.add_event(event)
         return event
