@@ -375,3 +375,17 @@ async def test_a_hostile_task_name_arriving_live_is_shown_as_text_and_runs_nothi
     await expect(page.get_by_role("link", name="QMC")).to_have_count(0)
     assert await page.locator("img[src=x]").count() == 0
     assert dialogs == []
+
+
+async def test_a_failure_while_the_console_was_killed_is_in_its_history_once_it_is_back(
+    system: ConsolePipeline, contexts: Opener
+) -> None:
+    await system.kill("console")  # SIGKILL: no goodbye, the broker keeps its session
+    event_id = await failed_reload(system)
+    # Delivered meanwhile by the rest of the pipeline; the console hears of it when it is back.
+    await system.start_service("console")
+    page = await operator_page(contexts)
+    await page.goto("/")
+    row = page.locator(f"#event-{event_id}")
+    await expect(row).to_contain_text(TASK_FAILED_NAME, timeout=WAIT)
+    await expect(row).to_contain_text("log-archiver · archive: delivered", timeout=WAIT)
