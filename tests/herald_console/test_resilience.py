@@ -4,6 +4,7 @@ certificate."""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from pathlib import Path
 
@@ -86,3 +87,25 @@ async def test_the_console_serves_https_with_the_configured_certificate(
                     pass
     finally:
         await console.stop()
+
+
+async def test_a_stop_ends_the_live_streams_of_open_pages(
+    broker_settings: BrokerSettings, tmp_path: Path
+) -> None:
+    console = ConsoleService(console_settings(tmp_path / "console"), broker_settings)
+    await console.start()
+    stopped = False
+    try:
+        async with (
+            aiohttp.ClientSession(headers=basic("victor", "viewer-secret-password")) as session,
+            session.get(url(console, "/live")) as stream,
+        ):
+            assert stream.headers["Content-Type"] == "text/event-stream"
+            assert await stream.content.readline() == b"retry: 2000\n"
+            # Well within Kubernetes' 30 s grace: an open page does not hold the stop up.
+            await asyncio.wait_for(console.stop(), 20)
+            stopped = True
+            assert await asyncio.wait_for(stream.content.read(), 20) == b"\n"
+    finally:
+        if not stopped:
+            await console.stop()

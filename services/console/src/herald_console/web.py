@@ -216,9 +216,11 @@ class Web:
                 if taking in done:
                     seq, kind, data = taking.result()
                     await response.write(f"id: {seq}\nevent: {kind}\ndata: {data}\n\n".encode())
-                else:
-                    taking.cancel()
-                    await response.write(b": keepalive\n\n")
+                    continue
+                taking.cancel()
+                if closing in done:
+                    break  # the console stops: the page's EventSource reconnects later
+                await response.write(b": keepalive\n\n")
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
