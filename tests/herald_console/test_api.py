@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -13,6 +14,7 @@ import pytest
 
 from herald_console.service import ConsoleService
 from herald_shared import events, replay, silences, topics
+from herald_shared.delivery import receipts
 from herald_shared.settings import BrokerSettings
 from herald_testkit.mqtt import Observer, Seen, publisher
 
@@ -436,3 +438,59 @@ async def test_each_stored_event_is_acknowledged_to_ingest_like_every_subscriber
         await seen.wait_for(
             lambda s: any(failed.event_id in msgspec.json.decode(m.payload) for m in s)
         )
+
+
+async def test_a_retried_delivery_shows_why_and_when_next_until_its_receipt_ends_it(
+    console: ConsoleService, broker_settings: BrokerSettings, viewer: aiohttp.ClientSession
+) -> None:
+    prefix = broker_settings.topic_prefix
+    failed = failure_now(8)
+    await publish_event(broker_settings, failed)
+    now = datetime.now(UTC)
+    pending = receipts.Pending(
+        event_id=failed.event_id, service="emailer", destination="email-failed",
+        target="oncall@example.com", attempts=2, reason="SMTP 451 try again later", at=now,
+        next_attempt_at=now + timedelta(seconds=30),
+    )  # fmt: skip
+    await publish(
+        broker_settings, topics.pending_topic(prefix, "emailer"), receipts.encode(pending)
+    )
+    address = url(console, f"/api/v1/events/{failed.event_id}")
+
+    def state(found: Any) -> tuple[str, ...]:
+        deliveries = found.get("deliveries", [])
+        return tuple(deliveries[0][key] or "" for key in ("state", "detail")) if deliveries else ()
+
+    async def until_state(holds: Callable[[tuple[str, ...]], bool]) -> Any:
+        for _ in range(200):
+            async with viewer.get(address) as response:
+                if response.status == 200 and holds(state(found := await response.json())):
+                    return found
+            await asyncio.sleep(0.1)
+        raise AssertionError("the delivery never reached the state")
+
+    found = await until_state(lambda s: s[:1] == ("retrying",))
+    [delivery] = found["deliveries"]
+    assert delivery["detail"] == "SMTP 451 try again later"
+    assert delivery["attempts"] == 2
+    assert pending.next_attempt_at is not None
+    assert delivery["next_attempt_at"].startswith(pending.next_attempt_at.isoformat()[:19])
+    async with viewer.get(url(console, "/?outcome=retrying")) as response:
+        html = await response.text()
+        assert "attempt 2 failed: SMTP 451 try again later; next at" in html
+
+    await publish(
+        broker_settings,
+        topics.deliveries_topic(prefix, "emailer"),
+        receipt(
+            failed, "emailer", "email-failed", "delivered", target="oncall@example.com", attempts=3
+        ),
+    )
+    await until_state(lambda s: s[:1] == ("delivered",))
+    # A late word about an attempt before the receipt does not undo it.
+    await publish(
+        broker_settings, topics.pending_topic(prefix, "emailer"), receipts.encode(pending)
+    )
+    await publish_event(broker_settings, failure_now(9))  # after the late pending, in order
+    await until_json(viewer, url(console, "/api/v1/events"), lambda f: len(f["events"]) == 2)
+    assert state(await get_json(viewer, address))[0] == "delivered"
