@@ -32,6 +32,7 @@ SERVICES = (
     "incident-forwarder",
     "metrics-writer",
     "log-archiver",
+    "console",
 )
 SUBSCRIBERS = ("emailer", "chat-notifier", "incident-forwarder", "metrics-writer")
 

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import bcrypt
 import pytest
 
 from herald_testkit.mosquitto import Mosquitto, ShippedMosquitto
@@ -37,6 +38,7 @@ SERVICES = (
     "incident-forwarder",
     "metrics-writer",
     "log-archiver",
+    "console",
 )
 MODULES = {service: "herald_" + service.replace("-", "_") for service in SERVICES}
 SECTIONS = {service: service.replace("-", "_") for service in SERVICES}
@@ -193,6 +195,12 @@ def test_the_service_starts_from_its_image_install_and_is_ready(
         )
     if service == "log-archiver":
         env["HERALD_LOG_ARCHIVER__DIRECTORY"] = str(tmp_path / "script-logs")
+    if service == "console":
+        # Its account's hash is a compose secret; here an account made for the test.
+        account_hash = tmp_path / "console-admin"
+        account_hash.write_text(bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode())
+        env["HERALD_CONSOLE__LISTEN"] = f"127.0.0.1:{free_port()}"
+        env["HERALD_CONSOLE__USERS__ADMIN__PASSWORD_HASH_FILE"] = str(account_hash)
     log = tmp_path / "service.log"
     with log.open("wb") as output:
         process = subprocess.Popen(

@@ -91,7 +91,10 @@ async def test_herald_says_its_version_and_run_help_names_the_installed_services
     code, out, _ = await herald("run", "--help")
     assert code == 0
     listed = " ".join(out.split()).replace("- ", "-")  # argparse wraps the help text
-    assert "installed: chat-notifier, emailer, incident-forwarder, ingest, log-archiver" in listed
+    assert (
+        "installed: chat-notifier, console, emailer, incident-forwarder, ingest, log-archiver"
+        in listed
+    )
 
 
 async def test_in_herald_up_each_log_line_names_the_service_it_comes_from(tmp_path: Path) -> None:

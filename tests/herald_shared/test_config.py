@@ -196,6 +196,7 @@ def test_herald_check_config_accepts_the_shipped_files(path: Path, tmp_path: Pat
         cwd = tmp_path
         ports["HERALD_INGEST__UDP__PORT"] = "0"
         ports["HERALD_BROKER__PORT"] = str(free_port())  # the embedded broker's, 1884 in the file
+        ports["HERALD_CONSOLE__LISTEN"] = "127.0.0.1:0"  # the console's, 9180 in the file
     result = _check_config(path.relative_to(ROOT), ports, arguments, cwd=cwd)
     assert result.returncode == 0, result.stderr
     assert "valid for" in result.stdout
@@ -777,5 +778,5 @@ def test_check_config_lists_the_old_spellings_and_still_exits_0(tmp_path: Path) 
         f"{path}: emailer.failed.enable is deprecated; write enabled",
         f"{path}: chat_notifier.slack[0].rate_limit: 0 is deprecated; write null",
         f"{path}: valid for chat-notifier, emailer (not configured: "
-        "incident-forwarder, ingest, log-archiver, metrics-writer)",
+        "console, incident-forwarder, ingest, log-archiver, metrics-writer)",
     ]

@@ -61,6 +61,7 @@ SECTIONS: Final = (
     "incident_forwarder",
     "metrics_writer",
     "log_archiver",
+    "console",
     "logging",
     "health",
     "time_intervals",

@@ -35,6 +35,8 @@ from herald_shared.delivery.receipts import Pending, Receipt
 from herald_shared.following import Follower, receipt_line, where
 from herald_shared.settings import BrokerSettings
 
+__all__ = ["DEFAULT_TIMEOUT", "Watch", "connection", "register", "send_test", "test_event"]
+
 _SAMPLES: dict[str, Callable[[], events.Event]] = {
     "failed": samples.sample_failed,
     "aborted": samples.sample_aborted,

@@ -22,7 +22,7 @@ from herald_shared.bus import Bus, BusError, Message
 from herald_shared.settings import BrokerSettings
 from herald_shared.silences import Matcher, Silence
 
-__all__ = ["new_silence", "register"]
+__all__ = ["fetch", "new_silence", "publish", "register", "state"]
 
 
 def _matcher(text: str) -> Matcher:

@@ -7,11 +7,13 @@ from herald_shared.events import Event, Kind, TaskType
 __all__ = [
     "VERSION",
     "acks_filter",
+    "acks_topic",
     "dead_letter_topic",
     "deliveries_topic",
     "event_topic",
     "events_filter",
     "events_subscription",
+    "family_filter",
     "lease_topic",
     "replay_topic",
     "replayed_filter",

@@ -22,17 +22,24 @@ def run(
     main: Callable[[argparse.Namespace], Coroutine[Any, Any, Figures]],
     show: Callable[[Figures], None],
     *,
-    burst: int,
-    rate: float,
-    seconds: float,
+    burst: int | None = None,
+    rate: float | None = None,
+    seconds: float | None = None,
+    **options: int,
 ) -> None:
-    """Parse ``--burst --rate --seconds --json``, run ``main``, print its figures (and save them)."""
+    """Parse ``--burst --rate --seconds`` (those given a default), ``--<option>`` for each other
+    keyword (a whole number) and ``--json``; run ``main``, print its figures (and save them)."""
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--burst", type=int, default=burst)
-    parser.add_argument("--rate", type=float, default=rate)
-    parser.add_argument("--seconds", type=float, default=seconds)
+    for name, kind, default in (
+        ("burst", int, burst),
+        ("rate", float, rate),
+        ("seconds", float, seconds),
+        *((name, int, value) for name, value in options.items()),
+    ):
+        if default is not None:
+            parser.add_argument(f"--{name}", type=kind, default=default)
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     arguments = parser.parse_args()
     figures = asyncio.run(main(arguments))

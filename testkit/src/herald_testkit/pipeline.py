@@ -173,14 +173,7 @@ class Pipeline:
     # --- the whole system ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        (self.workdir / "logs").mkdir(exist_ok=True)
-        await asyncio.to_thread(self.broker.start)
-        await self._start_sim()
-        self.config.write_text(self.render_config())
-        self.receipts = Observer(
-            self.broker.host, self.broker.port, f"{PREFIX}/v1/deliveries/#", persistent=True
-        )
-        await self.receipts.__aenter__()
+        await self.start_groundwork()
         self.destinations.butler_mqtt = Observer(
             self.broker.host, self.broker.port, f"{BUTLER_TOPICS}/#", persistent=True
         )
@@ -192,6 +185,18 @@ class Pipeline:
         await self.start_service("ingest")
         if self.two_ingests:
             await self.start_service(SECOND_INGEST)
+
+    async def start_groundwork(self) -> None:
+        """What every service needs first: Mosquitto, the QRS stand-in, the configuration file
+        and the observer of the receipts."""
+        (self.workdir / "logs").mkdir(exist_ok=True)
+        await asyncio.to_thread(self.broker.start)
+        await self._start_sim()
+        self.config.write_text(self.render_config())
+        self.receipts = Observer(
+            self.broker.host, self.broker.port, f"{PREFIX}/v1/deliveries/#", persistent=True
+        )
+        await self.receipts.__aenter__()
 
     async def stop(self) -> None:
         for service in self.services.values():
@@ -449,10 +454,10 @@ class Pipeline:
 
     # --- the configuration ---------------------------------------------------------------------
 
-    def render_config(self) -> str:
-        d = self.destinations
+    def core_sections(self) -> dict[str, Any]:
+        """broker, health, logging, qlik and ingest: what every configuration of the system has."""
         state = self.workdir / "state"
-        config: dict[str, Any] = {
+        return {
             "broker": {
                 "host": self.broker.host,
                 "port": self.broker.port,
@@ -480,29 +485,42 @@ class Pipeline:
                 "udp": {"host": "127.0.0.1", "port": self.udp_port},
                 **self.ingest_extra,
             },
-            "emailer": {
-                "state_dir": str(state / "emailer"),
-                "from_address": "Qlik Sense alerts <qlik-alerts@example.com>",
-                "smtp": {
-                    "host": d.smtp.host,
-                    "port": d.smtp.port,
-                    "tls": "starttls",
-                    "username": SMTP_USER,
-                    "password": SMTP_PASSWORD,
-                    "ca_file": str(d.smtp.ca_file),
-                    "timeout": "30s",
-                },
-                "failed": {
-                    "recipients": list(RECIPIENTS),
-                    "recipients_custom_property": None,
-                    "app_owner": {"enabled": False},
-                    "rate_limit": None,
-                    "group": ONE_PER_EVENT,
-                },
-                "aborted": {"rate_limit": None, "group": ONE_PER_EVENT},
-                "recovered": {"rate_limit": None, "group": ONE_PER_EVENT},
-                "delivery": _delivery(),
+        }
+
+    def emailer_section(self) -> dict[str, Any]:
+        """The emailer, to the caller's SMTP server, every failure to both recipients."""
+        d = self.destinations
+        state = self.workdir / "state"
+        return {
+            "state_dir": str(state / "emailer"),
+            "from_address": "Qlik Sense alerts <qlik-alerts@example.com>",
+            "smtp": {
+                "host": d.smtp.host,
+                "port": d.smtp.port,
+                "tls": "starttls",
+                "username": SMTP_USER,
+                "password": SMTP_PASSWORD,
+                "ca_file": str(d.smtp.ca_file),
+                "timeout": "30s",
             },
+            "failed": {
+                "recipients": list(RECIPIENTS),
+                "recipients_custom_property": None,
+                "app_owner": {"enabled": False},
+                "rate_limit": None,
+                "group": ONE_PER_EVENT,
+            },
+            "aborted": {"rate_limit": None, "group": ONE_PER_EVENT},
+            "recovered": {"rate_limit": None, "group": ONE_PER_EVENT},
+            "delivery": _delivery(),
+        }
+
+    def render_config(self) -> str:
+        d = self.destinations
+        state = self.workdir / "state"
+        config: dict[str, Any] = {
+            **self.core_sections(),
+            "emailer": self.emailer_section(),
             "chat_notifier": {
                 "state_dir": str(state / "chat-notifier"),
                 "slack": [

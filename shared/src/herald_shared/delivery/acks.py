@@ -20,6 +20,8 @@ import msgspec
 from herald_shared.db import Database
 from herald_shared.outbox import Outbox
 
+__all__ = ["Acknowledgements"]
+
 log = logging.getLogger("herald_shared.delivery.runner")
 
 SEND_EVERY: Final = 0.25  # seconds

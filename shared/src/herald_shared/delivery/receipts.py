@@ -9,7 +9,7 @@ import msgspec
 
 from herald_shared.events import Event
 
-__all__ = ["DeadLetter", "DeliveryState", "Receipt", "encode", "timestamp"]
+__all__ = ["DeadLetter", "DeliveryState", "Pending", "Receipt", "encode", "timestamp"]
 
 #: How one delivery ended (the ledger's states but ``pending``). Not an alert outcome
 #: (:mod:`herald_shared.outcomes`): the wire field is ``outcome`` for compatibility.

@@ -89,10 +89,19 @@ async def _show(document: ConfigDocument, process: ProcessSettings, sim: QlikSim
         f"  scripts/herald qlik-sim record failed --sim {sim.origin} --certs {sim.certs.folder}\n"
         "    (a failure whose datagram is lost: the reconciliation sweep alerts it within a minute)\n"
         "  scripts/herald send-test --config deploy/config/herald.demo.yaml\n"
-        f"Health and metrics: http://127.0.0.1:{process.health.port}/readyz and /metrics. Ctrl-C stops.\n",
+        f"Health and metrics: http://127.0.0.1:{process.health.port}/readyz and /metrics."
+        f"{_console(document)} Ctrl-C stops.\n",
         flush=True,
     )
     await watching
+
+
+def _console(document: ConfigDocument) -> str:
+    """Where the console shows it all, when the file runs one."""
+    section = document.data.get("console")
+    if not isinstance(section, dict):
+        return ""
+    return f"\nThe console: http://{section.get('listen', '127.0.0.1:9180')}/."
 
 
 def _archived_since(archive: Path, begun: float) -> list[Path]:
