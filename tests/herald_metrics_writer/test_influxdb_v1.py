@@ -269,14 +269,22 @@ async def test_one_batch_is_one_request_and_a_bad_point_does_not_sink_the_others
 ) -> None:
     import asyncio
 
+    # InfluxDB 1.x refuses a field whose type changes within a shard: in 1970's shard
+    # log_message is a string, so a float log_message there is a 400 for its batch. The string
+    # goes in first through a writer of its own that flushes at once: alone in a batch of three,
+    # it would wait out the 30 s below.
+    seeding = InfluxDestination(_settings(influxdb.url, database), "metrics-writer")
+    await seeding.start()
+    try:
+        await seeding.writer.write('reload_task_failed log_message="text" 0')
+    finally:
+        await seeding.close()
+    # 30 s: only a full batch of three can be written while the test runs.
     settings = _settings(influxdb.url, database, batch_size=3, flush_interval=30)
     destination = InfluxDestination(settings, "metrics-writer")
     await destination.start()
     try:
         good = samples.sample_failed()
-        # InfluxDB 1.x refuses a field whose type changes within a shard: in 1970's shard
-        # log_message is a string, so a float log_message there is a 400 for its batch.
-        await destination.writer.write('reload_task_failed log_message="text" 0')
         other = samples.sample_partial()
         results = await asyncio.gather(
             destination.writer.write(destination_line(destination, good)),

@@ -315,7 +315,9 @@ class Pipeline:
             "--port", str(self.qrs_port), "--certs", str(self.certs.folder),
             stdout=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
-        await asyncio.to_thread(wait_for_port, "127.0.0.1", self.qrs_port, 30)
+        # As long as a service may take to be ready (start_service): on a busy machine, the
+        # imports alone can take half a minute.
+        await asyncio.to_thread(wait_for_port, "127.0.0.1", self.qrs_port, 60)
         context = await asyncio.to_thread(self.certs.client_context)
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context))
 
