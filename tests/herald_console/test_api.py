@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 from herald_console.service import ConsoleService
-from herald_shared import events, replay, silences, topics
+from herald_shared import events, replay, self_report, silences, topics
 from herald_shared.delivery import receipts
 from herald_shared.settings import BrokerSettings
 from herald_testkit.mqtt import Observer, Seen, publisher
@@ -447,9 +447,36 @@ async def test_the_services_page_shows_each_instance_from_its_retained_messages(
     )
     # The console is a service too: its own status is there.
     assert any(i["service"] == "console" and i["online"] for i in found["instances"])
+
+    # What the instance says of itself: readiness, queue, last event, version, on the page too.
+    said = self_report.SelfReport(
+        version="9.9.9",
+        ready=False,
+        why="not connected to the <SMTP> server",
+        queued=17,
+        last_event_at=datetime(2026, 12, 3, 3, 2, tzinfo=UTC),
+        started_at=datetime(2026, 12, 3, 0, 0, tzinfo=UTC),
+    )
+    report_topic = topics.self_report_topic(prefix, "emailer", "mail-1")
+    await publish(broker_settings, report_topic, self_report.encode(said), retain=True)
+    found = await until_json(
+        viewer,
+        url(console, "/api/v1/services"),
+        lambda f: any(i["self_report"] for i in f["instances"] if i["instance"] == "mail-1"),
+    )
+    [emailer] = [i for i in found["instances"] if i["instance"] == "mail-1"]
+    assert emailer["self_report"]["queued"] == 17
+    assert emailer["self_report"]["ready"] is False
+    assert emailer["self_report"]["version"] == "9.9.9"
+    async with viewer.get(url(console, "/services")) as response:
+        page = await response.text()
+    assert "not ready" in page
+    assert "9.9.9" in page
+    assert "not connected to the &lt;SMTP&gt; server" in page
     for topic in (
         topics.status_topic(prefix, "emailer", "mail-1"),
         topics.destinations_topic(prefix, "emailer", "mail-1"),
+        report_topic,
     ):
         await publish(broker_settings, topic, b"", retain=True)
 

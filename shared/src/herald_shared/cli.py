@@ -22,7 +22,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from importlib.metadata import PackageNotFoundError, entry_points, version
+from importlib.metadata import entry_points
 from typing import Any
 
 from herald_shared import config, preflight, replay_command, sendtest, silence_command, tail
@@ -36,6 +36,7 @@ from herald_shared.runtime import (
     installed_services,
     serve,
 )
+from herald_shared.self_report import herald_version
 
 __all__ = ["BUILT_IN", "EXIT_CONFIG", "add_config_argument", "main"]
 
@@ -75,7 +76,7 @@ def _parser(*, with_plugins: bool) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="herald", description="Herald: Qlik Sense reload alerts over MQTT."
     )
-    parser.add_argument("--version", action="version", version=f"herald {_version()}")
+    parser.add_argument("--version", action="version", version=f"herald {herald_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run one service")
@@ -106,13 +107,6 @@ def _parser(*, with_plugins: bool) -> argparse.ArgumentParser:
         for entry_point in entry_points(group="herald.commands"):
             entry_point.load()(commands)
     return parser
-
-
-def _version() -> str:
-    try:
-        return version("herald-shared")
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        return "unknown"
 
 
 def _run(arguments: argparse.Namespace) -> int:

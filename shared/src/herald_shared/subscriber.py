@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from herald_shared import topics
@@ -27,6 +28,7 @@ from herald_shared.db import database_for
 from herald_shared.delivery.destination import Destination
 from herald_shared.delivery.runner import Runner
 from herald_shared.outbox import Outbox
+from herald_shared.self_report import SelfReport, SelfReporter, herald_version
 from herald_shared.settings import BrokerSettings, DeliverySettings
 from herald_shared.silences import SilenceBook
 from herald_shared.supervision import Supervisor
@@ -86,6 +88,21 @@ class SubscriberService:
             time_intervals=time_intervals,
         )
         self._publishing: asyncio.Task[None] | None = None
+        self._reporting: asyncio.Task[None] | None = None
+        self._started_at = datetime.now(UTC)
+        self._last_event_at: datetime | None = None
+        self._self_reporter = SelfReporter(self.bus, self._self_report)
+
+    def _self_report(self) -> SelfReport:
+        ready, why = self.readiness()
+        return SelfReport(
+            version=herald_version(),
+            ready=ready,
+            why=why,
+            queued=self.runner.ledger.count_pending(),
+            last_event_at=self._last_event_at,
+            started_at=self._started_at,
+        )
 
     async def _handle(self, message: Message) -> None:
         if self.silences.takes(message.topic):
@@ -94,20 +111,25 @@ class SubscriberService:
         if message.topic == self._replay_topic:
             self.runner.replay(message.topic, message.payload)
             return
+        self._last_event_at = datetime.now(UTC)
         await self.runner.handle(message.topic, message.payload)
 
     async def start(self) -> None:
         await self.runner.start()  # resume what a previous run left pending first
         self._publishing = self._supervisor.spawn(self.outbox.run(), "the outbox loop")
         self._supervisor.watch(self.bus.start(), "the broker connection loop")
+        self._reporting = self._supervisor.spawn(self._self_reporter.run(), "the self-report loop")
 
     async def stop(self) -> None:
         self.bus.stop_consuming()
+        if self._reporting is not None:
+            self._reporting.cancel()  # before it is cleared below, so nothing says it again
         await self.bus.drain()
         await self.runner.stop(self._delivery.shutdown_grace)
         if self.bus.connected:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.outbox.wait_empty(), OUTBOX_FLUSH_SECONDS)
+            await self._self_reporter.clear()
         if self._publishing is not None:
             self._publishing.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 import msgspec
 
-from herald_shared import config, events, replay, silences, topics
+from herald_shared import config, events, replay, self_report, silences, topics
 from herald_shared.bus import Bus, Message
 from herald_shared.delivery.receipts import attempts_done
 from herald_shared.matcher import matches_pattern
@@ -38,6 +38,8 @@ def describe(topic: str, payload: bytes) -> str:
     try:
         if section == "events":
             return _event_line(events.decode(payload))
+        if section == "status" and parts[-1] == "health":
+            return _self_report_line("/".join(parts[3:-1]), payload)
         if section == "status":
             return f"STATUS     {'/'.join(parts[3:])} is {payload.decode()}"
         if section == "silences":
@@ -147,6 +149,14 @@ class Only:
 
 def _same(wanted: str | None, found: str | None) -> bool:
     return wanted is None or wanted == found
+
+
+def _self_report_line(instance: str, payload: bytes) -> str:
+    if not payload:
+        return f"HEALTH     {instance}: (stopped)"
+    report = self_report.decode(payload)
+    ready = "ready" if report.ready else f"NOT READY ({report.why})"
+    return f"HEALTH     {instance}: {ready}, {report.queued} queued, version {report.version}"
 
 
 def _facts(topic: str, payload: bytes) -> dict[str, str]:

@@ -18,6 +18,8 @@ __all__ = [
     "replay_topic",
     "replayed_filter",
     "replayed_topic",
+    "self_report_filter",
+    "self_report_topic",
     "service_and_instance",
     "silence_topic",
     "status_filter",
@@ -79,6 +81,19 @@ def destinations_topic(prefix: str, service: str, instance: str) -> str:
 def pending_topic(prefix: str, service: str) -> str:
     """A test alert's deliveries that are not over yet: taken, or failed once and to be retried."""
     return f"{prefix}/{VERSION}/pending/{service}"
+
+
+def self_report_topic(prefix: str, service: str, instance: str) -> str:
+    """Retained: what one instance says of itself (version, readiness, queue; ``self_report.py``).
+
+    Under its status topic, so that the account that may publish the status may publish this,
+    and ``status/+/+`` subscribers do not get it."""
+    return f"{status_topic(prefix, service, instance)}/health"
+
+
+def self_report_filter(prefix: str) -> str:
+    """Every instance's self-report."""
+    return f"{prefix}/{VERSION}/status/+/+/health"
 
 
 def status_filter(prefix: str) -> str:

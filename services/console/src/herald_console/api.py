@@ -69,6 +69,8 @@ def instances(feed: Feed) -> list[dict[str, Any]]:
             "destinations": i.destinations,
             "status_seen_at": iso(i.status_at),
             "last_report_at": iso(feed.last_seen.get(i.service)),
+            # What the instance says of itself; None until it has (or after a clean stop).
+            "self_report": None if i.report is None else msgspec.to_builtins(i.report),
         }
         for i in sorted(feed.instances.values(), key=lambda i: (i.service, i.instance))
     ]

@@ -19,9 +19,10 @@ from typing import Final
 import msgspec
 
 from herald_console.store import Report, Store
-from herald_shared import events, replay, silences, topics
+from herald_shared import events, replay, self_report, silences, topics
 from herald_shared.bus import ONLINE
 from herald_shared.delivery.receipts import DeadLetter, Pending
+from herald_shared.self_report import SelfReport
 from herald_shared.silences import Silence
 
 __all__ = ["FAMILIES", "Announcements", "Feed", "Instance", "subscriptions"]
@@ -54,6 +55,7 @@ class Instance:
     status: str = "unknown"
     destinations: list[str] = field(default_factory=list)
     status_at: float = 0.0
+    report: SelfReport | None = None  # what it says of itself (version, readiness, queue)
 
     @property
     def online(self) -> bool:
@@ -151,6 +153,8 @@ class Feed:
             self.announcements.say("replayed", answer.id)
         elif family in ("status", "destinations") and len(parts) == 2:
             self._instance(family, parts[0], parts[1], payload, now)
+        elif family == "status" and len(parts) == 3 and parts[2] == "health":
+            self._self_report(parts[0], parts[1], payload)
         elif family == "silences" and len(parts) == 1:
             self._silence(parts[0], payload)
 
@@ -165,6 +169,15 @@ class Feed:
             instance.status_at = now
         else:
             instance.destinations = msgspec.json.decode(payload, type=list[str]) if payload else []
+        self.announcements.say("service", service)
+
+    def _self_report(self, service: str, name: str, payload: bytes) -> None:
+        if not payload:  # a clean stop cleared it
+            if (service, name) in self.instances:
+                self.instances[service, name].report = None
+        else:
+            report = self_report.decode(payload)
+            self.instances.setdefault((service, name), Instance(service, name)).report = report
         self.announcements.say("service", service)
 
     def _silence(self, silence_id: str, payload: bytes) -> None:
