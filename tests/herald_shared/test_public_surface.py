@@ -266,7 +266,7 @@ PUBLIC: Final[dict[str, set[str]]] = {
     },
     "herald_shared.subscriber": {"OUTBOX_FLUSH_SECONDS", "SubscriberService"},
     "herald_shared.supervision": {"Supervisor", "WorkerPool", "every", "stop_pools"},
-    "herald_shared.tail": {"describe", "register", "tail"},
+    "herald_shared.tail": {"ReadinessChanges", "describe", "register", "tail"},
     "herald_shared.time_intervals": {
         "SECTION",
         "Interval",

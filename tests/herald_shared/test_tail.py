@@ -9,7 +9,7 @@ from pathlib import Path
 
 import msgspec
 
-from herald_shared import events, replay, samples, tail, topics
+from herald_shared import events, replay, samples, self_report, tail, topics
 from herald_shared.delivery import receipts
 from herald_testkit.mosquitto import Mosquitto
 from herald_testkit.mqtt import publisher
@@ -172,3 +172,39 @@ def test_a_replay_request_and_its_answer_say_what_was_asked_and_done() -> None:
     assert line == "REPLAYED   emailer/host-1: 1 back to pending; no dead letter of e2"
     hostile = tail.describe(topics.replay_topic(PREFIX, "emailer"), b'{"id": 1}')
     assert hostile.startswith("?          ")
+
+
+def test_a_self_report_is_shown_when_readiness_or_version_changes_not_each_minute() -> None:
+    topic = topics.self_report_topic(PREFIX, "emailer", "mail-1")
+    started = datetime(2026, 12, 3, 3, 0, tzinfo=UTC)
+
+    def report(ready: bool, queued: int, version: str = "1.0") -> bytes:
+        why = "connected, destinations ready" if ready else "not connected to the broker"
+        return self_report.encode(
+            self_report.SelfReport(
+                version=version,
+                ready=ready,
+                why=why,
+                queued=queued,
+                last_event_at=None,
+                started_at=started,
+            )
+        )
+
+    changes = tail.ReadinessChanges()
+    shown = [
+        changes.news(topic, payload)
+        for payload in (
+            report(True, 0),  # first word: shown
+            report(True, 5),  # only its queue changed
+            report(True, 5),  # the minute's refresh
+            report(False, 5),  # not ready: shown
+            report(True, 0),  # ready again: shown
+            report(True, 0, version="1.1"),  # a new version: shown
+            b"",  # stopped: shown
+        )
+    ]
+    assert shown == [True, False, False, True, True, True, True]
+    # Every other message is shown as before.
+    assert changes.news(topics.status_topic(PREFIX, "emailer", "mail-1"), b"online")
+    assert changes.news(topic.replace("mail-1", "mail-2"), b"not json")

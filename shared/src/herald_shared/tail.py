@@ -28,7 +28,7 @@ from herald_shared.delivery.receipts import attempts_done
 from herald_shared.matcher import matches_pattern
 from herald_shared.settings import BrokerSettings
 
-__all__ = ["describe", "register", "tail"]
+__all__ = ["ReadinessChanges", "describe", "register", "tail"]
 
 
 def describe(topic: str, payload: bytes) -> str:
@@ -147,6 +147,28 @@ class Only:
         )
 
 
+class ReadinessChanges:
+    """Which self-reports are news to a person watching: a change of an instance's readiness or
+    version, or its stop. The reports also come with every change of its queue and every minute
+    (``self_report.py``), which would drown the events in a busy tail."""
+
+    def __init__(self) -> None:
+        self._said: dict[str, tuple[bool, str, str] | None] = {}
+
+    def news(self, topic: str, payload: bytes) -> bool:
+        if topic.split("/")[2:3] != ["status"] or not topic.endswith("/health"):
+            return True  # not a self-report
+        try:
+            report = self_report.decode(payload) if payload else None
+        except ValueError:
+            return True  # shown as what it is: not Herald's
+        said = None if report is None else (report.ready, report.why, report.version)
+        if topic in self._said and self._said[topic] == said:
+            return False
+        self._said[topic] = said
+        return True
+
+
 def _same(wanted: str | None, found: str | None) -> bool:
     return wanted is None or wanted == found
 
@@ -201,10 +223,14 @@ async def tail(
 ) -> None:
     """Print until cancelled."""
 
+    readiness = ReadinessChanges()
+
     async def show(message: Message) -> None:
         if message.topic.split("/")[2:3] in (["acks"], ["lease"]):
             # Bookkeeping: acknowledgements (one per batch and service) and the sweep's lease
             # (renewed every interval) would drown what an operator watches for.
+            return
+        if not readiness.news(message.topic, message.payload):
             return
         if not only.admits(message.topic, message.payload):
             return
