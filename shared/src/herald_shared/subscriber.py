@@ -99,7 +99,7 @@ class SubscriberService:
             version=herald_version(),
             ready=ready,
             why=why,
-            queued=self.runner.ledger.count_pending(),
+            queued=self.runner.queued,
             last_event_at=self._last_event_at,
             started_at=self._started_at,
         )

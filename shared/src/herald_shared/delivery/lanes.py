@@ -85,6 +85,11 @@ class Lane:
         timer = asyncio.get_running_loop().call_later(delay, due)
         self._timers.add(timer)
 
+    @property
+    def waiting(self) -> int:
+        """Jobs in the lane: queued, in an attempt, or waiting for a retry."""
+        return self._waiting
+
     def done(self, job: Job) -> None:
         """``job`` left the lane (ended, or is about to be scheduled again)."""
         self._waiting -= 1

@@ -249,13 +249,6 @@ class Ledger:
             )
             yield job
 
-    def count_pending(self) -> int:
-        """Deliveries taken on and not ended yet: waiting, in flight or to be retried."""
-        row = self._sql.execute(
-            "SELECT COUNT(*) FROM deliveries WHERE state = 'pending'"
-        ).fetchone()
-        return int(row[0])
-
     def state_of(self, event_id: str, destination: str, target: str = "") -> State | None:
         row = self._sql.execute(
             "SELECT state FROM deliveries WHERE event_id = ? AND destination = ? AND target = ?",

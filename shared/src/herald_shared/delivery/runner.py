@@ -137,6 +137,11 @@ class Runner:
         return self._intake.ledger
 
     @property
+    def queued(self) -> int:
+        """Deliveries taken on and not ended yet, in every lane (``herald_delivery_queue``)."""
+        return sum(lane.waiting for lane in self._lanes.values())
+
+    @property
     def open_groups(self) -> int:
         """How many groups of alerts are collecting for a digest (grouping.py)."""
         return self._intake.grouping.open
