@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from herald_shared.events import Event
 from herald_shared.replay import ReplayAnswer, ReplayedDelivery, ReplayRequest
 from herald_shared.settings import BrokerSettings
 from herald_shared.subscriber import SubscriberService
-from herald_testkit.http import Answer, HttpReceiver
+from herald_testkit.http import Answer, HttpReceiver, accepted_webhook_ids
 from herald_testkit.made_events import failure
 from herald_testkit.mosquitto import Mosquitto
 from herald_testkit.mqtt import Observer, publisher
@@ -145,11 +144,6 @@ async def relay() -> AsyncIterator[HttpReceiver]:
         yield receiver
 
 
-def accepted_ids(receiver: HttpReceiver) -> list[str]:
-    """The event ids of the webhooks the receiver accepted, in order."""
-    return [json.loads(r.body)["herald_event"]["event_id"] for r in receiver.accepted]
-
-
 def replayed_count(destination: str) -> float:
     return sample("herald_replayed_total", service=SERVICE.name, destination=destination)
 
@@ -177,7 +171,7 @@ async def test_a_dead_letter_replayed_after_the_destination_recovers_is_delivere
         [again] = await it.ask(request(event.event_id))
         assert again.replayed == []
         assert again.not_found == [event.event_id]
-    assert accepted_ids(relay) == [event.event_id]
+    assert accepted_webhook_ids(relay) == [event.event_id]
     assert len(it.ended("delivered", event)) == 1
 
 
@@ -207,7 +201,7 @@ async def test_a_replay_by_event_id_touches_only_that_event(
         await it.wait_ended("delivered", chosen)
         ledger = it.service.runner.ledger
         assert ledger.state_of(other.event_id, "webhook:relay") == "dead_lettered"
-    assert accepted_ids(relay) == [chosen.event_id]
+    assert accepted_webhook_ids(relay) == [chosen.event_id]
 
 
 async def test_destination_and_since_choose_which_dead_letters_are_replayed(

@@ -21,7 +21,7 @@ from herald_shared import events, replay, topics
 from herald_shared.events import Event
 from herald_shared.replay import ReplayRequest
 from herald_testkit.fixtures import broker_section
-from herald_testkit.http import Answer, HttpReceiver
+from herald_testkit.http import Answer, HttpReceiver, accepted_webhook_ids
 from herald_testkit.made_events import failure
 from herald_testkit.mosquitto import Mosquitto
 from herald_testkit.mqtt import Observer, publisher
@@ -115,10 +115,6 @@ async def forwarder(
                 await running.stop()
 
 
-def accepted_ids(receiver: HttpReceiver) -> list[str]:
-    return [json.loads(r.body)["herald_event"]["event_id"] for r in receiver.accepted]
-
-
 async def test_replay_delivers_the_dead_letters_once_the_destinations_are_back_and_exits_0(
     tmp_path: Path, mosquitto: Mosquitto, topic_prefix: str
 ) -> None:
@@ -142,7 +138,7 @@ async def test_replay_delivers_the_dead_letters_once_the_destinations_are_back_a
         assert code == 0, out + err
         assert f"{SERVICE}/{topic_prefix}: nothing to replay" in out
         assert "nothing to replay: no instance holds the dead letters" in out
-    assert accepted_ids(a) == accepted_ids(b) == [event.event_id]
+    assert accepted_webhook_ids(a) == accepted_webhook_ids(b) == [event.event_id]
 
 
 async def test_replay_that_fails_again_names_the_delivery_and_exits_1(
@@ -257,7 +253,7 @@ async def test_deliveries_a_replay_reset_are_delivered_after_the_service_was_kil
 
         await running.start()
         await running.observer.wait_for(lambda _: running.ended("delivered", event) == 1)
-    assert accepted_ids(a) == [event.event_id]
+    assert accepted_webhook_ids(a) == [event.event_id]
 
 
 async def test_replay_works_in_the_one_machine_mode_with_the_embedded_broker(
@@ -299,7 +295,7 @@ async def test_replay_works_in_the_one_machine_mode_with_the_embedded_broker(
             assert await up.wait() == 0
     assert code == 0, out + err
     assert f"{SERVICE}: webhook:relay: delivered" in out
-    assert accepted_ids(relay) == [event.event_id]
+    assert accepted_webhook_ids(relay) == [event.event_id]
 
 
 async def publish_when_online(port: int, event: Event) -> None:

@@ -10,6 +10,7 @@ requests that were answered with a 2xx count as accepted.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -138,3 +139,8 @@ class HttpReceiver(LoopbackServer):
     async def __aexit__(self, *_: object) -> None:
         self._release.set()
         await super().__aexit__()
+
+
+def accepted_webhook_ids(receiver: HttpReceiver) -> list[str]:
+    """The event ids of the Herald webhooks (``herald_event``) the receiver accepted, in order."""
+    return [json.loads(r.body)["herald_event"]["event_id"] for r in receiver.accepted]
