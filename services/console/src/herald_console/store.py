@@ -22,7 +22,7 @@ from typing import Any, Final
 
 import msgspec
 
-from herald_shared import events
+from herald_shared import events, following
 from herald_shared.db import Database
 from herald_shared.delivery.receipts import DeadLetter, Pending
 from herald_shared.replay import ReplayAnswer, ReplayRequest
@@ -275,7 +275,7 @@ class Store:
                     at,
                 ),
             )
-            where = _where(receipt.destination, receipt.target)
+            where = following.where(receipt.destination, receipt.target)
             detail = f": {receipt.detail}" if receipt.detail else ""
             self._said(sql, receipt.event_id, at, receipt.service, receipt.outcome, where + detail)
 
@@ -302,7 +302,7 @@ class Store:
                     at,
                 ),
             )
-            where = _where(pending.destination, pending.target)
+            where = following.where(pending.destination, pending.target)
             detail = (
                 f": attempt {pending.attempts} failed: {pending.reason}" if pending.attempts else ""
             )
@@ -360,7 +360,7 @@ class Store:
                 ),
             )
             for item in answer.replayed:
-                where = _where(item.destination, item.target)
+                where = following.where(item.destination, item.target)
                 self._said(
                     sql, item.event_id, at, answer.service, "replayed", f"{where}: back to pending"
                 )
@@ -521,7 +521,3 @@ class Store:
 def _event_row(row: Iterable[Any]) -> EventRow:
     event_id, kind, task, app, stream, occurred, received, test, body = row
     return EventRow(event_id, kind, task, app, stream, occurred, received, bool(test), body)
-
-
-def _where(destination: str, target: str) -> str:
-    return destination + (f" ({target})" if target else "")
