@@ -247,13 +247,7 @@ PUBLIC: Final[dict[str, set[str]]] = {
         "ServiceSection",
         "TlsSettings",
     },
-    "herald_shared.silence_command": {
-        "fetch",
-        "new_silence",
-        "publish",
-        "register",
-        "state",
-    },
+    "herald_shared.silence_command": {"new_silence", "register", "state"},
     "herald_shared.silences": {
         "KEYS",
         "Matcher",

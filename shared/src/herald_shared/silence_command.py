@@ -22,7 +22,7 @@ from herald_shared.bus import Bus, BusError, Message
 from herald_shared.settings import BrokerSettings
 from herald_shared.silences import Matcher, Silence
 
-__all__ = ["fetch", "new_silence", "publish", "register", "state"]
+__all__ = ["new_silence", "register", "state"]
 
 
 def _matcher(text: str) -> Matcher:
@@ -88,7 +88,7 @@ async def _connected(broker: BrokerSettings, handler: Callable[[Message], None] 
     return bus
 
 
-async def publish(broker: BrokerSettings, silence_id: str, payload: bytes) -> None:
+async def _publish(broker: BrokerSettings, silence_id: str, payload: bytes) -> None:
     """The silence's retained message (an empty ``payload`` clears it)."""
     bus = await _connected(broker, None)
     try:
@@ -99,7 +99,7 @@ async def publish(broker: BrokerSettings, silence_id: str, payload: bytes) -> No
         await bus.close()
 
 
-async def fetch(broker: BrokerSettings) -> list[Silence]:
+async def _fetch(broker: BrokerSettings) -> list[Silence]:
     """Every silence retained on the broker, oldest first; unreadable ones are reported."""
     found: dict[str, Silence] = {}
     arrived = asyncio.Event()
@@ -158,13 +158,13 @@ def _add(arguments: argparse.Namespace) -> int:
         print(f"herald: {error}", file=sys.stderr)
         return 2
     broker = _broker(arguments)
-    asyncio.run(publish(broker, silence.id, silences.encode(silence)))
+    asyncio.run(_publish(broker, silence.id, silences.encode(silence)))
     print(f"added silence {silence.id} until {silence.ends.astimezone():%Y-%m-%d %H:%M %Z}")
     return 0
 
 
 def _list(arguments: argparse.Namespace) -> int:
-    found = asyncio.run(fetch(_broker(arguments)))
+    found = asyncio.run(_fetch(_broker(arguments)))
     now = datetime.now(UTC)
     shown = [s for s in found if arguments.all or state(s, now) != "expired"]
     if not shown:
@@ -176,7 +176,7 @@ def _list(arguments: argparse.Namespace) -> int:
 
 def _expire(arguments: argparse.Namespace) -> int:
     broker = _broker(arguments)
-    found = asyncio.run(fetch(broker))
+    found = asyncio.run(_fetch(broker))
     chosen = [s for s in found if s.id.startswith(arguments.id)]
     if len(chosen) != 1:
         why = "no silence" if not chosen else f"{len(chosen)} silences"
@@ -187,7 +187,7 @@ def _expire(arguments: argparse.Namespace) -> int:
         )
         return 1
     [silence] = chosen
-    asyncio.run(publish(broker, silence.id, b""))
+    asyncio.run(_publish(broker, silence.id, b""))
     print(f"expired silence {silence.id}")
     return 0
 

@@ -1,6 +1,7 @@
 """What an operator can do from the console: replay dead letters, add or expire a silence, send a
-test alert. Each publishes on the broker exactly what the ``herald`` commands publish, through
-their code (``herald_shared.replay``, ``silence_command``, ``sendtest``)."""
+test alert. Each publishes on the broker, over the console's own connection, exactly what the
+``herald`` commands publish, built by their code (``herald_shared.replay``, ``silence_command``,
+``sendtest``)."""
 
 from __future__ import annotations
 
@@ -68,8 +69,7 @@ class Actions:
     async def replay(
         self, service: str, event_ids: list[str], destination: str | None, by: str
     ) -> ReplayAsked:
-        if not service or "/" in service or "+" in service or "#" in service:
-            raise ActionError(f"{service!r} is not a service name")
+        _topic_level(service, "a service name")
         request = replay.ReplayRequest(
             id=replay.new_request_id(),
             event_ids=event_ids,
@@ -123,13 +123,16 @@ class Actions:
             )
         except ValueError as error:
             raise ActionError(str(error)) from None
-        await silence_command.publish(self._broker, silence.id, silences.encode(silence))
+        await self._publish_silence(silence.id, silences.encode(silence))
         return silence
 
     async def expire_silence(self, silence_id: str) -> None:
-        if not silence_id or any(char in silence_id for char in "/+#"):
-            raise ActionError(f"{silence_id!r} is not a silence id")
-        await silence_command.publish(self._broker, silence_id, b"")
+        _topic_level(silence_id, "a silence id")
+        await self._publish_silence(silence_id, b"")  # an empty retained message clears it
+
+    async def _publish_silence(self, silence_id: str, payload: bytes) -> None:
+        topic = topics.silence_topic(self._broker.topic_prefix, silence_id)
+        await self._bus.publish(topic, payload, retain=True)
 
     # --- test alerts -----------------------------------------------------------------------
 
@@ -144,3 +147,9 @@ class Actions:
         # the broker's copy arrives (which is then known, and taken as a redelivery).
         self._store.add_event(event)
         return event
+
+
+def _topic_level(text: str, what: str) -> None:
+    """``text`` goes into a topic as one level: no separator, no wildcard, not empty."""
+    if not text or any(char in text for char in "/+#"):
+        raise ActionError(f"{text!r} is not {what}")
