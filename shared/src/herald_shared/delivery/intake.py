@@ -167,12 +167,13 @@ class Intake:
 
         def write(batch: _Batch) -> None:
             self._ledger.finish(job, state, ended_at, detail)
+            self._reporter.digest_ended(digest, job, state, detail, ended_at)
             if state == "dead_lettered" and digest is not None:
                 for event, member, reason in dead_members(digest, job, detail):
                     self._ledger.store_event(event.event_id, events.encode(event))
                     self._ledger.finish(member, "dead_lettered", ended_at, reason)
+                    self._reporter.dead_letter(event, member, reason, ended_at)
             self.grouping.forget(job.event_id)
-            self._reporter.digest_ended(digest, job, state, detail, ended_at)
             batch.reports.append((None, job, state, detail, ended_at))
 
         self._writes.append(write)

@@ -13,7 +13,6 @@ import logging
 from typing import TYPE_CHECKING
 
 from herald_shared import metrics, topics
-from herald_shared.delivery.grouping import dead_members
 from herald_shared.delivery.ledger import FINISHED, Job, State
 from herald_shared.delivery.receipts import DeadLetter, Pending, Receipt, encode, timestamp
 from herald_shared.events import Event
@@ -65,21 +64,18 @@ class Reporter:
         """
         self._receipt(job, state, detail, now, event)
         if state == "dead_lettered":
-            self._dead_letter(event, job, detail or "", now)
+            self.dead_letter(event, job, detail or "", now)
 
     def digest_ended(
         self, digest: Digest | None, job: Job, state: State, detail: str | None, now: float
     ) -> None:
-        """A digest's receipt, with the event ids it carried, and, when it was dead-lettered, a
-        dead letter for each alert in it (with its event), into the caller's transaction.
+        """A digest's receipt, with the event ids it carried, into the caller's transaction (a
+        dead digest's alerts are dead-lettered each on its own: :meth:`dead_letter`).
 
         ``digest`` is None when the ledger lost its events: the receipt names only its id.
         """
         carried = digest.events if digest is not None else []
         self._receipt(job, state, detail, now, event_ids=[event.event_id for event in carried])
-        if state == "dead_lettered" and digest is not None:
-            for event, member, reason in dead_members(digest, job, detail):
-                self._dead_letter(event, member, reason, now)
 
     def _receipt(
         self,
@@ -148,7 +144,8 @@ class Reporter:
         )
         self._outbox.add(self._dead_letter_topic, encode(letter))
 
-    def _dead_letter(self, event: Event | None, job: Job, reason: str, now: float) -> None:
+    def dead_letter(self, event: Event | None, job: Job, reason: str, now: float) -> None:
+        """A dead letter, with its event, into the caller's transaction."""
         letter = DeadLetter(
             service=self.service,
             destination=job.destination,
